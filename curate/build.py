@@ -1,0 +1,177 @@
+"""`curate build`: plan work units, run them, and write the dataset and its record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import PIPELINE_VERSION, __version__
+from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
+from curate.datacard import write_datacard
+from curate.errors import CurateError
+from curate.finalize import apply_filters, assign_splits, partition
+from curate.ingest import adapter
+from curate.phantoms import ensure_phantoms
+from curate.pipeline import quarantine_row
+from curate.records import MANIFEST, QUARANTINE, to_table
+from curate.runner import Task, execute
+from curate.shard import checksums, write_shards
+from curate.store import UnitStore
+
+PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
+            "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # source -> why
+    problems: list[dict] = field(default_factory=list)  # quarantine rows from planning
+    units_per_source: Counter = field(default_factory=Counter)
+
+
+def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
+    """What a unit's output depends on besides its files; changing any of it redoes it."""
+    parts = {
+        "pipeline": PIPELINE_VERSION, "seed": recipe.seed, "salt": recipe.salt,
+        "sections": {s: recipe.fingerprint(s) for s in ("normalize", "ground", "describe", "ask")},
+        "source": spec.model_dump(mode="json", exclude={"path", "generate", "notes", "citation",
+                                                       "homepage", "title", "access"}),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(recipe: Recipe, specs: list[SourceSpec]) -> Plan:
+    plan = Plan()
+    for spec in specs:
+        if spec.generate is not None:
+            ensure_phantoms(spec.generate, Path(spec.path))
+        root = Path(spec.path)
+        if not root.is_dir():
+            plan.missing[spec.name] = f"no folder at {root}"
+            continue
+        planner, _ = adapter(spec.format)
+        units, problems = planner(spec, root)
+        plan.problems += [quarantine_row(spec.name, "", p.file, p.stage, p.exc, root)
+                          for p in problems]
+        if not units:
+            plan.missing[spec.name] = f"no files match {spec.layout.images} under {root}"
+            continue
+        fp = unit_fingerprint(recipe, spec)
+        plan.found.append(spec.name)
+        for unit in units:
+            plan.tasks.append(Task(spec, root, unit.stamp(root, fp)))
+        plan.units_per_source[spec.name] = len(units)
+    return plan
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def describe_plan(plan: Plan) -> str:
+    lines = [f"sources found: {len(plan.found)}, missing: {len(plan.missing)}, "
+             f"work units: {len(plan.tasks)}"]
+    for name in plan.found:
+        lines.append(f"  + {name}: {plan.units_per_source[name]} units")
+    for name, why in plan.missing.items():
+        lines.append(f"  - {name}: skipped ({why})")
+    return "\n".join(lines)
+
+
+def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
+          fresh: bool = False, dry_run: bool = False, log=print) -> dict:
+    """Run a recipe into `out`; returns the run record that is also written to run.json."""
+    t0 = time.perf_counter()
+    recipe = load_recipe(recipe_path)
+    out = Path(out).resolve()
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = resolve_sources(recipe, Path(recipe_path).resolve().parent, out)
+    plan = make_plan(recipe, specs)
+    log(describe_plan(plan))
+    if dry_run:
+        return {"plan": describe_plan(plan), "units": len(plan.tasks)}
+    if not plan.tasks:
+        raise CurateError("nothing to build: no source in the recipe has files; see the list above")
+    t_plan = time.perf_counter() - t0
+
+    store = UnitStore(out / "units")
+    todo = [t for t in plan.tasks if not store.is_done(t.spec.name, t.unit.unit_id)]
+    log(f"{len(plan.tasks) - len(todo)} work units already committed, {len(todo)} to run")
+    summaries, t_run = execute(todo, recipe, out / "units", executor, address)
+
+    t1 = time.perf_counter()
+    keys = [(t.spec.name, t.unit.unit_id) for t in plan.tasks]
+    counts, seconds = Counter(), Counter()
+    for s, u in keys:
+        summary = store.summary(s, u)
+        counts.update(summary["counts"])
+        seconds.update(summary["seconds"])
+    table = store.load(keys)
+    quarantine = pa.concat_tables([to_table(plan.problems, QUARANTINE),
+                                   store.load(keys, quarantine=True)])
+    table = assign_splits(apply_filters(table, recipe.filters), recipe.salt, recipe.split)
+    kept, dropped = partition(table)
+    names = write_shards(kept, out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
+    kept = kept.set_column(kept.schema.get_field_index("shard"), "shard", pa.array(names, pa.string()))
+    pq.write_table(kept.select(MANIFEST.names).cast(MANIFEST), out / "manifest.parquet")
+    pq.write_table(dropped.select(MANIFEST.names).cast(MANIFEST), out / "filtered.parquet")
+    pq.write_table(quarantine, out / "quarantine.parquet")
+    sums = checksums(out / "shards")
+    (out / "shards" / "SHA256SUMS").write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
+    t_final = time.perf_counter() - t1
+
+    reasons = Counter(r.split(":")[0] for q in dropped.column("quality").to_pylist()
+                      for r in q["reasons"])
+    record = {
+        "curate_version": __version__, "pipeline_version": PIPELINE_VERSION,
+        "recipe_file": str(recipe_path), "recipe": recipe.model_dump(mode="json"),
+        "sources": [s.model_dump(mode="json", exclude_none=True) for s in specs],
+        "sources_found": plan.found, "sources_missing": plan.missing,
+        "versions": versions(), "executor": executor, "command": " ".join(sys.argv),
+        "counts": {
+            "units_planned": len(plan.tasks), "units_reused": len(plan.tasks) - len(todo),
+            "units_run": len(summaries),
+            "ingest": {"cases": counts["cases"], "units_run": len(summaries)},
+            "normalize": {"views": counts["views"]},
+            "ground": {"rois": counts["rois"]},
+            "describe": {"captions": table.num_rows, "generated_this_run":
+                         sum(s["counts"].get("views", 0) for s in summaries)},
+            "ask": {"vqa": counts["vqa"]},
+            "filter": {"kept": kept.num_rows, "dropped": dropped.num_rows,
+                       "reasons": dict(sorted(reasons.items()))},
+            "quarantine": quarantine.num_rows,
+            "shard": {"shards": len(sums), "samples": kept.num_rows},
+            "splits": dict(Counter(kept.column("split").to_pylist())),
+        },
+        "timings_s": {"plan": round(t_plan, 3), "run": round(t_run, 3),
+                      "finalize": round(t_final, 3),
+                      "total": round(time.perf_counter() - t0, 3),
+                      "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},
+        "shards": sums,
+    }
+    (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs)
+    log(f"kept {kept.num_rows} samples in {len(sums)} shards; filtered {dropped.num_rows}; "
+        f"quarantined {quarantine.num_rows} file(s) -> {out}")
+    return record

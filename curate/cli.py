@@ -1,0 +1,94 @@
+"""Thin command line: each command parses arguments and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from curate.errors import CurateError
+
+
+@click.group(help="curate: grounded image-ROI-text triplets and VQA from public medical data.")
+@click.version_option(package_name="curate")
+def main() -> None:
+    pass
+
+
+@main.command(help="Build a dataset from RECIPE into --out (default: out/<recipe name>).")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder; re-running into it reuses finished work units.")
+@click.option("--address", default=None,
+              help="Ray cluster address (else RAY_ADDRESS, else a local Ray instance).")
+@click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="'local' runs every unit in this process (debugging, tiny inputs).")
+@click.option("--fresh", is_flag=True, help="Delete --out first and start over.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (sources, work units) and stop.")
+def build(recipe: Path, out: Path | None, address: str | None, executor: str, fresh: bool,
+          dry_run: bool) -> None:
+    from curate.build import build as run_build
+    from curate.config import load_recipe
+
+    try:
+        out = out or Path("out") / load_recipe(recipe).name
+        run_build(recipe, out, executor=executor, address=address, fresh=fresh,
+                  dry_run=dry_run, log=lambda m: click.echo(m, err=True))
+    except CurateError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command(help="Write the JSON Schemas for sources/ and recipes/ into DEST.")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"))
+def schemas(dest: Path) -> None:
+    from curate.schemas import write_schemas
+
+    for p in write_schemas(dest):
+        click.echo(str(p))
+
+
+@main.group(help="Inspect the declared public sources in sources/.")
+def sources() -> None:
+    pass
+
+
+@sources.command("list", help="List declared sources.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--modality", default=None, help="Only sources of this modality (e.g. CT).")
+def sources_list(as_json: bool, modality: str | None) -> None:
+    from curate.config import load_source_registry
+
+    try:
+        reg = load_source_registry()
+    except CurateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = [s for s in reg.values()
+            if modality is None or (s.modality or "").lower() == modality.lower()]
+    if as_json:
+        click.echo(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in rows],
+                              indent=1))
+        return
+    for s in rows:
+        lic = (s.license.spdx or s.license.name) if s.license else "?"
+        click.echo(f"{s.name:32} {s.modality or '?':12} {s.format.value:13} {lic}")
+    click.echo(f"{len(rows)} sources", err=True)
+
+
+@sources.command("show", help="Show one declared source as YAML.")
+@click.argument("name")
+def sources_show(name: str) -> None:
+    import yaml
+
+    from curate.config import load_source_registry
+
+    reg = load_source_registry()
+    if name not in reg:
+        raise click.ClickException(f"no source named {name!r}; see `curate sources list`")
+    click.echo(yaml.safe_dump(reg[name].model_dump(mode="json", exclude_none=True),
+                              sort_keys=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

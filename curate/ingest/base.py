@@ -1,0 +1,82 @@
+"""Containers that adapters produce and the work unit they read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from curate.config import View
+
+
+@dataclass
+class Unit:
+    """One case of one source: the smallest piece of work that commits on its own."""
+
+    source: str
+    key: str  # the case's name inside the source (relative path or series identity)
+    files: list[str]  # paths relative to the source root
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter data (boxes, series info)
+    unit_id: str = ""
+
+    def stamp(self, root: Path, config_fingerprint: str) -> Unit:
+        """Set unit_id from the inputs' identity (path, size, mtime) and the config."""
+        h = hashlib.sha256()
+        h.update(f"{self.source}\0{self.key}\0{config_fingerprint}\0".encode())
+        for rel in sorted(self.files):
+            try:
+                st = os.stat(root / rel)
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            except OSError:
+                h.update(f"{rel}\0missing\0".encode())
+        h.update(json.dumps(self.extra, sort_keys=True, default=str).encode())
+        self.unit_id = h.hexdigest()[:24]
+        return self
+
+
+@dataclass
+class CaseMeta:
+    """What an adapter learned about a case; raw identifiers never leave the unit."""
+
+    modality: str | None = None
+    anatomy: str | None = None
+    patient_id: str | None = None  # raw; hashed before anything is written
+    series_id: str | None = None  # raw; hashed before anything is written
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VolumeCase:
+    """A 3D image (any orientation) with an optional label volume on the same grid."""
+
+    image: sitk.Image
+    label: sitk.Image | None
+    meta: CaseMeta
+
+
+@dataclass
+class Box:
+    label: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+@dataclass
+class ImageCase:
+    """A 2D image (H, W) or (H, W, 3) with optional mask and boxes in its pixel grid."""
+
+    pixels: np.ndarray
+    meta: CaseMeta
+    view: View = View.none
+    spacing: tuple[float, float] | None = None  # (row, col) mm
+    mask: np.ndarray | None = None
+    boxes: list[Box] = field(default_factory=list)
+    photometric_inverted: bool = False  # MONOCHROME1 already inverted for display

@@ -1,0 +1,98 @@
+"""2D images with masks or boxes (PNG, JPEG, TIFF, BMP ...)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from curate.config import SourceSpec, View
+from curate.errors import ConfigError, IngestError
+from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
+from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Pixels as (H, W) grey or (H, W, 3) RGB; palette and alpha are resolved."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr"):
+                im = im.convert("RGB" if im.mode != "LA" else "L")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise IngestError(f"{path.name}: not readable as an image: {exc}") from exc
+    if arr.ndim == 3 and arr.shape[2] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
+            and np.array_equal(arr[..., 1], arr[..., 2]):
+        arr = arr[..., 0]  # grey stored as RGB
+    return np.ascontiguousarray(arr)
+
+
+def _read_boxes(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
+    table = spec.layout.boxes
+    if table.format != "csv":
+        raise ConfigError(f"source {spec.name}: {table.format} boxes are not read yet (csv is)")
+    path = root / table.file
+    if not path.is_file():
+        raise ConfigError(f"source {spec.name}: box file {table.file} not found under {root}")
+    cols = [table.image_column, table.label_column, table.x0_column, table.y0_column,
+            table.x1_column, table.y1_column]
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in cols if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"source {spec.name}: {table.file} lacks columns {missing}")
+        for row in reader:
+            by_image[row[table.image_column]].append({
+                "label": row[table.label_column],
+                "xyxy": [row[table.x0_column], row[table.y0_column],
+                         row[table.x1_column], row[table.y1_column]],
+            })
+    return by_image
+
+
+def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
+    boxes = _read_boxes(spec, root) if spec.layout.boxes else {}
+    units = []
+    for rel in list_images(spec, root):
+        files, extra = [rel], {}
+        if spec.layout.masks:
+            mask = annotation_path(spec.layout.masks, rel)
+            if (root / mask).is_file() and mask != rel:
+                files.append(mask)
+                extra["mask"] = mask
+        if spec.layout.boxes:
+            extra["boxes"] = boxes.get(rel) or boxes.get(Path(rel).name) or []
+        units.append(Unit(spec.name, key=rel, files=files, extra=extra))
+    return units, []
+
+
+def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
+    pixels = load_image(root / unit.files[0])
+    mask = None
+    if "mask" in unit.extra:
+        mask = load_image(root / unit.extra["mask"])
+        if mask.ndim == 3:
+            mask = mask.max(axis=2)
+        if mask.shape != pixels.shape[:2]:
+            raise IngestError(f"mask shape {mask.shape} differs from image {pixels.shape[:2]}")
+    boxes = []
+    for b in unit.extra.get("boxes", []):
+        try:
+            x0, y0, x1, y1 = (float(v) for v in b["xyxy"])
+        except ValueError as exc:
+            raise IngestError(f"box {b} has non-numeric coordinates") from exc
+        if not (x1 > x0 and y1 > y0):
+            raise IngestError(f"box {b['xyxy']} is empty or inverted")
+        boxes.append(Box(b["label"], x0, y0, x1, y1))
+    meta = CaseMeta(
+        modality=spec.modality, anatomy=spec.anatomy,
+        patient_id=patient_from_path(spec, unit.key), series_id=unit.key,
+    )
+    spacing = tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
+    return [ImageCase(pixels=pixels, meta=meta, view=spec.layout.view or View.none,
+                      spacing=spacing, mask=mask, boxes=boxes)]

@@ -1,0 +1,134 @@
+"""Everything that happens to one work unit, as plain functions (no Ray here).
+
+ingest -> normalize -> ground -> describe -> ask -> score. A failure anywhere becomes a
+quarantine row naming the file and the stage; the unit's other rows are unaffected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curate.ask import ask
+from curate.config import Recipe, SourceSpec
+from curate.deid import salted_hash
+from curate.describe import describe
+from curate.ground import encode_png, ground
+from curate.ingest import ImageCase, Unit, VolumeCase, adapter
+from curate.normalize import View2D, image_view, volume_views
+from curate.quality import image_scores
+
+
+@dataclass
+class UnitResult:
+    unit_id: str
+    samples: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
+
+
+def quarantine_row(source: str, unit_id: str, file: str, stage: str, exc: BaseException,
+                   root: Path | None = None) -> dict:
+    message = str(exc) or exc.__class__.__name__
+    if root is not None:
+        message = message.replace(str(root) + "/", "").replace(str(root), "")
+    return {"source": source, "unit_id": unit_id, "file": file, "stage": stage,
+            "error": exc.__class__.__name__, "message": message[:1000]}
+
+
+def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
+    if spec.layout.boxes is not None:
+        return True  # a box table lists every finding; no row means none was found
+    return bool(spec.layout.masks) and ("label" in unit.extra or "mask" in unit.extra)
+
+
+def vocabulary(spec: SourceSpec) -> list[str]:
+    return sorted(set(spec.layout.label_map.values()) | set(spec.findings))
+
+
+def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
+    labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois})
+    return {"modality": view.meta.modality, "anatomy": view.meta.anatomy,
+            "plane": view.plane.value, "window": view.window, "rois": rois,
+            "annotated": annotated, "labels": labels}
+
+
+def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
+                 annotated: bool, result: UnitResult) -> dict:
+    t = time.perf_counter()
+    rois, masks = ground(view, spec.layout.label_map, spec.findings, recipe.ground.min_roi_pixels)
+    result.seconds["ground"] += time.perf_counter() - t
+    result.counts["rois"] += len(rois)
+    image_png = encode_png(view.image)
+    sample_id = hashlib.sha256(
+        f"{spec.name}\0{unit.key}\0{view.plane.value}\0{view.index}\0".encode() + image_png
+    ).hexdigest()[:32]
+    ctx = sample_context(spec, view, rois, annotated)
+    t = time.perf_counter()
+    levels, caption, generation = describe(ctx)
+    result.seconds["describe"] += time.perf_counter() - t
+    t = time.perf_counter()
+    vqa = ask(ctx, recipe.ask.max_questions, seed=sample_id)
+    result.seconds["ask"] += time.perf_counter() - t
+    result.counts["vqa"] += len(vqa)
+    t = time.perf_counter()
+    # scores only: the keep decision is taken over the whole dataset (curate.finalize),
+    # so changing a threshold re-decides without redoing any unit
+    quality = {**image_scores(view.image), "keep": None, "reasons": []}
+    result.seconds["score"] += time.perf_counter() - t
+    patient = view.meta.patient_id or unit.key
+    h, w = view.image.shape[:2]
+    return {
+        "sample_id": sample_id, "unit_id": unit.unit_id, "source": spec.name,
+        "case_id": salted_hash(f"{spec.name}/{patient}", recipe.salt),
+        "series": salted_hash(f"{spec.name}/{view.meta.series_id or unit.key}", recipe.salt),
+        "license": (spec.license.spdx or spec.license.name) if spec.license else None,
+        "modality": view.meta.modality, "anatomy": view.meta.anatomy,
+        "findings": sorted({r["finding"] for r in rois}), "annotated": annotated,
+        "view": {"plane": view.plane.value, "index": view.index, "count": view.count},
+        "width": w, "height": h, "channels": 1 if view.image.ndim == 2 else view.image.shape[2],
+        "pixel_spacing_mm": list(view.spacing) if view.spacing else None,
+        "window": view.window, "rois": rois, "levels": levels, "caption": caption,
+        "knowledge_refs": [], "vqa": vqa, "generation": generation, "quality": quality,
+        "split": None, "shard": None, "image": image_png,
+        "roi_masks": [encode_png(m.astype(np.uint8) * 255) if m is not None else None
+                      for m in masks],
+    }
+
+
+def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe) -> UnitResult:
+    result = UnitResult(unit.unit_id)
+    _, read = adapter(spec.format)
+    stage = "ingest"
+    try:
+        t = time.perf_counter()
+        cases = read(spec, root, unit)
+        result.seconds["ingest"] += time.perf_counter() - t
+        result.counts["cases"] += len(cases)
+        stage = "normalize"
+        t = time.perf_counter()
+        rng = np.random.default_rng(int(unit.unit_id[:8], 16) ^ recipe.seed)
+        views: list[View2D] = []
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                views.extend(volume_views(case, recipe.normalize, rng, spec.window))
+            elif isinstance(case, ImageCase):
+                views.append(image_view(case, recipe.normalize))
+        result.seconds["normalize"] += time.perf_counter() - t
+        result.counts["views"] += len(views)
+        stage = "ground"
+        annotated = is_annotated(spec, unit)
+        for view in views:
+            result.samples.append(build_sample(spec, recipe, unit, view, annotated, result))
+    except Exception as exc:  # noqa: BLE001 - errors are data: one bad file never stops a build
+        result.samples = []
+        result.quarantine.append(quarantine_row(spec.name, unit.unit_id, unit.files[0], stage,
+                                                exc, root))
+    result.counts["quarantined"] = len(result.quarantine)
+    return result

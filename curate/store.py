@@ -1,0 +1,54 @@
+"""Committed work units on disk: a unit is done when its marker exists.
+
+units/<source>/<unit_id>.parquet    samples (with image and mask bytes)
+units/<source>/<unit_id>.q.parquet  quarantine rows
+units/<source>/<unit_id>.json       marker: counts and timings, written last (atomic rename)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.pipeline import UnitResult
+from curate.records import QUARANTINE, SAMPLE, to_table
+
+
+class UnitStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _base(self, source: str, unit_id: str) -> Path:
+        return self.root / source / unit_id
+
+    def is_done(self, source: str, unit_id: str) -> bool:
+        return self._base(source, unit_id).with_suffix(".json").exists()
+
+    def commit(self, source: str, result: UnitResult) -> dict:
+        base = self._base(source, result.unit_id)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tmp_suffix = f".tmp{os.getpid()}"
+        for suffix, rows, schema in ((".parquet", result.samples, SAMPLE),
+                                     (".q.parquet", result.quarantine, QUARANTINE)):
+            tmp = base.with_name(base.name + suffix + tmp_suffix)
+            pq.write_table(to_table(rows, schema), tmp)
+            os.replace(tmp, base.with_name(base.name + suffix))
+        summary = {"unit_id": result.unit_id, "source": source, "counts": dict(result.counts),
+                   "seconds": dict(result.seconds)}
+        tmp = base.with_name(base.name + ".json" + tmp_suffix)
+        tmp.write_text(json.dumps(summary, sort_keys=True))
+        os.replace(tmp, base.with_suffix(".json"))
+        return summary
+
+    def summary(self, source: str, unit_id: str) -> dict:
+        return json.loads(self._base(source, unit_id).with_suffix(".json").read_text())
+
+    def load(self, units: list[tuple[str, str]], quarantine: bool = False) -> pa.Table:
+        suffix, schema = (".q.parquet", QUARANTINE) if quarantine else (".parquet", SAMPLE)
+        tables = [pq.read_table(self._base(s, u).with_name(u + suffix), schema=schema)
+                  for s, u in units]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
