@@ -141,3 +141,49 @@ def _rgb_mask(dest: Path, stem: str, rng: np.random.Generator, i: int) -> None:
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(dest / "images" / f"{stem}.png")
     Image.fromarray((lesion * 255).astype(np.uint8)).save(dest / "masks" / f"{stem}_mask.png")
     _write_truth(dest, stem, {"pixels": int(lesion.sum()), "center_xy": [float(cx), float(cy)]})
+
+
+def write_dicom_series(dest: Path, hu: np.ndarray, spacing: tuple[float, float, float],
+                       patient_id: str = "PHANTOM^PATIENT", series_uid: str | None = None,
+                       shuffle_seed: int | None = None) -> list[Path]:
+    """Write an axial CT series (hu is (z, y, x), LPS) as one DICOM file per slice.
+
+    InstanceNumber is shuffled against position when shuffle_seed is given, so that a
+    reader that orders by InstanceNumber gets the volume wrong.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from pydicom import Dataset
+
+    dest.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid = generate_uid()
+    order = np.arange(hu.shape[0])
+    if shuffle_seed is not None:
+        np.random.default_rng(shuffle_seed).shuffle(order)
+    paths = []
+    for k in range(hu.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID, ds.PatientName = "CT", patient_id, patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.InstanceNumber = int(order[k]) + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, float(k * spacing[2])]
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = np.clip(hu[k] + 1024, 0, 65535).astype(np.uint16).tobytes()
+        path = dest / f"{series_uid.rsplit('.', 1)[-1]}_IM{ds.InstanceNumber:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -1,0 +1,152 @@
+"""End-to-end builds: the demo on Ray, an inline local source, a corrupt file."""
+
+import io
+import json
+import tarfile
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from curate.build import build
+from tests.conftest import ROOT
+
+REQUIRED = ["sample_id", "source", "case_id", "modality", "anatomy", "split", "rois", "caption",
+            "vqa", "quality", "shard"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    first = build(ROOT / "recipes" / "demo.yaml", out, executor="ray", log=lambda m: None)
+    manifest_bytes = (out / "manifest.parquet").read_bytes()
+    second = build(ROOT / "recipes" / "demo.yaml", out, executor="ray", log=lambda m: None)
+    return out, first, second, manifest_bytes
+
+
+@pytest.mark.slow
+def test_demo_writes_every_output(demo):
+    out, first, _, _ = demo
+    for name in ("manifest.parquet", "quarantine.parquet", "run.json", "DATACARD.md",
+                 "filtered.parquet"):
+        assert (out / name).is_file(), name
+    assert list((out / "shards").glob("*.tar"))
+    m = pl.read_parquet(out / "manifest.parquet")
+    assert set(REQUIRED) <= set(m.columns)
+    assert m.height == first["counts"]["filter"]["kept"] > 0
+    assert set(m["source"]) == {"pydicom-ct-mr", "nibabel-anatomical", "phantom-ct-lesion",
+                                "phantom-xray-boxes", "phantom-skin-mask"}
+    rois = [r for rs in m["rois"].to_list() for r in rs]
+    assert rois and all(len(r["bbox"]) == 4 and r["location"] and r["origin"] == "annotation"
+                        for r in rois)
+    assert all(g["backend"] == "grounded-template" and "no language model" in g["note"]
+               for g in m["generation"].to_list())
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["pyarrow"] and run["recipe"]["name"] == "demo"
+    assert "deterministic grounded generator" in (out / "DATACARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_shards_hold_image_masks_and_the_manifest_record(demo):
+    out, *_ = demo
+    m = pl.read_parquet(out / "manifest.parquet")
+    by_id = {r["sample_id"]: r for r in m.iter_rows(named=True)}
+    seen = []
+    for tar_path in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members = tar.getmembers()
+            keys = [mem.name.split(".", 1)[0] for mem in members]
+            # members of one sample are adjacent
+            runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+            assert len(runs) == len(set(runs))
+            for mem in members:
+                key, ext = mem.name.split(".", 1)
+                data = tar.extractfile(mem).read()
+                if ext == "json":
+                    rec = json.loads(data)
+                    row = by_id[key]
+                    assert rec["caption"] == row["caption"] and rec["shard"] == tar_path.name
+                    assert rec["rois"] == [] or "mask" in rec["rois"][0]
+                elif ext == "png":
+                    from PIL import Image
+                    assert Image.open(io.BytesIO(data)).size == (row["width"], row["height"])
+            seen += runs
+    assert sorted(seen) == sorted(by_id)
+    assert all("." not in k for k in seen)
+
+
+@pytest.mark.slow
+def test_second_run_reuses_units_and_gives_identical_manifest(demo):
+    out, first, second, manifest_bytes = demo
+    assert first["counts"]["units_run"] == first["counts"]["units_planned"]
+    assert second["counts"]["units_run"] == 0
+    assert second["counts"]["units_reused"] == first["counts"]["units_planned"]
+    assert second["counts"]["describe"]["generated_this_run"] == 0
+    assert (out / "manifest.parquet").read_bytes() == manifest_bytes
+
+
+@pytest.mark.slow
+def test_no_patient_identifier_reaches_outputs(demo):
+    out, *_ = demo
+    ids = set()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        ds = dcmread(get_testdata_file(name))
+        ids |= {str(ds.PatientID), str(ds.PatientName)}
+    ids.discard("")
+    for path in [out / "manifest.parquet", out / "run.json", out / "DATACARD.md",
+                 *(out / "shards").glob("*.tar")]:
+        blob = path.read_bytes()
+        for value in ids:
+            assert value.encode() not in blob, f"{value!r} found in {path.name}"
+
+
+def test_inline_local_source_with_corrupt_file(tmp_path, mask_folder, write_recipe):
+    recipe = write_recipe([{
+        "name": "my-folder", "path": str(mask_folder), "format": "image_mask",
+        "modality": "XR", "anatomy": "chest",
+        "layout": {"images": ["img/*.png"], "masks": "seg/{stem}_seg.png",
+                   "label_map": {1: "opacity"}, "view": "frontal",
+                   "pixel_spacing_mm": [0.5, 0.5]},
+    }])
+    out = tmp_path / "out"
+    record = build(recipe, out, executor="local", log=lambda m: None)
+    q = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert len(q) == 1 and q[0]["file"] == "img/broken.png" and q[0]["stage"] == "ingest"
+    assert q[0]["error"] == "IngestError" and "not readable" in q[0]["message"]
+    assert record["counts"]["quarantine"] == 1
+    m = pl.read_parquet(out / "manifest.parquet")
+    assert m.height == 3
+    roi = m["rois"][0][0]
+    assert roi["label"] == "opacity" and roi["laterality"] == "left"
+    assert roi["area_mm2"] == pytest.approx(200 * 0.25)
+
+
+def test_fresh_starts_over_and_blank_images_are_filtered(tmp_path, write_recipe):
+    import numpy as np
+    from PIL import Image
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "blank.png")
+    Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(
+        root / "noise.png")
+    recipe = write_recipe([{"name": "f", "path": str(root), "format": "image_mask",
+                            "modality": "XR", "layout": {"images": ["*.png"]}}])
+    out = tmp_path / "out"
+    build(recipe, out, executor="local", log=lambda m: None)
+    again = build(recipe, out, executor="local", fresh=True, log=lambda m: None)
+    assert again["counts"]["units_run"] == 2
+    dropped = pl.read_parquet(out / "filtered.parquet")
+    assert dropped.height == 1
+    assert dropped["quality"][0]["reasons"][0].startswith("blank")
+
+
+def test_missing_source_folder_is_reported(tmp_path, write_recipe):
+    from curate.errors import CurateError
+    recipe = write_recipe([{"name": "gone", "path": str(tmp_path / "nope"), "format": "nifti",
+                            "layout": {"images": ["*.nii.gz"]}}])
+    lines = []
+    with pytest.raises(CurateError, match="nothing to build"):
+        build(recipe, tmp_path / "out", executor="local", log=lines.append)
+    assert "gone: skipped (no folder" in lines[0]

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from pydicom.data import get_testdata_file
+
+from curate.config import NormalizeConfig, SourceSpec
+from curate.ingest import adapter
+from curate.ingest.dicom import plan_dicom, read_dicom
+from curate.normalize import volume_views
+from curate.phantoms import write_dicom_series
+
+
+def dicom_spec(path, images=("**/*.dcm",)):
+    return SourceSpec(name="d", format="dicom", path=str(path), layout={"images": list(images)})
+
+
+def test_ct_small_is_read_in_hu():
+    path = get_testdata_file("CT_small.dcm")
+    from pathlib import Path
+    root = Path(path).parent
+    spec = dicom_spec(root, ["CT_small.dcm"])
+    units, problems = plan_dicom(spec, root)
+    assert len(units) == 1 and not problems
+    (case,) = read_dicom(spec, root, units[0])
+    arr = sitk.GetArrayFromImage(case.image)
+    assert arr.shape == (1, 128, 128)
+    assert -1100 < arr.min() < -800 and arr.max() < 3000  # air in HU after the -1024 intercept, no int16 overflow
+    assert case.meta.modality == "CT"
+    assert case.image.GetSpacing()[:2] == pytest.approx((0.661468, 0.661468))
+
+
+def test_series_split_and_ordered_by_position_not_instance_number(tmp_path):
+    hu = np.zeros((6, 16, 16), np.float32)
+    hu += np.arange(6)[:, None, None] * 100  # slice k has HU k*100
+    write_dicom_series(tmp_path / "a", hu, (0.5, 0.5, 2.0), shuffle_seed=3)
+    write_dicom_series(tmp_path / "a", hu[:3], (0.5, 0.5, 2.0))  # a second series, same folder
+    spec = dicom_spec(tmp_path)
+    units, _ = plan_dicom(spec, tmp_path)
+    assert sorted(len(u.files) for u in units) == [3, 6]
+    big = max(units, key=lambda u: len(u.files))
+    (case,) = read_dicom(spec, tmp_path, big)
+    arr = sitk.GetArrayFromImage(case.image)
+    assert np.allclose(arr[:, 0, 0], np.arange(6) * 100)
+    assert case.image.GetSpacing()[2] == pytest.approx(2.0)
+
+
+def test_corrupt_dicom_is_a_plan_problem(tmp_path):
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom file at all")
+    units, problems = plan_dicom(dicom_spec(tmp_path), tmp_path)
+    assert units == [] and problems[0].file == "bad.dcm"
+
+
+def test_nifti_las_volume_reads_and_reorients():
+    import nibabel
+    from pathlib import Path
+    root = Path(nibabel.__file__).parent / "tests" / "data"
+    spec = SourceSpec(name="n", format="nifti", modality="MR", path=str(root),
+                      layout={"images": ["anatomical.nii"]})
+    plan, read = adapter(spec.format)
+    units, _ = plan(spec, root)
+    (case,) = read(spec, root, units[0])
+    views = volume_views(case, NormalizeConfig(), np.random.default_rng(0))
+    assert views and views[0].image.dtype == np.uint8
+    assert views[0].window["method"] == "percentile"
+
+
+def test_unsupported_family_says_so():
+    from curate.config import FormatFamily
+    from curate.errors import UnsupportedFormat
+    with pytest.raises(UnsupportedFormat, match="wsi"):
+        adapter(FormatFamily.wsi)
