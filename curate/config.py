@@ -97,6 +97,9 @@ class Layout(Strict):
     view: View | None = Field(
         default=None, description="2D families: the view; volumes are always axial"
     )
+    max_frames: int = Field(
+        default=4, ge=1, description="multi-frame files without geometry: frames kept"
+    )
     pixel_spacing_mm: tuple[float, float] | None = Field(
         default=None, description="2D families: (row, col) spacing when the files lack it"
     )
@@ -157,6 +160,9 @@ class SourceSpec(Strict):
     )
     generate: PhantomSpec | None = None
     window: str | None = Field(default=None, description="CT window preset name")
+    allow_burned_in: bool = Field(
+        default=False, description="include DICOM images flagged BurnedInAnnotation=YES"
+    )
     notes: str | None = None
 
     def normalised_label(self, label: str) -> str:
@@ -169,6 +175,7 @@ class SourceRef(Strict):
     source: str = Field(pattern=SLUG)
     path: str | None = None
     window: str | None = None
+    allow_burned_in: bool = False
 
 
 class NormalizeConfig(Strict):
@@ -339,6 +346,7 @@ def resolve_sources(
             spec.path = entry.path
             if entry.window:
                 spec.window = entry.window
+            spec.allow_burned_in = entry.allow_burned_in
         else:
             spec = entry.model_copy(deep=True)
         if spec.generate is not None:

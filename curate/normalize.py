@@ -146,7 +146,9 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
 
 def image_view(case: ImageCase, cfg: NormalizeConfig) -> View2D:
     px = case.pixels
-    if px.dtype == np.uint8:
+    if case.window is not None:
+        u8, win = px, case.window
+    elif px.dtype == np.uint8:
         u8 = px
         win = {"method": "none", "name": "uint8", "low": 0.0, "high": 255.0}
     else:
@@ -155,7 +157,8 @@ def image_view(case: ImageCase, cfg: NormalizeConfig) -> View2D:
         u8 = scale_to_uint8(grey, low, high)
         win = {"method": "percentile", "name": "p0.5-p99.5", "low": low, "high": high}
     raw = px.astype(np.float32) if px.ndim == 2 else px.astype(np.float32).mean(axis=2)
-    view = View2D(image=u8, raw=raw, plane=case.view, index=-1, count=1, spacing=case.spacing,
+    view = View2D(image=u8, raw=raw, plane=case.view, index=case.index, count=1,
+                  spacing=case.spacing,
                   window=win, meta=case.meta, labels=case.mask, boxes=list(case.boxes))
     return resize_view(view, cfg.max_size)
 

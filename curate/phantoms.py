@@ -151,14 +151,13 @@ def write_dicom_series(dest: Path, hu: np.ndarray, spacing: tuple[float, float, 
     InstanceNumber is shuffled against position when shuffle_seed is given, so that a
     reader that orders by InstanceNumber gets the volume wrong.
     """
+    from pydicom import Dataset
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    from pydicom import Dataset
-
     dest.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
     order = np.arange(hu.shape[0])
     if shuffle_seed is not None:
         np.random.default_rng(shuffle_seed).shuffle(order)
@@ -173,6 +172,10 @@ def write_dicom_series(dest: Path, hu: np.ndarray, spacing: tuple[float, float, 
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.PatientID, ds.PatientName = "CT", patient_id, patient_id
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PatientBirthDate, ds.PatientSex, ds.AccessionNumber = "19700101", "O", "ACC0001"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.SeriesNumber = "20000101", "120000", "1", 1
+        ds.ReferringPhysicianName, ds.Manufacturer = "", "curate-phantom"
         ds.InstanceNumber = int(order[k]) + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0.0, 0.0, float(k * spacing[2])]

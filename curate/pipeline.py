@@ -45,6 +45,8 @@ def quarantine_row(source: str, unit_id: str, file: str, stage: str, exc: BaseEx
 def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
     if spec.layout.boxes is not None:
         return True  # a box table lists every finding; no row means none was found
+    if unit.extra.get("annotations"):
+        return True  # DICOM SEG / RTSTRUCT attached to the series
     return bool(spec.layout.masks) and ("label" in unit.extra or "mask" in unit.extra)
 
 
@@ -62,7 +64,8 @@ def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
                  annotated: bool, result: UnitResult) -> dict:
     t = time.perf_counter()
-    rois, masks = ground(view, spec.layout.label_map, spec.findings, recipe.ground.min_roi_pixels)
+    label_map = view.meta.label_map or spec.layout.label_map
+    rois, masks = ground(view, label_map, spec.findings, recipe.ground.min_roi_pixels)
     result.seconds["ground"] += time.perf_counter() - t
     result.counts["rois"] += len(rois)
     image_png = encode_png(view.image)

@@ -21,6 +21,9 @@ Reader = Callable[[SourceSpec, Path, Unit], list]
 
 ADAPTERS: dict[FormatFamily, tuple[Planner, Reader]] = {
     FormatFamily.dicom: (plan_dicom, read_dicom),
+    # SEG/RTSTRUCT objects sit beside their images and are attached to their series
+    FormatFamily.dicom_seg: (plan_dicom, read_dicom),
+    FormatFamily.rtstruct: (plan_dicom, read_dicom),
     FormatFamily.nifti: (plan_volumes, read_volume),
     FormatFamily.image_mask: (plan_images, read_image),
     FormatFamily.image_boxes: (plan_images, read_image),

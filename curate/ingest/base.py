@@ -49,6 +49,7 @@ class CaseMeta:
     patient_id: str | None = None  # raw; hashed before anything is written
     series_id: str | None = None  # raw; hashed before anything is written
     notes: list[str] = field(default_factory=list)
+    label_map: dict[int, str] | None = None  # from the data itself (SEG/RTSTRUCT names)
 
 
 @dataclass
@@ -80,3 +81,5 @@ class ImageCase:
     mask: np.ndarray | None = None
     boxes: list[Box] = field(default_factory=list)
     photometric_inverted: bool = False  # MONOCHROME1 already inverted for display
+    index: int = -1  # frame number for multi-frame files
+    window: dict | None = None  # set when the adapter already mapped pixels to uint8

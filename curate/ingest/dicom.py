@@ -1,8 +1,12 @@
-"""DICOM files and series.
+"""DICOM files and series, with their SEG and RTSTRUCT annotations.
 
-Planning reads headers only and groups files into series by SeriesInstanceUID and
-orientation; reading orders slices by their position along the slice normal (not
-InstanceNumber) and builds a SimpleITK volume in LPS patient space.
+Planning reads headers only: image files are grouped into series by SeriesInstanceUID
+and orientation; SEG/RTSTRUCT objects are attached to the series they reference; other
+objects (SR, RT plans, waveforms) become quarantine rows saying they hold no image.
+Reading orders slices by their position along the slice normal (not InstanceNumber),
+rescales to modality units in float, builds a SimpleITK volume in patient space, and
+scrubs every dataset with the PS3.15 basic profile once the few needed values are taken.
+Compressed transfer syntaxes decode through the pylibjpeg plugins.
 """
 
 from __future__ import annotations
@@ -13,25 +17,42 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from curate.config import SourceSpec, View
+from curate.deid import scrub
 from curate.errors import IngestError
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
-from curate.ingest.files import Problem, list_images
+from curate.ingest.dicom_annot import referenced_series, rtstruct_labels, seg_labels
+from curate.ingest.files import Problem, list_images, patient_from_path
 
 HEADER_TAGS = [
-    "SeriesInstanceUID", "ImageOrientationPatient", "ImagePositionPatient", "Modality",
-    "NumberOfFrames", "SOPClassUID",
+    "SeriesInstanceUID", "ImageOrientationPatient", "Modality", "Rows", "SOPClassUID",
+    "ReferencedSeriesSequence", "ReferencedFrameOfReferenceSequence",
 ]
+
+
+class NotAnImage(IngestError):
+    """A DICOM object without pixel data (SR, RT plan, waveform, ...)."""
+
+
+class BurnedInAnnotation(IngestError):
+    """BurnedInAnnotation is YES: text in the pixels may identify the patient."""
 
 
 def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     groups: dict[tuple, list[str]] = defaultdict(list)
+    annotations: dict[str, list[str]] = defaultdict(list)
     problems: list[Problem] = []
     for rel in list_images(spec, root):
         try:
             ds = pydicom.dcmread(root / rel, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            modality = str(ds.get("Modality", ""))
+            if modality in ("SEG", "RTSTRUCT"):
+                annotations[referenced_series(ds) or ""].append(rel)
+                continue
+            if "Rows" not in ds:
+                raise NotAnImage(f"{modality or 'this'} object holds no image; skipped")
             uid = str(ds.SeriesInstanceUID)
         except Exception as exc:  # noqa: BLE001 - any unreadable header is a quarantine row
             problems.append(Problem(rel, "plan", exc))
@@ -39,77 +60,163 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
         iop = tuple(round(float(v), 3) for v in ds.get("ImageOrientationPatient", []) or [])
         groups[(uid, iop)].append(rel)
     units = []
+    biggest: dict[str, Unit] = {}
     for i, ((uid, iop), files) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
         files = sorted(files)
-        units.append(Unit(spec.name, key=files[0] if len(files) == 1 else f"series{i}",
-                          files=files, extra={"series_uid": uid, "iop": list(iop)}))
+        unit = Unit(spec.name, key=files[0] if len(files) == 1 else f"series{i}:{files[0]}",
+                    files=files, extra={"iop": list(iop)})
+        units.append(unit)
+        if uid not in biggest or len(files) > len(biggest[uid].files):
+            biggest[uid] = unit
+    for uid, files in annotations.items():
+        if uid in biggest:
+            biggest[uid].extra["annotations"] = sorted(files)
+            biggest[uid].files = biggest[uid].files + sorted(files)
+        else:
+            problems += [Problem(f, "plan", IngestError(
+                "annotation references a series that is not under the source root")) for f in files]
     return units, problems
 
 
-def _pixels(ds: pydicom.Dataset) -> np.ndarray:
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise IngestError("multi-frame DICOM is not read yet (planned: frames as slices)")
-    arr = ds.pixel_array
-    if arr.ndim == 2:
-        # rescale in float: int16 arithmetic overflows with a -1024 intercept
-        arr = apply_modality_lut(arr.astype(np.float32), ds).astype(np.float32)
-    return arr
-
-
-def _meta(ds: pydicom.Dataset, spec: SourceSpec) -> CaseMeta:
+def _meta(ds: pydicom.Dataset, spec: SourceSpec, rel: str) -> CaseMeta:
     return CaseMeta(
         modality=str(ds.get("Modality") or spec.modality or "") or None,
         anatomy=spec.anatomy or (str(ds.get("BodyPartExamined") or "").lower() or None),
-        patient_id=str(ds.get("PatientID") or "") or None,
+        patient_id=patient_from_path(spec, rel) or str(ds.get("PatientID") or "") or None,
         series_id=str(ds.get("SeriesInstanceUID") or "") or None,
     )
 
 
+def _frames(ds: pydicom.Dataset) -> np.ndarray:
+    """Pixels as (frames, rows, cols[, 3]): grey in modality units (float), colour as RGB."""
+    arr = ds.pixel_array
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        if arr.dtype != np.uint8:
+            arr = (arr / 257).round().astype(np.uint8)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        # rescale in float: int16 arithmetic overflows with a -1024 intercept
+        arr = apply_modality_lut(arr.astype(np.float32), ds).astype(np.float32)
+    elif arr.dtype != np.uint8:  # 16-bit RGB: keep the top byte's worth of range
+        arr = (arr.astype(np.float32) * (255.0 / max(1.0, float(arr.max())))).round().astype(np.uint8)
+    return arr if n > 1 else arr[None]
+
+
 def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | ImageCase]:
-    datasets = []
+    annotation_files = set(unit.extra.get("annotations", []))
+    datasets, annots = [], []
     for rel in unit.files:
         try:
-            datasets.append(pydicom.dcmread(root / rel))
+            ds = pydicom.dcmread(root / rel)
         except Exception as exc:  # noqa: BLE001
             raise IngestError(f"{rel}: not readable as DICOM: {exc}") from exc
+        (annots if rel in annotation_files else datasets).append(ds)
     first = datasets[0]
-    meta = _meta(first, spec)
-    iop = first.get("ImageOrientationPatient")
-    if iop is None or first.get("ImagePositionPatient") is None:
+    meta = _meta(first, spec, unit.key)
+    if str(first.get("BurnedInAnnotation", "")).upper() == "YES" and not spec.allow_burned_in:
+        raise BurnedInAnnotation("BurnedInAnnotation is YES; set allow_burned_in on the "
+                                 "source to include such images")
+    for ds in datasets + annots:
+        scrub(ds)
+    shared = first.get("SharedFunctionalGroupsSequence")
+    if len(datasets) == 1 and "PerFrameFunctionalGroupsSequence" in first and shared and \
+            "PlaneOrientationSequence" in shared[0]:
+        return [_enhanced_volume(first, meta)]
+    if len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
+        return _frame_images(first, meta, spec)
+    if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
         return [_projection(ds, meta, spec) for ds in datasets]
+    return [_volume(datasets, annots, meta)]
+
+
+def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacing_rc,
+              meta: CaseMeta) -> tuple[sitk.Image, np.ndarray]:
     row = np.array([float(v) for v in iop[:3]])
     col = np.array([float(v) for v in iop[3:]])
     normal = np.cross(row, col)
-    pos = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
-    order = np.argsort([float(p @ normal) for p in pos])
-    slices = [_pixels(datasets[i]) for i in order]
-    if any(s.ndim != 2 or s.shape != slices[0].shape for s in slices):
-        raise IngestError("series mixes colour or differently sized slices")
-    along = np.array([float(pos[i] @ normal) for i in order])
+    along = np.array([float(p @ normal) for p in positions])
+    order = np.argsort(along, kind="stable")
+    along = along[order]
     if len(along) > 1:
         steps = np.diff(along)
         dz = float(np.median(steps))
-        if dz <= 0:
-            raise IngestError("series has slices at the same position")
+        if np.min(steps) <= 1e-6:
+            raise IngestError("series has two slices at the same position")
         if np.max(np.abs(steps - dz)) > 0.1 * dz:
             meta.notes.append("uneven slice spacing; median spacing used")
+        # gantry tilt: slice origins drift off the normal through the first one
+        drift = positions[order[-1]] - positions[order[0]]
+        if np.linalg.norm(np.cross(drift / np.linalg.norm(drift), normal)) > 0.01:
+            meta.notes.append("gantry tilt; slices kept on their own planes (not resampled)")
     else:
-        dz = float(first.get("SliceThickness") or 1.0)
-    vol = sitk.GetImageFromArray(np.stack(slices))
-    ps = [float(v) for v in first.PixelSpacing]
-    vol.SetSpacing((ps[1], ps[0], dz))
-    vol.SetOrigin(tuple(float(v) for v in pos[order[0]]))
+        dz = 1.0
+    vol = sitk.GetImageFromArray(np.stack([slices[i] for i in order]).astype(np.float32))
+    vol.SetSpacing((float(spacing_rc[1]), float(spacing_rc[0]), dz))
+    vol.SetOrigin(tuple(float(v) for v in positions[order[0]]))
     vol.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
-    return [VolumeCase(image=vol, label=None, meta=meta)]
+    return vol, order
 
 
-def _projection(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec) -> ImageCase:
-    """A projection image (CR/DX/MG...) or any image without patient geometry."""
-    arr = _pixels(ds)
+def _volume(datasets: list, annots: list, meta: CaseMeta) -> VolumeCase:
+    first = datasets[0]
+    slices = [_frames(ds)[0] for ds in datasets]
+    if any(s.ndim != 2 or s.shape != slices[0].shape for s in slices):
+        raise IngestError("series mixes colour or differently sized slices")
+    positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
+    vol, _ = _assemble(slices, positions, first.ImageOrientationPatient, first.PixelSpacing, meta)
+    if len(datasets) == 1:
+        vol.SetSpacing(vol.GetSpacing()[:2] + (float(first.get("SliceThickness") or 1.0),))
+    label = None
+    if annots:
+        labels = np.zeros(sitk.GetArrayViewFromImage(vol).shape, np.uint16)
+        label_map: dict[int, str] = {}
+        for n, ds in enumerate(annots):
+            paint = seg_labels if ds.Modality == "SEG" else rtstruct_labels
+            paint(ds, vol, labels, label_map, offset=100 * n)
+        label = sitk.GetImageFromArray(labels)
+        label.CopyInformation(vol)
+        meta.label_map = label_map
+    return VolumeCase(image=vol, label=label, meta=meta)
+
+
+def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta) -> VolumeCase:
+    """Enhanced CT/MR: one file, per-frame positions, shared orientation and spacing."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    frames = _frames(ds)
+    per = ds.PerFrameFunctionalGroupsSequence
+    positions = [np.array([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient])
+                 for f in per]
+    iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    vol, _ = _assemble(list(frames), positions, iop, spacing, meta)
+    return VolumeCase(image=vol, label=None, meta=meta)
+
+
+def _frame_images(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec) -> list[ImageCase]:
+    """Cine/multi-frame without patient geometry: up to layout.max_frames, evenly spaced."""
+    frames = _frames(ds)
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(spec.layout.max_frames, len(frames)))
+                      .round().astype(int))
+    return [_projection(ds, meta, spec, frames[i], index=int(i)) for i in picks]
+
+
+def _projection(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec,
+                frame: np.ndarray | None = None, index: int = -1) -> ImageCase:
+    """A projection (CR/DX/MG...) or any image without patient geometry."""
+    arr = _frames(ds)[0] if frame is None else frame
+    window = None
     inverted = False
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        arr = arr.max() - arr  # show bone bright
-        inverted = True
+    if arr.ndim == 2:
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float32)
+            low, high = float(arr.min()), float(arr.max())
+            arr = ((arr - low) * (255.0 / max(high - low, 1e-6))).round().astype(np.uint8)
+            window = {"method": "voi_lut", "name": "dicom_voi", "low": low, "high": high}
+        if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+            arr = (arr.max() - arr) if arr.dtype != np.uint8 else 255 - arr  # bone bright
+            inverted = True
     view = spec.layout.view or View.none
     po = list(ds.get("PatientOrientation") or [])
     if len(po) == 2 and str(ds.get("ViewPosition", "")).upper() in {"PA", "AP"}:
@@ -121,7 +228,7 @@ def _projection(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec) -> ImageC
         view = View.frontal
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     return ImageCase(
-        pixels=np.ascontiguousarray(arr), meta=meta, view=view,
+        pixels=np.ascontiguousarray(arr), meta=meta, view=view, index=index, window=window,
         spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
         photometric_inverted=inverted,
     )

@@ -1,0 +1,171 @@
+"""DICOM adapter on real test files (compressed, colour, multi-frame) and built SEG/RTSTRUCT."""
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.data import get_testdata_file
+
+from curate.config import SourceSpec
+from curate.ingest.base import ImageCase
+from curate.ingest.dicom import BurnedInAnnotation, plan_dicom, read_dicom
+from curate.phantoms import write_dicom_series
+
+TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
+
+
+def spec_for(images, **kw):
+    return SourceSpec(name="d", format="dicom", layout={"images": list(images)}, **kw)
+
+
+def read_one(name, root=TEST_FILES, **kw):
+    spec = spec_for([name], **kw)
+    units, problems = plan_dicom(spec, root)
+    assert not problems, problems
+    return read_dicom(spec, root, units[0])
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_implicit.dcm"])
+def test_compressed_and_other_syntaxes_decode_to_the_same_pixels(name):
+    (ref,) = read_one("MR_small.dcm")
+    (case,) = read_one(name)
+    assert np.array_equal(sitk.GetArrayFromImage(case.image), sitk.GetArrayFromImage(ref.image))
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "SC_rgb_gdcm_KY.dcm",
+                                  "SC_ybr_full_422_uncompressed.dcm", "examples_palette.dcm",
+                                  "examples_rgb_color.dcm"])
+def test_colour_files_become_rgb_uint8(name):
+    cases = read_one(name)
+    assert all(isinstance(c, ImageCase) and c.pixels.ndim == 3 and c.pixels.dtype == np.uint8
+               for c in cases)
+
+
+def test_ybr_jpeg_is_converted_to_rgb():
+    (case,) = read_one("SC_rgb_jpeg_dcmtk.dcm")
+    # the test image has a red band at the top: red channel dominates there
+    top = case.pixels[:5].reshape(-1, 3).mean(axis=0)
+    assert top[0] > 200 and top[1] < 60 and top[2] < 60
+
+
+def test_multiframe_ultrasound_gives_evenly_spaced_frames():
+    cases = read_one("examples_ybr_color.dcm")
+    assert [c.index for c in cases] == [0, 10, 19, 29]
+
+
+def test_monochrome1_is_inverted_so_bone_is_bright(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    raw = ds.pixel_array.astype(np.float32)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    del ds.ImageOrientationPatient  # a projection image, as a CR would be
+    ds.save_as(tmp_path / "m1.dcm")
+    (case,) = read_one("m1.dcm", root=tmp_path)
+    hi = np.unravel_index(np.argmax(raw), raw.shape)
+    assert case.photometric_inverted and case.pixels[hi] == case.pixels.min()
+
+
+def test_burned_in_annotation_is_left_out_unless_allowed(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(tmp_path / "b.dcm")
+    with pytest.raises(BurnedInAnnotation):
+        read_one("b.dcm", root=tmp_path)
+    assert read_one("b.dcm", root=tmp_path, allow_burned_in=True)
+
+
+def test_non_image_objects_are_reported_not_dropped():
+    spec = spec_for(["reportsi.dcm", "rtplan.dcm", "CT_small.dcm"])
+    units, problems = plan_dicom(spec, TEST_FILES)
+    assert len(units) == 1
+    assert {p.file for p in problems} == {"reportsi.dcm", "rtplan.dcm"}
+    assert all("holds no image" in str(p.exc) for p in problems)
+
+
+def test_seg_without_its_series_is_a_problem():
+    units, problems = plan_dicom(spec_for(["liver_1frame.dcm"]), TEST_FILES)
+    assert not units and "not under the source root" in str(problems[0].exc)
+
+
+def _phantom_series(tmp_path):
+    hu = np.full((6, 32, 40), -1000, np.float32)
+    hu[:, 4:28, 4:36] = 40
+    truth = np.zeros(hu.shape, bool)
+    truth[2:4, 10:16, 28:34] = True
+    hu[truth] = 150
+    paths = write_dicom_series(tmp_path / "series", hu, (0.7, 0.7, 2.5), shuffle_seed=5)
+    return hu, truth, paths
+
+
+def test_dicom_seg_is_read_as_a_label_volume(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    from pydicom.sr.codedict import codes
+    _, truth, paths = _phantom_series(tmp_path)
+    sources = sorted((pydicom.dcmread(p) for p in paths),
+                     key=lambda d: float(d.ImagePositionPatient[2]))
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="tumour",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=truth.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="curate", manufacturer_model_name="test",
+        software_versions="0", device_serial_number="0")
+    seg.save_as(tmp_path / "series" / "seg.dcm")
+    spec = spec_for(["series/*.dcm"], modality="CT")
+    units, problems = plan_dicom(spec, tmp_path)
+    assert not problems and len(units) == 1
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    labels = sitk.GetArrayFromImage(case.label)
+    assert np.array_equal(labels > 0, truth)
+    assert case.meta.label_map == {1: "tumour"}
+
+
+def test_rtstruct_contours_are_rasterised(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+    _, _, paths = _phantom_series(tmp_path)
+    first = pydicom.dcmread(paths[0])
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
+    series = Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    study = Dataset()
+    study.RTReferencedSeriesSequence = Sequence([series])
+    ref = Dataset()
+    ref.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([ref])
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 1, "GTV"
+    ds.StructureSetROISequence = Sequence([roi])
+    # a square from x=7..14 mm, y=7..14 mm on the slice at z=5 mm (index 2)
+    contour = Dataset()
+    contour.ContourGeometricType = "CLOSED_PLANAR"
+    contour.ContourData = [7.0, 7.0, 5.0, 14.0, 7.0, 5.0, 14.0, 14.0, 5.0, 7.0, 14.0, 5.0]
+    contour.NumberOfContourPoints = 4
+    rc = Dataset()
+    rc.ReferencedROINumber = 1
+    rc.ContourSequence = Sequence([contour])
+    ds.ROIContourSequence = Sequence([rc])
+    ds.save_as(tmp_path / "series" / "rs.dcm", enforce_file_format=True)
+    spec = spec_for(["series/*.dcm"], modality="CT")
+    units, problems = plan_dicom(spec, tmp_path)
+    assert not problems
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    labels = sitk.GetArrayFromImage(case.label)
+    ks, ys, xs = np.nonzero(labels)
+    assert set(ks) == {2}
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 20, 10, 20)  # 7/0.7 .. 14/0.7
+    assert case.meta.label_map == {1: "GTV"}
