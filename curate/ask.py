@@ -36,8 +36,8 @@ def ask(ctx: dict, max_questions: int, seed: str) -> list[dict]:
         by_label.setdefault(roi["label"], []).append(roi)
     if ctx["annotated"]:
         for label in ctx["labels"]:
-            present = label in by_label
-            qas.append(_qa(f"Is there a {label} annotated in this image?",
+            present = label in by_label or label in ctx.get("image_labels", [])
+            qas.append(_qa(f"Is {label} annotated in this image?",
                            "yes" if present else "no", "closed", "presence"))
     for label, group in by_label.items():
         n = len(group)

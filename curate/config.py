@@ -41,14 +41,9 @@ class FormatFamily(StrEnum):
     vqa = "vqa"  # images with question/answer files (VQA-RAD, SLAKE, PathVQA)
 
 
-# families the walking skeleton reads; the others are declared for sources/ and
-# fail with a clear message until their adapters land
-SUPPORTED_FAMILIES = {
-    FormatFamily.dicom,
-    FormatFamily.nifti,
-    FormatFamily.image_mask,
-    FormatFamily.image_boxes,
-}
+# families with an adapter in curate.ingest (a test keeps the two in step); the others
+# are declared for sources/ and fail with a clear message until their adapters land
+SUPPORTED_FAMILIES = frozenset(FormatFamily) - {FormatFamily.vqa}
 
 
 class View(StrEnum):
@@ -61,9 +56,12 @@ class View(StrEnum):
 
 
 class BoxTable(Strict):
-    """Boxes in a CSV file: one row per box, pixel coordinates."""
+    """Boxes in pixel coordinates: a CSV (one row per box), a COCO JSON, or VOC XML files."""
 
-    file: str = Field(description="CSV path relative to the source root")
+    file: str = Field(
+        description="csv/coco: the file relative to the source root; voc: a per-image "
+        "template such as 'Annotations/{stem}.xml'"
+    )
     format: Literal["csv", "coco", "voc"] = "csv"
     image_column: str = "image"
     label_column: str = "label"
@@ -71,6 +69,19 @@ class BoxTable(Strict):
     y0_column: str = "y0"
     x1_column: str = "x1"
     y1_column: str = "y1"
+
+
+class ClassLabels(Strict):
+    """Image-level class labels: a CSV (single- or multi-label columns) or folder names."""
+
+    file: str | None = Field(default=None, description="CSV relative to the source root")
+    image_column: str = "image"
+    label_column: str | None = Field(default=None, description="single-label: the class")
+    label_columns: list[str] = Field(
+        default_factory=list, description="multi-label: one column per class"
+    )
+    positive_values: list[str] = Field(default_factory=lambda: ["1", "1.0", "True", "true"])
+    from_folder: bool = Field(default=False, description="the image's parent folder is its class")
 
 
 class Layout(Strict):
@@ -89,6 +100,10 @@ class Layout(Strict):
         default_factory=dict, description="mask value -> label (source vocabulary)"
     )
     boxes: BoxTable | None = None
+    classes: ClassLabels | None = None
+    tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")
+    tile_level: int = Field(default=0, ge=0, description="wsi: pyramid level tiles are read at")
+    max_tiles: int = Field(default=4, ge=1, description="wsi: tissue tiles kept per slide")
     patient_id: str | None = Field(
         default=None,
         description="regex applied to the relative path; group 1 is the patient id "

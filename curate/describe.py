@@ -66,9 +66,15 @@ def levels_for(ctx: dict) -> dict[str, str]:
     organ = (f"The source records the imaged region as {ctx['anatomy']}." if ctx["anatomy"]
              else "The source does not record the imaged body region.")
     rois = ctx["rois"]
+    if ctx.get("image_labels"):
+        organ += f" The source labels the whole image as: {', '.join(ctx['image_labels'])}."
     if not rois:
-        roi_text = ("No annotated finding is present in this view." if ctx["annotated"]
-                    else "No region of interest is annotated for this image.")
+        if ctx.get("image_labels"):
+            roi_text = "No region is outlined; the labels apply to the whole image."
+        elif ctx["annotated"]:
+            roi_text = "No annotated finding is present in this view."
+        else:
+            roi_text = "No region of interest is annotated for this image."
         return {"modality": modality_text, "organ": organ, "roi": roi_text, "texture": "",
                 "relations": ""}
     roi_sents, tex_sents, rel_sents = [], [], []

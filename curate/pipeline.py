@@ -45,20 +45,22 @@ def quarantine_row(source: str, unit_id: str, file: str, stage: str, exc: BaseEx
 def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
     if spec.layout.boxes is not None:
         return True  # a box table lists every finding; no row means none was found
-    if unit.extra.get("annotations"):
-        return True  # DICOM SEG / RTSTRUCT attached to the series
+    if unit.extra.get("annotations") or "classes" in unit.extra or "voc" in unit.extra:
+        return True  # DICOM SEG / RTSTRUCT, class labels, or a VOC file for this image
     return bool(spec.layout.masks) and ("label" in unit.extra or "mask" in unit.extra)
 
 
 def vocabulary(spec: SourceSpec) -> list[str]:
-    return sorted(set(spec.layout.label_map.values()) | set(spec.findings))
+    classes = spec.layout.classes.label_columns if spec.layout.classes else []
+    return sorted(set(spec.layout.label_map.values()) | set(spec.findings) | set(classes))
 
 
 def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
-    labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois})
+    image_labels = list(view.meta.image_labels)
+    labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois} | set(image_labels))
     return {"modality": view.meta.modality, "anatomy": view.meta.anatomy,
             "plane": view.plane.value, "window": view.window, "rois": rois,
-            "annotated": annotated, "labels": labels}
+            "annotated": annotated, "labels": labels, "image_labels": image_labels}
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
@@ -93,7 +95,9 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
         "series": salted_hash(f"{spec.name}/{view.meta.series_id or unit.key}", recipe.salt),
         "license": (spec.license.spdx or spec.license.name) if spec.license else None,
         "modality": view.meta.modality, "anatomy": view.meta.anatomy,
-        "findings": sorted({r["finding"] for r in rois}), "annotated": annotated,
+        "findings": sorted({r["finding"] for r in rois}
+                           | {spec.normalised_label(x) for x in view.meta.image_labels}),
+        "annotated": annotated,
         "view": {"plane": view.plane.value, "index": view.index, "count": view.count},
         "width": w, "height": h, "channels": 1 if view.image.ndim == 2 else view.image.shape[2],
         "pixel_spacing_mm": list(view.spacing) if view.spacing else None,

@@ -51,8 +51,9 @@ def test_corrupt_dicom_is_a_plan_problem(tmp_path):
 
 
 def test_nifti_las_volume_reads_and_reorients():
-    import nibabel
     from pathlib import Path
+
+    import nibabel
     root = Path(nibabel.__file__).parent / "tests" / "data"
     spec = SourceSpec(name="n", format="nifti", modality="MR", path=str(root),
                       layout={"images": ["anatomical.nii"]})
@@ -67,5 +68,5 @@ def test_nifti_las_volume_reads_and_reorients():
 def test_unsupported_family_says_so():
     from curate.config import FormatFamily
     from curate.errors import UnsupportedFormat
-    with pytest.raises(UnsupportedFormat, match="wsi"):
-        adapter(FormatFamily.wsi)
+    with pytest.raises(UnsupportedFormat, match="vqa"):
+        adapter(FormatFamily.vqa)

@@ -14,6 +14,7 @@ from curate.ingest.base import Box, CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom import plan_dicom, read_dicom
 from curate.ingest.files import Problem
 from curate.ingest.image2d import plan_images, read_image
+from curate.ingest.media import plan_files, read_slide, read_video
 from curate.ingest.volume import plan_volumes, read_volume
 
 Planner = Callable[[SourceSpec, Path], tuple[list[Unit], list[Problem]]]
@@ -27,6 +28,9 @@ ADAPTERS: dict[FormatFamily, tuple[Planner, Reader]] = {
     FormatFamily.nifti: (plan_volumes, read_volume),
     FormatFamily.image_mask: (plan_images, read_image),
     FormatFamily.image_boxes: (plan_images, read_image),
+    FormatFamily.image_labels: (plan_images, read_image),
+    FormatFamily.video: (plan_files, read_video),
+    FormatFamily.wsi: (plan_files, read_slide),
 }
 
 

@@ -50,6 +50,7 @@ class CaseMeta:
     series_id: str | None = None  # raw; hashed before anything is written
     notes: list[str] = field(default_factory=list)
     label_map: dict[int, str] | None = None  # from the data itself (SEG/RTSTRUCT names)
+    image_labels: list[str] = field(default_factory=list)  # image-level class labels
 
 
 @dataclass

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from curate.config import SourceSpec, View
-from curate.errors import ConfigError, IngestError
+from curate.errors import IngestError
+from curate.ingest.annotations import read_box_table, read_class_labels, read_voc
 from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
 from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path
 
@@ -31,32 +30,10 @@ def load_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _read_boxes(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
-    table = spec.layout.boxes
-    if table.format != "csv":
-        raise ConfigError(f"source {spec.name}: {table.format} boxes are not read yet (csv is)")
-    path = root / table.file
-    if not path.is_file():
-        raise ConfigError(f"source {spec.name}: box file {table.file} not found under {root}")
-    cols = [table.image_column, table.label_column, table.x0_column, table.y0_column,
-            table.x1_column, table.y1_column]
-    by_image: dict[str, list[dict]] = defaultdict(list)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in cols if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"source {spec.name}: {table.file} lacks columns {missing}")
-        for row in reader:
-            by_image[row[table.image_column]].append({
-                "label": row[table.label_column],
-                "xyxy": [row[table.x0_column], row[table.y0_column],
-                         row[table.x1_column], row[table.y1_column]],
-            })
-    return by_image
-
-
 def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
-    boxes = _read_boxes(spec, root) if spec.layout.boxes else {}
+    boxes = spec.layout.boxes
+    table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
+    classes = read_class_labels(spec, root)
     units = []
     for rel in list_images(spec, root):
         files, extra = [rel], {}
@@ -65,8 +42,20 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             if (root / mask).is_file() and mask != rel:
                 files.append(mask)
                 extra["mask"] = mask
-        if spec.layout.boxes:
-            extra["boxes"] = boxes.get(rel) or boxes.get(Path(rel).name) or []
+        if boxes and boxes.format == "voc":
+            voc = annotation_path(boxes.file, rel)
+            if (root / voc).is_file():
+                files.append(voc)
+                extra["voc"] = voc
+        elif boxes:
+            extra["boxes"] = table.get(rel) or table.get(Path(rel).name) or []
+        if spec.layout.classes is not None:
+            if spec.layout.classes.from_folder:
+                extra["classes"] = [Path(rel).parent.name]
+            else:
+                found = classes.get(rel, classes.get(Path(rel).name))
+                if found is not None:
+                    extra["classes"] = found
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, []
 
@@ -81,7 +70,9 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         if mask.shape != pixels.shape[:2]:
             raise IngestError(f"mask shape {mask.shape} differs from image {pixels.shape[:2]}")
     boxes = []
-    for b in unit.extra.get("boxes", []):
+    raw_boxes = read_voc(root / unit.extra["voc"]) if "voc" in unit.extra else \
+        unit.extra.get("boxes", [])
+    for b in raw_boxes:
         try:
             x0, y0, x1, y1 = (float(v) for v in b["xyxy"])
         except ValueError as exc:
@@ -92,6 +83,7 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     meta = CaseMeta(
         modality=spec.modality, anatomy=spec.anatomy,
         patient_id=patient_from_path(spec, unit.key), series_id=unit.key,
+        image_labels=list(unit.extra.get("classes", [])),
     )
     spacing = tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
     return [ImageCase(pixels=pixels, meta=meta, view=spec.layout.view or View.none,

@@ -1,0 +1,92 @@
+"""Box tables (CSV, COCO, VOC) and image-level class labels, read once per source."""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+from curate.config import SourceSpec
+from curate.errors import ConfigError, IngestError
+
+
+def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
+    """image path or name -> [{label, xyxy}] for CSV and COCO tables (VOC is per image)."""
+    table = spec.layout.boxes
+    path = root / table.file
+    if not path.is_file():
+        raise ConfigError(f"source {spec.name}: box file {table.file} not found under {root}")
+    if table.format == "coco":
+        return _coco(path, spec.name)
+    cols = [table.image_column, table.label_column, table.x0_column, table.y0_column,
+            table.x1_column, table.y1_column]
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in cols if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"source {spec.name}: {table.file} lacks columns {missing}")
+        for row in reader:
+            coords = [row[c] for c in cols[2:]]
+            if any(v in ("", None) for v in coords):
+                by_image.setdefault(row[table.image_column], [])  # a row saying "no finding"
+                continue
+            by_image[row[table.image_column]].append(
+                {"label": row[table.label_column], "xyxy": coords})
+    return by_image
+
+
+def _coco(path: Path, name: str) -> dict[str, list[dict]]:
+    try:
+        data = json.loads(path.read_text())
+        images = {im["id"]: im["file_name"] for im in data["images"]}
+        cats = {c["id"]: c["name"] for c in data["categories"]}
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"source {name}: {path.name} is not a COCO file: {exc}") from exc
+    by_image: dict[str, list[dict]] = {f: [] for f in images.values()}
+    for ann in data.get("annotations", []):
+        x, y, w, h = ann["bbox"]  # COCO: top-left corner, width, height
+        by_image[images[ann["image_id"]]].append(
+            {"label": cats[ann["category_id"]], "xyxy": [x, y, x + w, y + h]})
+    return by_image
+
+
+def read_voc(path: Path) -> list[dict]:
+    """Pascal VOC XML: 1-based inclusive pixel corners -> 0-based, x1/y1 exclusive."""
+    try:
+        tree = ET.parse(path)
+    except (ET.ParseError, OSError) as exc:
+        raise IngestError(f"{path.name}: not a VOC annotation: {exc}") from exc
+    out = []
+    for obj in tree.getroot().iter("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            continue
+        x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        out.append({"label": obj.findtext("name"), "xyxy": [x0 - 1, y0 - 1, x1, y1]})
+    return out
+
+
+def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
+    """image path or name -> its positive class labels, from the declared CSV."""
+    cfg = spec.layout.classes
+    if cfg is None or cfg.file is None:
+        return {}
+    path = root / cfg.file
+    if not path.is_file():
+        raise ConfigError(f"source {spec.name}: label file {cfg.file} not found under {root}")
+    out: dict[str, list[str]] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = [cfg.image_column] + ([cfg.label_column] if cfg.label_column else []) + \
+            cfg.label_columns
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
+        for row in reader:
+            labels = [row[cfg.label_column]] if cfg.label_column else []
+            labels += [c for c in cfg.label_columns if row[c] in cfg.positive_values]
+            out[row[cfg.image_column]] = labels
+    return out

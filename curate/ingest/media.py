@@ -1,0 +1,114 @@
+"""Videos read as frames (PyAV) and whole-slide images read as tissue tiles (tiffslide).
+
+Neither is ever decoded whole: videos are sought to evenly spaced times, slides are read
+as a low-resolution level for the tissue mask and then tile by tile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from curate.config import SourceSpec, View
+from curate.errors import IngestError, MissingDependency
+from curate.ingest.base import CaseMeta, ImageCase, Unit
+from curate.ingest.files import Problem, list_images, patient_from_path
+
+
+def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
+    """One unit per file (a video or a slide)."""
+    return [Unit(spec.name, key=rel, files=[rel]) for rel in list_images(spec, root)], []
+
+
+def _meta(spec: SourceSpec, unit: Unit) -> CaseMeta:
+    return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
+                    patient_id=patient_from_path(spec, unit.key), series_id=unit.key)
+
+
+def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
+    try:
+        import av
+    except ImportError as exc:
+        raise MissingDependency("av") from exc
+    n = spec.layout.max_frames
+    try:
+        with av.open(str(root / unit.files[0])) as container:
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / 1_000_000
+            else:
+                raise IngestError("video has no duration; cannot seek")
+            times = [duration * (i + 0.5) / n for i in range(n)]
+            cases = []
+            for i, t in enumerate(times):
+                container.seek(int(t / stream.time_base), stream=stream, backward=True)
+                frame = next((f for f in container.decode(stream)
+                              if f.time is None or f.time >= t - 1e-3), None)
+                if frame is None:
+                    continue
+                cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"),
+                                       meta=_meta(spec, unit), view=spec.layout.view or View.none,
+                                       index=i))
+    except (av.error.FFmpegError, StopIteration) as exc:
+        raise IngestError(f"video not readable: {exc}") from exc
+    if not cases:
+        raise IngestError("no frame could be decoded")
+    return cases
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue on a bright background: saturated or dark pixels."""
+    from skimage.color import rgb2hsv
+
+    hsv = rgb2hsv(rgb[..., :3])
+    return (hsv[..., 1] > 0.07) & (hsv[..., 2] > 0.1) | (hsv[..., 2] < 0.8) & (hsv[..., 2] > 0.1)
+
+
+def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
+    try:
+        import tiffslide
+    except ImportError as exc:
+        raise MissingDependency("tiffslide") from exc
+    lay = spec.layout
+    try:
+        slide = tiffslide.TiffSlide(str(root / unit.files[0]))
+    except Exception as exc:  # noqa: BLE001 - any unreadable slide is a quarantine row
+        raise IngestError(f"not readable as a whole-slide image: {exc}") from exc
+    with slide:
+        if lay.tile_level >= slide.level_count:
+            raise IngestError(f"tile_level {lay.tile_level} but the slide has "
+                              f"{slide.level_count} levels")
+        low = slide.level_count - 1
+        thumb = np.asarray(slide.read_region((0, 0), low, slide.level_dimensions[low]))[..., :3]
+        mask = tissue_mask(thumb)
+        tile_down = slide.level_downsamples[lay.tile_level]
+        low_down = slide.level_downsamples[low]
+        width, height = slide.level_dimensions[lay.tile_level]
+        ts = lay.tile_size
+        candidates = []
+        for ty in range(0, height - ts + 1, ts):
+            for tx in range(0, width - ts + 1, ts):
+                # the tile's footprint on the low-resolution mask
+                f = tile_down / low_down
+                y0, x0 = int(ty * f), int(tx * f)
+                y1, x1 = max(y0 + 1, int((ty + ts) * f)), max(x0 + 1, int((tx + ts) * f))
+                if mask[y0:y1, x0:x1].mean() >= 0.5:
+                    candidates.append((tx, ty))
+        if not candidates:
+            raise IngestError("no tile with enough tissue at the requested level and size")
+        picks = np.unique(np.linspace(0, len(candidates) - 1, min(lay.max_tiles, len(candidates)))
+                          .round().astype(int))
+        mpp = slide.properties.get("tiffslide.mpp-x")
+        spacing = None if mpp is None else (float(mpp) * tile_down / 1000,) * 2
+        cases = []
+        for i in picks:
+            tx, ty = candidates[i]
+            region = slide.read_region((int(tx * tile_down), int(ty * tile_down)), lay.tile_level,
+                                       (ts, ts))
+            cases.append(ImageCase(pixels=np.ascontiguousarray(np.asarray(region)[..., :3]),
+                                   meta=_meta(spec, unit), view=View.none, spacing=spacing,
+                                   index=int(i)))
+    return cases

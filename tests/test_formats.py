@@ -1,0 +1,138 @@
+"""2D families: COCO/VOC/CSV boxes, class labels, video frames, whole-slide tiles."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.config import SUPPORTED_FAMILIES, SourceSpec
+from curate.ingest import ADAPTERS, adapter
+
+
+def read_all(spec, root):
+    plan, read = adapter(spec.format)
+    units, problems = plan(spec, root)
+    assert not problems
+    return units, [read(spec, root, u) for u in units]
+
+
+def test_supported_families_match_the_adapter_registry():
+    assert set(ADAPTERS) == set(SUPPORTED_FAMILIES)
+
+
+@pytest.fixture
+def images(tmp_path):
+    (tmp_path / "img").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((40, 60), 90, np.uint8)).save(tmp_path / "img" / f"{name}.png")
+    return tmp_path
+
+
+def test_coco_boxes_convert_xywh_to_xyxy(images):
+    coco = {"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+            "categories": [{"id": 7, "name": "polyp"}],
+            "annotations": [{"image_id": 1, "category_id": 7, "bbox": [10, 5, 20, 8]}]}
+    (images / "ann.json").write_text(json.dumps(coco))
+    spec = SourceSpec(name="c", format="image_boxes", layout={
+        "images": ["img/*.png"], "boxes": {"file": "ann.json", "format": "coco"}})
+    _, cases = read_all(spec, images)
+    (a,), (b,) = cases
+    box = a.boxes[0]
+    assert (box.label, box.x0, box.y0, box.x1, box.y1) == ("polyp", 10, 5, 30, 13)
+    assert b.boxes == []
+
+
+def test_voc_boxes_are_zero_based_exclusive(images):
+    (images / "xml").mkdir()
+    (images / "xml" / "a.xml").write_text(
+        "<annotation><object><name>mass</name><bndbox><xmin>11</xmin><ymin>6</ymin>"
+        "<xmax>30</xmax><ymax>13</ymax></bndbox></object></annotation>")
+    spec = SourceSpec(name="v", format="image_boxes", layout={
+        "images": ["img/*.png"], "boxes": {"file": "xml/{stem}.xml", "format": "voc"}})
+    units, cases = read_all(spec, images)
+    box = cases[0][0].boxes[0]
+    assert (box.x0, box.y0, box.x1, box.y1) == (10, 5, 30, 13)
+    assert cases[1][0].boxes == [] and "voc" not in units[1].extra
+
+
+def test_csv_multilabel_classes_reach_findings_and_vqa(images):
+    from curate.config import Recipe
+    from curate.pipeline import process_unit
+    (images / "labels.csv").write_text("image,Effusion,Pneumothorax\na.png,1,0\nb.png,0,0\n")
+    spec = SourceSpec(name="l", format="image_labels", modality="XR",
+                      findings={"Effusion": "pleural_effusion"},
+                      layout={"images": ["img/*.png"], "view": "frontal", "classes": {
+                          "file": "labels.csv", "label_columns": ["Effusion", "Pneumothorax"]}})
+    plan, _ = adapter(spec.format)
+    units, _ = plan(spec, images)
+    res = [process_unit(spec, images, u.stamp(images, "x"), Recipe(name="t", sources=[]))
+           for u in units]
+    a, b = (r.samples[0] for r in res)
+    assert a["findings"] == ["pleural_effusion"] and b["findings"] == []
+    qa = {q["question"]: q["answer"] for q in a["vqa"]}
+    assert qa["Is Effusion annotated in this image?"] == "yes"
+    assert qa["Is Pneumothorax annotated in this image?"] == "no"
+    assert "labels the whole image as: Effusion" in a["caption"]
+
+
+def test_folder_class_labels(tmp_path):
+    for cls in ("benign", "malignant"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(np.full((20, 20, 3), 120, np.uint8)).save(tmp_path / cls / "x.png")
+    spec = SourceSpec(name="f", format="image_labels",
+                      layout={"images": ["*/*.png"], "classes": {"from_folder": True}})
+    _, cases = read_all(spec, tmp_path)
+    assert sorted(c[0].meta.image_labels[0] for c in cases) == ["benign", "malignant"]
+
+
+def test_video_frames_are_sampled_evenly(tmp_path):
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):  # brightness encodes the frame number
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 6, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    spec = SourceSpec(name="v", format="video", modality="endoscopy",
+                      layout={"images": ["*.mp4"], "max_frames": 4})
+    _, (cases,) = read_all(spec, tmp_path)
+    assert len(cases) == 4
+    levels = [float(c.pixels.mean()) / 6 for c in cases]
+    assert levels == sorted(levels)
+    assert levels[0] == pytest.approx(5, abs=2) and levels[-1] == pytest.approx(35, abs=2)
+
+
+def test_corrupt_video_is_an_ingest_error(tmp_path):
+    pytest.importorskip("av")
+    from curate.errors import IngestError
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    spec = SourceSpec(name="v", format="video", layout={"images": ["*.mp4"]})
+    plan, read = adapter(spec.format)
+    units, _ = plan(spec, tmp_path)
+    with pytest.raises(IngestError):
+        read(spec, tmp_path, units[0])
+
+
+def test_slide_tiles_come_from_tissue_at_the_requested_level(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    pytest.importorskip("tiffslide")
+    img = np.full((1024, 1536, 3), 240, np.uint8)
+    img[256:768, 512:1280] = (180, 80, 160)  # tissue
+    with tifffile.TiffWriter(tmp_path / "s.tif") as tif:
+        tif.write(img, tile=(256, 256), subifds=2, photometric="rgb",
+                  resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+        tif.write(img[::2, ::2], tile=(256, 256), subfiletype=1, photometric="rgb")
+        tif.write(img[::4, ::4], tile=(128, 128), subfiletype=1, photometric="rgb")
+    spec = SourceSpec(name="w", format="wsi", modality="pathology", layout={
+        "images": ["*.tif"], "tile_size": 128, "tile_level": 1, "max_tiles": 3})
+    _, (cases,) = read_all(spec, tmp_path)
+    assert len(cases) == 3
+    for c in cases:
+        assert c.pixels.shape == (128, 128, 3)
+        assert np.allclose(c.pixels.reshape(-1, 3).mean(0), (180, 80, 160), atol=1)
+        assert c.spacing == pytest.approx((0.001, 0.001))  # 0.5 um/px x 2 at level 1
