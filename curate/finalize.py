@@ -14,7 +14,8 @@ from curate.quality import decide
 def apply_filters(table: pa.Table, cfg: FilterConfig) -> pa.Table:
     """Fill quality.keep/reasons from the stored scores, and drop exact duplicate images."""
     quality = table.column("quality").to_pylist()
-    decided = [decide({"std": q["std"], "contrast": q["contrast"]}, cfg) for q in quality]
+    decided = [decide({"std": q["std"], "contrast": q["contrast"],
+                       "text_flags": q["text_flags"] or []}, cfg) for q in quality]
     first_of: dict[bytes, str] = {}
     ids = table.column("sample_id").to_pylist()
     order = sorted(range(len(ids)), key=ids.__getitem__)

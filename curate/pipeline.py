@@ -16,6 +16,7 @@ import numpy as np
 
 from curate.ask import ask
 from curate.config import Recipe, SourceSpec
+from curate.consistency import check_text
 from curate.deid import salted_hash
 from curate.describe import describe
 from curate.ground import encode_png, ground
@@ -60,7 +61,8 @@ def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: 
     labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois} | set(image_labels))
     return {"modality": view.meta.modality, "anatomy": view.meta.anatomy,
             "plane": view.plane.value, "window": view.window, "rois": rois,
-            "annotated": annotated, "labels": labels, "image_labels": image_labels}
+            "annotated": annotated, "labels": labels, "image_labels": image_labels,
+            "spacing": view.spacing}
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
@@ -85,7 +87,8 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     t = time.perf_counter()
     # scores only: the keep decision is taken over the whole dataset (curate.finalize),
     # so changing a threshold re-decides without redoing any unit
-    quality = {**image_scores(view.image), "keep": None, "reasons": []}
+    quality = {**image_scores(view.image), "text_flags": check_text(caption, ctx),
+               "keep": None, "reasons": []}
     result.seconds["score"] += time.perf_counter() - t
     patient = view.meta.patient_id or unit.key
     h, w = view.image.shape[:2]

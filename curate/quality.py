@@ -13,9 +13,11 @@ def image_scores(image: np.ndarray) -> dict[str, float]:
     return {"std": float(grey.std()), "contrast": float(p99 - p1)}
 
 
-def decide(scores: dict[str, float], cfg: FilterConfig) -> dict:
+def decide(scores: dict, cfg: FilterConfig) -> dict:
     """Keep, or drop with every reason that applies."""
     reasons = []
+    if scores.get("text_flags"):
+        reasons.append("text_fact_mismatch: " + "; ".join(scores["text_flags"]))
     if scores["std"] < cfg.blank_std:
         reasons.append(f"blank: pixel std {scores['std']:.2f} < {cfg.blank_std}")
     elif scores["contrast"] < cfg.min_contrast:

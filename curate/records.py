@@ -70,6 +70,7 @@ GENERATION = pa.struct([
 QUALITY = pa.struct([
     ("std", pa.float64()),
     ("contrast", pa.float64()),
+    ("text_flags", pa.list_(pa.string())),  # text-fact contradictions (curate.consistency)
     ("keep", pa.bool_()),
     ("reasons", pa.list_(pa.string())),
 ])

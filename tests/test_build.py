@@ -43,6 +43,9 @@ def test_demo_writes_every_output(demo):
                         for r in rois)
     assert all(g["backend"] == "grounded-template" and "no language model" in g["note"]
                for g in m["generation"].to_list())
+    # the grounded generator never contradicts its own facts
+    assert all(q["text_flags"] == [] for q in m["quality"].to_list())
+    assert first["counts"]["filter"]["dropped"] == 0
     run = json.loads((out / "run.json").read_text())
     assert run["versions"]["pyarrow"] and run["recipe"]["name"] == "demo"
     assert "deterministic grounded generator" in (out / "DATACARD.md").read_text()
