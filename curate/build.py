@@ -21,7 +21,7 @@ from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
 from curate.datacard import write_datacard
 from curate.errors import CurateError
 from curate.finalize import apply_filters, assign_splits, partition
-from curate.ingest import adapter
+from curate.ingest import ADAPTERS, adapter
 from curate.phantoms import ensure_phantoms
 from curate.pipeline import quarantine_row
 from curate.records import MANIFEST, QUARANTINE, to_table
@@ -53,10 +53,18 @@ def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_plan(recipe: Recipe, specs: list[SourceSpec]) -> Plan:
+def make_plan(recipe: Recipe, specs: list[SourceSpec], generate: bool = True) -> Plan:
+    """Work units of every present source; absent or unreadable sources are noted, not fatal."""
     plan = Plan()
     for spec in specs:
+        if spec.format not in ADAPTERS:
+            plan.missing[spec.name] = f"format family {spec.format.value!r} has no adapter yet"
+            continue
         if spec.generate is not None:
+            if not generate:  # dry run: a phantom will have exactly its declared cases
+                plan.found.append(spec.name)
+                plan.units_per_source[spec.name] = spec.generate.cases
+                continue
             ensure_phantoms(spec.generate, Path(spec.path))
         root = Path(spec.path)
         if not root.is_dir():
@@ -89,7 +97,7 @@ def versions() -> dict[str, str]:
 
 def describe_plan(plan: Plan) -> str:
     lines = [f"sources found: {len(plan.found)}, missing: {len(plan.missing)}, "
-             f"work units: {len(plan.tasks)}"]
+             f"work units: {sum(plan.units_per_source.values())}"]
     for name in plan.found:
         lines.append(f"  + {name}: {plan.units_per_source[name]} units")
     for name, why in plan.missing.items():
@@ -97,20 +105,36 @@ def describe_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def describe_resources(recipe: Recipe, executor: str, address: str | None) -> str:
+    where = "in this process" if executor == "local" else (
+        f"Ray cluster at {address}" if address else "Ray (RAY_ADDRESS if set, else a local instance)")
+    return (f"executor: {where}; each work unit is one task with 1 CPU; "
+            f"at most {recipe.run.max_in_flight or '2 x cluster CPUs'} units in flight; "
+            f"describe backend: {recipe.describe.backend}")
+
+
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
-          fresh: bool = False, dry_run: bool = False, log=print) -> dict:
-    """Run a recipe into `out`; returns the run record that is also written to run.json."""
+          fresh: bool = False, dry_run: bool = False, data_root: str | None = None,
+          log=print) -> dict:
+    """Run a recipe into `out`; returns the run record that is also written to run.json.
+
+    dry_run plans only: nothing is written, no phantom is generated, Ray is not started.
+    """
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_path)
     out = Path(out).resolve()
+    specs = resolve_sources(recipe, Path(recipe_path).resolve().parent, out, data_root=data_root)
+    if dry_run:
+        plan = make_plan(recipe, specs, generate=False)
+        text = describe_plan(plan) + "\n" + describe_resources(recipe, executor, address)
+        log(text)
+        return {"plan": text, "units": sum(plan.units_per_source.values()), "found": plan.found,
+                "missing": plan.missing}
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = resolve_sources(recipe, Path(recipe_path).resolve().parent, out)
     plan = make_plan(recipe, specs)
     log(describe_plan(plan))
-    if dry_run:
-        return {"plan": describe_plan(plan), "units": len(plan.tasks)}
     if not plan.tasks:
         raise CurateError("nothing to build: no source in the recipe has files; see the list above")
     t_plan = time.perf_counter() - t0

@@ -27,15 +27,17 @@ def main() -> None:
               help="'local' runs every unit in this process (debugging, tiny inputs).")
 @click.option("--fresh", is_flag=True, help="Delete --out first and start over.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (sources, work units) and stop.")
+@click.option("--data-root", default=None,
+              help="Folder with one subfolder per declared source (overrides the recipe's).")
 def build(recipe: Path, out: Path | None, address: str | None, executor: str, fresh: bool,
-          dry_run: bool) -> None:
+          dry_run: bool, data_root: str | None) -> None:
     from curate.build import build as run_build
     from curate.config import load_recipe
 
     try:
         out = out or Path("out") / load_recipe(recipe).name
         run_build(recipe, out, executor=executor, address=address, fresh=fresh,
-                  dry_run=dry_run, log=lambda m: click.echo(m, err=True))
+                  dry_run=dry_run, data_root=data_root, log=lambda m: click.echo(m, err=True))
     except CurateError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -260,6 +260,11 @@ class Recipe(Strict):
     salt: str = Field(
         default="curate", description="salt for hashing patient ids; set your own per release"
     )
+    data_root: str | None = Field(
+        default=None,
+        description="folder holding one subfolder per declared source; a `source:` entry "
+        "without a path reads <data_root>/<name>, a relative path is taken from here",
+    )
     sources: list[Annotated[SourceSpec | SourceRef, Field(union_mode="left_to_right")]]
     normalize: NormalizeConfig = NormalizeConfig()
     ground: GroundConfig = GroundConfig()
@@ -346,9 +351,15 @@ def resolve_path(raw: str, base: Path) -> Path:
 
 
 def resolve_sources(
-    recipe: Recipe, recipe_dir: Path, out_dir: Path, registry: dict[str, SourceSpec] | None = None
+    recipe: Recipe, recipe_dir: Path, out_dir: Path, registry: dict[str, SourceSpec] | None = None,
+    data_root: str | None = None,
 ) -> list[SourceSpec]:
-    """Turn recipe entries into full specs with absolute paths."""
+    """Turn recipe entries into full specs with absolute paths.
+
+    data_root (e.g. from the command line) overrides the recipe's own.
+    """
+    root_raw = data_root or recipe.data_root
+    root = resolve_path(root_raw, recipe_dir) if root_raw else recipe_dir
     resolved: list[SourceSpec] = []
     for entry in recipe.sources:
         if isinstance(entry, SourceRef):
@@ -358,7 +369,7 @@ def resolve_sources(
                     f"recipe names source {entry.source!r}, which is not declared in sources/"
                 )
             spec = registry[entry.source].model_copy(deep=True)
-            spec.path = entry.path
+            spec.path = str(resolve_path(entry.path or entry.source, root))
             if entry.window:
                 spec.window = entry.window
             spec.allow_burned_in = entry.allow_burned_in
@@ -368,7 +379,7 @@ def resolve_sources(
             spec.path = str(out_dir / "phantoms" / spec.name)
         elif spec.path is None:
             raise ConfigError(f"source {spec.name!r}: no path given")
-        else:
+        elif isinstance(entry, SourceSpec):
             spec.path = str(resolve_path(spec.path, recipe_dir))
         resolved.append(spec)
     return resolved
