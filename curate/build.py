@@ -28,6 +28,7 @@ from curate.records import MANIFEST, QUARANTINE, to_table
 from curate.runner import Task, execute
 from curate.shard import checksums, write_shards
 from curate.store import UnitStore
+from curate.validate import validate_manifest
 
 PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
@@ -161,6 +162,8 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
     pq.write_table(kept.select(MANIFEST.names).cast(MANIFEST), out / "manifest.parquet")
     pq.write_table(dropped.select(MANIFEST.names).cast(MANIFEST), out / "filtered.parquet")
     pq.write_table(quarantine, out / "quarantine.parquet")
+    validation = validate_manifest(pq.read_table(out / "manifest.parquet"))
+    (out / "validation.json").write_text(json.dumps(validation, indent=1))
     sums = checksums(out / "shards")
     (out / "shards" / "SHA256SUMS").write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
     t_final = time.perf_counter() - t1
@@ -187,6 +190,8 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
             "quarantine": quarantine.num_rows,
             "shard": {"shards": len(sums), "samples": kept.num_rows},
             "splits": dict(Counter(kept.column("split").to_pylist())),
+            "validation": {"success": validation["success"],
+                           "expectations": len(validation["expectations"])},
         },
         "timings_s": {"plan": round(t_plan, 3), "run": round(t_run, 3),
                       "finalize": round(t_final, 3),
