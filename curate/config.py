@@ -63,8 +63,15 @@ class BoxTable(Strict):
         "template such as 'Annotations/{stem}.xml'"
     )
     format: Literal["csv", "coco", "voc"] = "csv"
+    coords: Literal["xyxy", "xywh"] = Field(
+        default="xyxy", description="csv: corners, or top-left corner plus width and height "
+        "(then x1_column/y1_column name the width/height columns)"
+    )
     image_column: str = "image"
-    label_column: str = "label"
+    label_column: str | None = "label"
+    label: str | None = Field(
+        default=None, description="fixed label for every box when the table has no label column"
+    )
     x0_column: str = "x0"
     y0_column: str = "y0"
     x1_column: str = "x1"
@@ -95,6 +102,11 @@ class Layout(Strict):
     exclude: list[str] = Field(default_factory=list, description="globs to leave out")
     masks: str | None = Field(
         default=None, description="mask/label file template, e.g. 'labelsTr/{name}'"
+    )
+    case_regex: str | None = Field(
+        default=None,
+        description="regex on the image stem whose group 1 fills {case} in templates, e.g. "
+        "'^(.*)_0000$' for nnU-Net channel suffixes or 'volume-(\\d+)'",
     )
     label_map: dict[int, str] = Field(
         default_factory=dict, description="mask value -> label (source vocabulary)"

@@ -136,3 +136,36 @@ def test_slide_tiles_come_from_tissue_at_the_requested_level(tmp_path):
         assert c.pixels.shape == (128, 128, 3)
         assert np.allclose(c.pixels.reshape(-1, 3).mean(0), (180, 80, 160), atol=1)
         assert c.spacing == pytest.approx((0.001, 0.001))  # 0.5 um/px x 2 at level 1
+
+
+def test_case_regex_pairs_nnunet_channel_suffixes(tmp_path):
+    import SimpleITK as sitk
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    img = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.float32))
+    sitk.WriteImage(img, str(tmp_path / "imagesTr" / "FL_0001_0000.nii.gz"))
+    sitk.WriteImage(sitk.Cast(img, sitk.sitkUInt8), str(tmp_path / "labelsTr" / "FL_0001.nii.gz"))
+    spec = SourceSpec(name="n", format="nifti", layout={
+        "images": ["imagesTr/*.nii.gz"], "masks": "labelsTr/{case}.nii.gz",
+        "case_regex": "^(.*)_0000$"})
+    plan, _ = adapter(spec.format)
+    (unit,), _ = plan(spec, tmp_path)
+    assert unit.extra["label"] == "labelsTr/FL_0001.nii.gz"
+
+
+def test_xywh_boxes_keyed_by_stem_on_dicom_images(tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "pat1.dcm")
+    (tmp_path / "labels.csv").write_text("patientId,x,y,width,height,cls\npat1,10,20,5,6,opacity\n")
+    spec = SourceSpec(name="r", format="image_boxes", modality="XR", layout={
+        "images": ["*.dcm"], "view": "frontal", "boxes": {
+            "file": "labels.csv", "coords": "xywh", "image_column": "patientId",
+            "label_column": "cls", "x0_column": "x", "y0_column": "y",
+            "x1_column": "width", "y1_column": "height"}})
+    _, ((case,),) = read_all(spec, tmp_path)
+    b = case.boxes[0]
+    assert (b.label, b.x0, b.y0, b.x1, b.y1) == ("opacity", 10, 20, 15, 26)
+    assert case.pixels.shape == (64, 64) and case.spacing == pytest.approx((0.3125, 0.3125))
+    assert case.meta.modality == "MR"  # the header wins over the declared modality

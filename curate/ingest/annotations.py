@@ -20,8 +20,11 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
         raise ConfigError(f"source {spec.name}: box file {table.file} not found under {root}")
     if table.format == "coco":
         return _coco(path, spec.name)
+    if table.label_column is None and table.label is None:
+        raise ConfigError(f"source {spec.name}: boxes need a label_column or a fixed label")
     cols = [table.image_column, table.label_column, table.x0_column, table.y0_column,
             table.x1_column, table.y1_column]
+    cols = [c for c in cols if c is not None] if table.label_column is None else cols
     by_image: dict[str, list[dict]] = defaultdict(list)
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -29,12 +32,18 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
         if missing:
             raise ConfigError(f"source {spec.name}: {table.file} lacks columns {missing}")
         for row in reader:
-            coords = [row[c] for c in cols[2:]]
+            coords = [row[c] for c in cols[-4:]]
             if any(v in ("", None) for v in coords):
                 by_image.setdefault(row[table.image_column], [])  # a row saying "no finding"
                 continue
-            by_image[row[table.image_column]].append(
-                {"label": row[table.label_column], "xyxy": coords})
+            if table.coords == "xywh":
+                try:
+                    x, y, w, h = (float(v) for v in coords)
+                except ValueError as exc:
+                    raise ConfigError(f"source {spec.name}: non-numeric box {coords}") from exc
+                coords = [x, y, x + w, y + h]
+            label = row[table.label_column] if table.label_column else table.label
+            by_image[row[table.image_column]].append({"label": label, "xyxy": coords})
     return by_image
 
 

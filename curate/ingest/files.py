@@ -37,11 +37,22 @@ def stem(name: str) -> str:
     return base.split(".")[0] if not base.startswith(".") else base
 
 
-def annotation_path(template: str, rel: str) -> str:
-    """Fill a mask/label template for one image path."""
+def case_name(rel: str, case_regex: str | None) -> str:
+    """The case part of an image's stem: group 1 of case_regex, else the whole stem."""
+    s = stem(Path(rel).name)
+    if case_regex:
+        m = re.search(case_regex, s)
+        if m and m.groups():
+            return m.group(1)
+    return s
+
+
+def annotation_path(template: str, rel: str, case_regex: str | None = None) -> str:
+    """Fill a mask/label template ({stem}, {name}, {parent}, {case}) for one image path."""
     p = Path(rel)
     parent = p.parent.as_posix()
-    return template.format(stem=stem(p.name), name=p.name, parent="" if parent == "." else parent)
+    return template.format(stem=stem(p.name), name=p.name, parent="" if parent == "." else parent,
+                           case=case_name(rel, case_regex))
 
 
 def patient_from_path(spec: SourceSpec, rel: str) -> str | None:

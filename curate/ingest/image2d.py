@@ -11,7 +11,7 @@ from curate.config import SourceSpec, View
 from curate.errors import IngestError
 from curate.ingest.annotations import read_box_table, read_class_labels, read_voc
 from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
-from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path
+from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path, stem
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -38,30 +38,55 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     for rel in list_images(spec, root):
         files, extra = [rel], {}
         if spec.layout.masks:
-            mask = annotation_path(spec.layout.masks, rel)
+            mask = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
             if (root / mask).is_file() and mask != rel:
                 files.append(mask)
                 extra["mask"] = mask
         if boxes and boxes.format == "voc":
-            voc = annotation_path(boxes.file, rel)
+            voc = annotation_path(boxes.file, rel, spec.layout.case_regex)
             if (root / voc).is_file():
                 files.append(voc)
                 extra["voc"] = voc
         elif boxes:
-            extra["boxes"] = table.get(rel) or table.get(Path(rel).name) or []
+            extra["boxes"] = table.get(rel) or table.get(Path(rel).name) or \
+                table.get(stem(Path(rel).name)) or []
         if spec.layout.classes is not None:
             if spec.layout.classes.from_folder:
                 extra["classes"] = [Path(rel).parent.name]
             else:
-                found = classes.get(rel, classes.get(Path(rel).name))
+                found = next((classes[k] for k in (rel, Path(rel).name, stem(Path(rel).name))
+                              if k in classes), None)
                 if found is not None:
                     extra["classes"] = found
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, []
 
 
+def is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def _dicom_pixels(spec: SourceSpec, root: Path, rel: str) -> ImageCase:
+    """A DICOM file in a 2D family (RSNA, VinDr, SIIM): its first 2D image."""
+    import SimpleITK as sitk
+
+    from curate.ingest.dicom import read_dicom
+
+    case = read_dicom(spec, root, Unit(spec.name, key=rel, files=[rel]))[0]
+    if isinstance(case, ImageCase):
+        return case
+    sx, sy = case.image.GetSpacing()[:2]
+    return ImageCase(pixels=sitk.GetArrayFromImage(case.image)[0], meta=case.meta,
+                     spacing=(sy, sx))
+
+
 def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
-    pixels = load_image(root / unit.files[0])
+    rel = unit.files[0]
+    dicom = _dicom_pixels(spec, root, rel) if is_dicom(root / rel) else None
+    pixels = dicom.pixels if dicom is not None else load_image(root / rel)
     mask = None
     if "mask" in unit.extra:
         mask = load_image(root / unit.extra["mask"])
@@ -86,5 +111,13 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         image_labels=list(unit.extra.get("classes", [])),
     )
     spacing = tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
-    return [ImageCase(pixels=pixels, meta=meta, view=spec.layout.view or View.none,
-                      spacing=spacing, mask=mask, boxes=boxes)]
+    view = spec.layout.view or View.none
+    window = None
+    if dicom is not None:
+        meta.modality = dicom.meta.modality or meta.modality
+        meta.patient_id = meta.patient_id or dicom.meta.patient_id
+        spacing = dicom.spacing or spacing
+        window = dicom.window
+        view = dicom.view if dicom.view != View.none else view
+    return [ImageCase(pixels=pixels, meta=meta, view=view, spacing=spacing, mask=mask,
+                      boxes=boxes, window=window)]

@@ -19,7 +19,7 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
         files = [rel]
         extra = {}
         if spec.layout.masks:
-            label = annotation_path(spec.layout.masks, rel)
+            label = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
             if (root / label).is_file() and label != rel:
                 files.append(label)
                 extra["label"] = label
