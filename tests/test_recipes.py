@@ -1,0 +1,30 @@
+import yaml
+
+from curate.build import build
+from curate.config import load_recipe, load_source_registry
+from tests.conftest import ROOT
+
+
+def test_medtrinity_recipe_lists_every_declared_source():
+    recipe = load_recipe(ROOT / "recipes" / "medtrinity.yaml")
+    names = {s.source for s in recipe.sources}
+    assert names == set(load_source_registry(ROOT / "sources"))
+
+
+def test_medtrinity_dry_run_reports_found_and_missing(tmp_path):
+    # one source present in a data root, the rest absent
+    root = tmp_path / "data" / "msd-task03-liver"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "imagesTr" / "liver_0.nii.gz").write_bytes(b"")
+    lines = []
+    record = build(ROOT / "recipes" / "medtrinity.yaml", tmp_path / "out", dry_run=True,
+                   data_root=str(tmp_path / "data"), log=lines.append)
+    assert record["found"] == ["msd-task03-liver"] and record["units"] == 1
+    assert len(record["missing"]) == len(load_source_registry(ROOT / "sources")) - 1
+    assert "skipped" in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_every_recipe_is_valid():
+    for path in (ROOT / "recipes").glob("*.yaml"):
+        load_recipe(path)
+        assert yaml.safe_load(path.read_text())["name"] == path.stem
