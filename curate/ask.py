@@ -12,7 +12,7 @@ MODALITY_CHOICES = ["CT", "MRI", "X-ray", "ultrasound", "PET", "histopathology",
 
 def _qa(question: str, answer: str, kind: str, category: str, options=None) -> dict:
     return {"question": question, "answer": answer, "type": kind, "category": category,
-            "options": list(options or [])}
+            "options": list(options or []), "origin": "facts"}
 
 
 def ask(ctx: dict, max_questions: int, seed: str) -> list[dict]:

@@ -43,7 +43,7 @@ class FormatFamily(StrEnum):
 
 # families with an adapter in curate.ingest (a test keeps the two in step); the others
 # are declared for sources/ and fail with a clear message until their adapters land
-SUPPORTED_FAMILIES = frozenset(FormatFamily) - {FormatFamily.vqa}
+SUPPORTED_FAMILIES = frozenset(FormatFamily)
 
 
 class View(StrEnum):
@@ -91,6 +91,29 @@ class ClassLabels(Strict):
     from_folder: bool = Field(default=False, description="the image's parent folder is its class")
 
 
+class QATable(Strict):
+    """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
+
+    Pickled files are refused: loading a pickle runs code from the file.
+    """
+
+    file: str = Field(description="relative to the source root")
+    format: Literal["json", "jsonl", "csv"] = "json"
+    image_column: str = "image"
+    question_column: str = "question"
+    answer_column: str = "answer"
+    type_column: str | None = Field(default=None, description="e.g. answer_type (CLOSED/OPEN)")
+    modality_column: str | None = Field(
+        default=None, description="per-image modality, for sources that mix modalities"
+    )
+    include: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep rows whose column holds one of these values"
+    )
+    exclude: dict[str, list[str]] = Field(
+        default_factory=dict, description="drop rows whose column holds one of these values"
+    )
+
+
 class Layout(Strict):
     """Where a source's files are and how annotations are named.
 
@@ -113,6 +136,7 @@ class Layout(Strict):
     )
     boxes: BoxTable | None = None
     classes: ClassLabels | None = None
+    qa: QATable | None = None
     tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")
     tile_level: int = Field(default=0, ge=0, description="wsi: pyramid level tiles are read at")
     max_tiles: int = Field(default=4, ge=1, description="wsi: tissue tiles kept per slide")

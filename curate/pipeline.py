@@ -81,7 +81,10 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     levels, caption, generation = describe(ctx)
     result.seconds["describe"] += time.perf_counter() - t
     t = time.perf_counter()
-    vqa = ask(ctx, recipe.ask.max_questions, seed=sample_id)
+    vqa = [{"question": q["question"], "answer": q["answer"],
+            "type": "closed" if q.get("type") in ("closed", "yes/no") else "open",
+            "category": "source", "options": [], "origin": "source"}
+           for q in view.meta.source_qa] + ask(ctx, recipe.ask.max_questions, seed=sample_id)
     result.seconds["ask"] += time.perf_counter() - t
     result.counts["vqa"] += len(vqa)
     t = time.perf_counter()

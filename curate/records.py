@@ -57,6 +57,7 @@ QA = pa.struct([
     ("type", pa.string()),  # closed | open | choice
     ("category", pa.string()),
     ("options", pa.list_(pa.string())),
+    ("origin", pa.string()),  # facts (computed) | source (written by the dataset's authors)
 ])
 
 GENERATION = pa.struct([

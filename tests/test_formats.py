@@ -169,3 +169,33 @@ def test_xywh_boxes_keyed_by_stem_on_dicom_images(tmp_path):
     assert (b.label, b.x0, b.y0, b.x1, b.y1) == ("opacity", 10, 20, 15, 26)
     assert case.pixels.shape == (64, 64) and case.spacing == pytest.approx((0.3125, 0.3125))
     assert case.meta.modality == "MR"  # the header wins over the declared modality
+
+
+def test_vqa_source_pairs_are_kept_beside_fact_questions(tmp_path):
+    import json as _json
+
+    from curate.config import Recipe
+    from curate.pipeline import process_unit
+    (tmp_path / "imgs" / "xmlab1").mkdir(parents=True)
+    (tmp_path / "imgs" / "xmlab2").mkdir(parents=True)
+    for d in ("xmlab1", "xmlab2"):
+        Image.fromarray((np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)).save(
+            tmp_path / "imgs" / d / "source.jpg")
+    qa = [{"img_name": "xmlab1/source.jpg", "question": "Which organ is abnormal?",
+           "answer": "Lung", "answer_type": "OPEN", "modality": "CT", "q_lang": "en"},
+          {"img_name": "xmlab1/source.jpg", "question": "哪个器官异常?", "answer": "肺",
+           "answer_type": "OPEN", "modality": "CT", "q_lang": "zh"}]
+    (tmp_path / "train.json").write_text(_json.dumps(qa))
+    spec = SourceSpec(name="s", format="vqa", layout={
+        "images": ["imgs/*/source.jpg"], "qa": {
+            "file": "train.json", "image_column": "img_name", "type_column": "answer_type",
+            "modality_column": "modality", "include": {"q_lang": ["en"]}}})
+    plan, _ = adapter(spec.format)
+    units, _ = plan(spec, tmp_path)
+    assert len(units) == 1  # xmlab2 has no question in the split
+    (sample,) = process_unit(spec, tmp_path, units[0].stamp(tmp_path, "x"),
+                             Recipe(name="t", sources=[])).samples
+    src = [q for q in sample["vqa"] if q["origin"] == "source"]
+    assert [(q["question"], q["answer"]) for q in src] == [("Which organ is abnormal?", "Lung")]
+    assert sample["modality"] == "CT"
+    assert any(q["origin"] == "facts" and q["answer"] == "CT" for q in sample["vqa"])

@@ -65,8 +65,10 @@ def test_nifti_las_volume_reads_and_reorients():
     assert views[0].window["method"] == "percentile"
 
 
-def test_unsupported_family_says_so():
+def test_unsupported_family_says_so(monkeypatch):
+    from curate import ingest
     from curate.config import FormatFamily
     from curate.errors import UnsupportedFormat
-    with pytest.raises(UnsupportedFormat, match="vqa"):
-        adapter(FormatFamily.vqa)
+    monkeypatch.delitem(ingest.ADAPTERS, FormatFamily.wsi)
+    with pytest.raises(UnsupportedFormat, match="'wsi' is declared but has no adapter"):
+        adapter(FormatFamily.wsi)

@@ -78,6 +78,42 @@ def read_voc(path: Path) -> list[dict]:
     return out
 
 
+def read_qa_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
+    """image name -> [{question, answer, type, modality}] after include/exclude filters."""
+    cfg = spec.layout.qa
+    path = root / cfg.file
+    if not path.is_file():
+        raise ConfigError(f"source {spec.name}: QA file {cfg.file} not found under {root}")
+    try:
+        if cfg.format == "csv":
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        elif cfg.format == "jsonl":
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            rows = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"source {spec.name}: {cfg.file} is not valid {cfg.format}: {exc}") from exc
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if any(str(row.get(c)) not in vals for c, vals in cfg.include.items()):
+            continue
+        if any(str(row.get(c)) in vals for c, vals in cfg.exclude.items()):
+            continue
+        try:
+            image = str(row[cfg.image_column])
+            qa = {"question": str(row[cfg.question_column]).strip(),
+                  "answer": str(row[cfg.answer_column]).strip()}
+        except KeyError as exc:
+            raise ConfigError(f"source {spec.name}: {cfg.file} rows lack {exc}") from exc
+        qa["type"] = str(row.get(cfg.type_column, "") or "").lower() or None if cfg.type_column \
+            else None
+        qa["modality"] = str(row.get(cfg.modality_column) or "") or None \
+            if cfg.modality_column else None
+        out[image].append(qa)
+    return out
+
+
 def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
     """image path or name -> its positive class labels, from the declared CSV."""
     cfg = spec.layout.classes

@@ -51,6 +51,7 @@ class CaseMeta:
     notes: list[str] = field(default_factory=list)
     label_map: dict[int, str] | None = None  # from the data itself (SEG/RTSTRUCT names)
     image_labels: list[str] = field(default_factory=list)  # image-level class labels
+    source_qa: list[dict] = field(default_factory=list)  # QA written by the dataset's authors
 
 
 @dataclass

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from curate.config import SourceSpec, View
 from curate.errors import IngestError
-from curate.ingest.annotations import read_box_table, read_class_labels, read_voc
+from curate.ingest.annotations import read_box_table, read_class_labels, read_qa_table, read_voc
 from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
 from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path, stem
 
@@ -30,10 +30,20 @@ def load_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def lookup(table: dict, rel: str):
+    """A table row keyed by the image's relative path, any trailing part of it, or its stem."""
+    parts = rel.split("/")
+    for key in ["/".join(parts[i:]) for i in range(len(parts))] + [stem(parts[-1])]:
+        if key in table:
+            return table[key]
+    return None
+
+
 def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     boxes = spec.layout.boxes
     table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
     classes = read_class_labels(spec, root)
+    qa_table = read_qa_table(spec, root) if spec.layout.qa else {}
     units = []
     for rel in list_images(spec, root):
         files, extra = [rel], {}
@@ -48,16 +58,19 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
                 files.append(voc)
                 extra["voc"] = voc
         elif boxes:
-            extra["boxes"] = table.get(rel) or table.get(Path(rel).name) or \
-                table.get(stem(Path(rel).name)) or []
+            extra["boxes"] = lookup(table, rel) or []
         if spec.layout.classes is not None:
             if spec.layout.classes.from_folder:
                 extra["classes"] = [Path(rel).parent.name]
             else:
-                found = next((classes[k] for k in (rel, Path(rel).name, stem(Path(rel).name))
-                              if k in classes), None)
+                found = lookup(classes, rel)
                 if found is not None:
                     extra["classes"] = found
+        if spec.layout.qa:
+            found = lookup(qa_table, rel)
+            if found is None:
+                continue  # an image without questions in the chosen split
+            extra["qa"] = found
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, []
 
@@ -109,7 +122,11 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         modality=spec.modality, anatomy=spec.anatomy,
         patient_id=patient_from_path(spec, unit.key), series_id=unit.key,
         image_labels=list(unit.extra.get("classes", [])),
+        source_qa=list(unit.extra.get("qa", [])),
     )
+    modalities = {q["modality"] for q in meta.source_qa if q.get("modality")}
+    if len(modalities) == 1:
+        meta.modality = modalities.pop()
     spacing = tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
     view = spec.layout.view or View.none
     window = None
