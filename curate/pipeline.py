@@ -115,7 +115,19 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     }
 
 
-def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe) -> UnitResult:
+class WorkerModels:
+    """Models a worker loads once and reuses for every unit (expert ROI models)."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    @staticmethod
+    def resources(recipe: Recipe) -> dict[str, float]:
+        return {"num_cpus": 1, "num_gpus": 0}
+
+
+def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
+                 models: WorkerModels | None = None) -> UnitResult:
     result = UnitResult(unit.unit_id)
     _, read = adapter(spec.format)
     stage = "ingest"

@@ -1,7 +1,8 @@
 """Executes work units locally in-process or on Ray. The only module that imports Ray.
 
-Each task processes one unit and commits it itself, so a crash loses at most the units
-in flight; a re-run skips units already committed.
+Workers are Ray actors (one per CPU, or per GPU when experts need one) that load their
+models once and then process and commit units one by one, so a crash loses at most the
+units in flight; a re-run skips units already committed.
 """
 
 from __future__ import annotations
@@ -9,16 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from curate.config import Recipe, SourceSpec
-from curate.errors import TooManyErrors
+from curate.errors import CurateError, TooManyErrors
 from curate.ingest import Unit
-from curate.pipeline import process_unit
+from curate.pipeline import WorkerModels, process_unit
 from curate.store import UnitStore
 
 
@@ -29,9 +29,17 @@ class Task:
     unit: Unit
 
 
-def run_task(task: Task, recipe: Recipe, store_root: str) -> dict:
-    result = process_unit(task.spec, task.root, task.unit, recipe)
-    return UnitStore(Path(store_root)).commit(task.spec.name, result)
+class UnitWorker:
+    """Processes and commits units; on Ray one per actor, so models load once per actor."""
+
+    def __init__(self, recipe: Recipe, store_root: str):
+        self.recipe = recipe
+        self.store = UnitStore(Path(store_root))
+        self.models = WorkerModels(recipe)
+
+    def run(self, task: Task) -> dict:
+        result = process_unit(task.spec, task.root, task.unit, self.recipe, self.models)
+        return self.store.commit(task.spec.name, result)
 
 
 class ErrorBudget:
@@ -56,9 +64,10 @@ def _progress(total: int, desc: str) -> tqdm:
 
 def run_local(tasks: list[Task], recipe: Recipe, store_root: Path) -> list[dict]:
     budget, out = ErrorBudget(recipe, len(tasks)), []
+    worker = UnitWorker(recipe, str(store_root))
     with _progress(len(tasks), "units (local)") as bar:
         for task in tasks:
-            summary = run_task(task, recipe, str(store_root))
+            summary = worker.run(task)
             out.append(summary)
             budget.add(summary)
             bar.update(1)
@@ -67,6 +76,7 @@ def run_local(tasks: list[Task], recipe: Recipe, store_root: Path) -> list[dict]
 
 def run_ray(tasks: list[Task], recipe: Recipe, store_root: Path, address: str | None) -> list[dict]:
     import ray
+    from ray.util import ActorPool
 
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
@@ -74,29 +84,24 @@ def run_ray(tasks: list[Task], recipe: Recipe, store_root: Path, address: str | 
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False,
                  configure_logging=True, log_to_driver=True)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
-        recipe_ref = ray.put(recipe)
+        need = WorkerModels.resources(recipe)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        window = recipe.run.max_in_flight or max(2, 2 * cpus)
-        budget, out, pending = ErrorBudget(recipe, len(tasks)), [], []
-        queue: Iterable[Task] = iter(tasks)
-        with _progress(len(tasks), f"units (ray, {cpus} CPUs)") as bar:
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < window:
-                    task = next(queue, None)
-                    if task is None:
-                        exhausted = True
-                        break
-                    pending.append(remote.remote(task, recipe_ref, str(store_root)))
-                if not pending:
-                    break
-                ready, pending = ray.wait(pending, num_returns=1)
-                for ref in ready:
-                    summary = ray.get(ref)
-                    out.append(summary)
-                    budget.add(summary)
-                    bar.update(1)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        n = max(1, min(len(tasks), cpus // max(1, int(need["num_cpus"]))))
+        if need["num_gpus"]:
+            n = min(n, int(gpus / need["num_gpus"]))
+            if n == 0:
+                raise CurateError(f"the configured experts need {need['num_gpus']} GPU per "
+                                    "worker and the cluster has none")
+        actor = ray.remote(num_cpus=need["num_cpus"], num_gpus=need["num_gpus"],
+                           max_restarts=1, max_task_retries=1)(UnitWorker)
+        pool = ActorPool([actor.remote(recipe, str(store_root)) for _ in range(n)])
+        budget, out = ErrorBudget(recipe, len(tasks)), []
+        with _progress(len(tasks), f"units (ray, {n} workers)") as bar:
+            for summary in pool.map_unordered(lambda a, t: a.run.remote(t), tasks):
+                out.append(summary)
+                budget.add(summary)
+                bar.update(1)
         return out
     finally:
         if started_here:
