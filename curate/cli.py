@@ -92,5 +92,30 @@ def sources_show(name: str) -> None:
                               sort_keys=False))
 
 
+@sources.command("check", help="Check that a local copy at PATH matches source NAME's layout.")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def sources_check(name: str, path: Path) -> None:
+    from curate.layout_check import check_command
+
+    ok, text = check_command(name, path)
+    click.echo(text)
+    if not ok:
+        raise SystemExit(1)
+
+
+@sources.command("fetch", help="Download source NAME into DEST (direct sources only): resumable, "
+                 "checksum-verified, safe extraction.")
+@click.argument("name")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def sources_fetch(name: str, dest: Path) -> None:
+    from curate.fetch import fetch_command
+
+    try:
+        click.echo(fetch_command(name, dest))
+    except CurateError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,34 @@
+"""Expert models that propose ROIs where a source gives none (see docs/experts.md).
+
+Importing this package is cheap: torch, monai, TotalSegmentator and Cellpose are imported
+only inside the `setup()` of the experts that need them.
+"""
+
+from curate.experts.base import (
+    KINDS,
+    Expert,
+    ExpertError,
+    ExpertParams,
+    ExpertROI,
+    Kind,
+    Resources,
+    assign_organ,
+    expert_rois_to_facts,
+)
+from curate.experts.registry import EXPERTS, ExpertConfig, run_experts, select_experts
+
+__all__ = [
+    "EXPERTS",
+    "KINDS",
+    "Expert",
+    "ExpertConfig",
+    "ExpertError",
+    "ExpertParams",
+    "ExpertROI",
+    "Kind",
+    "Resources",
+    "assign_organ",
+    "expert_rois_to_facts",
+    "run_experts",
+    "select_experts",
+]

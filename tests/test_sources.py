@@ -1,0 +1,251 @@
+"""Every declared source: a miniature copy in its declared layout must pass check_layout.
+
+Layouts are written from documentation, so this is the test that catches a glob that can
+never match its own mask template, a regex that never yields a patient id, or a table
+declared with columns the template does not write. What the miniature cannot synthesise
+(SEG objects, question-answer files, exotic extensions) is reported as a skip reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curate.config import BoxTable, ClassLabels, Layout, SourceSpec, load_source
+from curate.layout_check import (
+    SynthesisError,
+    check_command,
+    check_layout,
+    glob_match,
+    make_miniature,
+    miniature_notes,
+    synth_path,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "sources").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+    """One miniature per source file, shared by the tests of this module."""
+    cache: dict[Path, tuple[SourceSpec, Path, dict]] = {}
+
+    def get(path: Path) -> tuple[SourceSpec, Path, dict]:
+        if path not in cache:
+            spec = load_source(path)
+            root = make_miniature(spec, tmp_path_factory.mktemp(path.stem), n=2)
+            cache[path] = (spec, root, miniature_notes(root))
+        return cache[path]
+
+    return get
+
+
+def test_there_are_declared_sources():
+    assert SOURCES, "sources/ holds no declared source"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_declared_layout_is_found(path, miniature):
+    spec, root, notes = miniature(path)
+    lay, rep = spec.layout, check_layout(spec, root)
+    msg = f"\n{rep.summary()}\nnot synthesised: {notes['skipped']}"
+    assert rep.images == len(notes["images"]) > 0, msg
+    assert all(rep.per_glob[g] > 0 for g in lay.images), msg
+    left_out = {p for p in notes["excluded"] + notes["masks"]
+                if any(glob_match(g, p) for g in lay.images)}
+    assert rep.excluded == len(left_out), "exclude globs do not leave out the junk" + msg
+    if lay.masks:
+        # every mask the miniature could write is found where the template says
+        assert rep.masks_expected == rep.images, msg
+        assert len(rep.masks_missing) == rep.images - len(notes["masks"]), msg
+        lossy = any("lossy" in s for s in notes["skipped"])
+        if notes["masks"] and lay.label_map and not lossy:
+            assert rep.unmapped_labels == [], msg
+            assert rep.label_values == sorted(k for k in lay.label_map if k), msg
+    if lay.boxes:
+        assert rep.box_file_present and rep.images_with_boxes == rep.images, msg
+    if lay.classes:
+        assert rep.images_with_classes == rep.images, msg
+    if lay.patient_id:
+        assert rep.patient_ids == rep.images, (
+            f"patient_id regex {lay.patient_id!r} matches no path the image globs can "
+            "produce (or the miniature could not find one)" + msg)
+    expected_problems = 1 if rep.masks_missing else 0
+    assert len(rep.problems) == expected_problems, msg
+
+
+def _read(path: Path) -> None:
+    """Open a miniature file with the library curate reads that format with."""
+    name = path.name.lower()
+    if name.endswith((".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")):
+        import SimpleITK as sitk
+
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).size > 0
+    elif name.endswith((".dcm", ".dicom")) or "." not in name:
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        assert ds.pixel_array.shape == (ds.Rows, ds.Columns) and ds.Modality
+    elif name.endswith(".npy"):
+        assert np.load(path).size > 0
+    elif name.endswith((".mp4", ".avi", ".mov", ".mkv")):
+        import av
+
+        with av.open(str(path)) as c:
+            assert next(c.decode(video=0)).width > 0
+    else:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_miniature_files_are_valid(path, miniature):
+    spec, root, notes = miniature(path)
+    for rel in notes["images"] + notes["masks"]:
+        if (root / rel).stat().st_size:  # placeholders are listed in notes["skipped"]
+            _read(root / rel)
+    if notes["skipped"]:
+        pytest.skip(f"{spec.name} ({spec.format.value}): written files are valid and the globs "
+                    f"are checked; not synthesised: {'; '.join(dict.fromkeys(notes['skipped']))}")
+
+
+def _spec(**layout) -> SourceSpec:
+    fmt = layout.pop("format", "nifti")
+    return SourceSpec(name="t", format=fmt, layout=Layout(**layout))
+
+
+def test_broken_copy_reports_missing_masks(tmp_path):
+    spec = _spec(images=["imagesTr/*.nii.gz"], exclude=["imagesTr/._*"],
+                 masks="labelsTr/{name}", label_map={1: "liver", 2: "tumour"},
+                 patient_id=r"liver_(\d+)")
+    root = make_miniature(spec, tmp_path, n=3)
+    assert check_layout(spec, root).ok
+    gone = miniature_notes(root)["masks"][1]
+    (root / gone).unlink()
+    rep = check_layout(spec, root)
+    assert not rep.ok and rep.masks_missing == [gone]
+    assert "2 of 3 present" in rep.summary() and f"missing: {gone}" in rep.summary()
+    assert "1 of 3 mask files missing" in rep.problems[0]
+
+
+def test_unmapped_label_values_are_reported(tmp_path):
+    import SimpleITK as sitk
+
+    spec = _spec(images=["img/*.nii.gz"], masks="seg/{stem}_seg.nii.gz", label_map={1: "a"})
+    root = make_miniature(spec, tmp_path, n=1)
+    mask = root / miniature_notes(root)["masks"][0]
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
+    arr[0, 0, 0] = 7
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(mask))
+    rep = check_layout(spec, root)
+    assert rep.unmapped_labels == [7] and not rep.ok and "not in label_map: [7]" in rep.summary()
+
+
+def test_box_table_columns_and_presence(tmp_path):
+    spec = _spec(format="image_boxes", images=["png/*.png"],
+                 boxes=BoxTable(file="ann/boxes.csv", image_column="image_id", x0_column="xmin"))
+    root = make_miniature(spec, tmp_path, n=2)
+    rep = check_layout(spec, root)
+    assert rep.ok and rep.images_with_boxes == 2 and rep.box_rows == 2
+    (root / "ann/boxes.csv").write_text("image,label,x0,y0,x1,y1\n")
+    rep = check_layout(spec, root)
+    assert rep.box_columns_missing == ["image_id", "xmin"] and not rep.ok
+    (root / "ann/boxes.csv").unlink()
+    assert "box file ann/boxes.csv not found" in check_layout(spec, root).problems
+
+
+def test_xywh_boxes_with_a_fixed_label_keyed_by_stem(tmp_path):
+    table = BoxTable(file="labels.csv", coords="xywh", image_column="patientId",
+                     label_column=None, label="opacity", x1_column="width", y1_column="height")
+    spec = _spec(format="image_boxes", images=["train/*.png"], boxes=table)
+    root = make_miniature(spec, tmp_path, n=2)
+    assert check_layout(spec, root).ok
+    names = [Path(r).stem for r in miniature_notes(root)["images"]]  # ids without suffix
+    (root / "labels.csv").write_text("patientId,x0,y0,width,height\n"
+                                     + "".join(f"{n},1,1,4,4\n" for n in names))
+    rep = check_layout(spec, root)
+    assert rep.ok and rep.images_with_boxes == 2, rep.summary()
+
+
+@pytest.mark.parametrize("boxes", [
+    BoxTable(file="coco.json", format="coco"),
+    BoxTable(file="Annotations/{stem}.xml", format="voc"),
+])
+def test_coco_and_voc_boxes(tmp_path, boxes):
+    spec = _spec(format="image_boxes", images=["JPEGImages/*.jpg"], boxes=boxes)
+    root = make_miniature(spec, tmp_path, n=2)
+    rep = check_layout(spec, root)
+    assert rep.ok and rep.images_with_boxes == 2, rep.summary()
+
+
+@pytest.mark.parametrize("classes", [
+    ClassLabels(file="labels.csv", image_column="Image Index", label_column="Finding"),
+    ClassLabels(file="labels.csv", label_columns=["Edema", "Effusion"]),
+    ClassLabels(from_folder=True),
+])
+def test_class_labels(tmp_path, classes):
+    spec = _spec(format="image_labels", images=["train/*/*.png"], classes=classes)
+    root = make_miniature(spec, tmp_path, n=2)
+    rep = check_layout(spec, root)
+    assert rep.ok and rep.images_with_classes == 2, rep.summary()
+
+
+def test_nothing_matches_and_template_outside_root(tmp_path):
+    spec = _spec(images=["imagesTr/*.nii.gz"], masks="../labels/{name}")
+    (tmp_path / "imagesTr").mkdir()
+    rep = check_layout(spec, tmp_path)
+    assert not rep.ok and "no file matches image glob 'imagesTr/*.nii.gz'" in rep.problems
+    (tmp_path / "imagesTr/a.nii.gz").write_bytes(b"")
+    rep = check_layout(spec, tmp_path)
+    assert any("leaves the source root" in p for p in rep.problems)
+    assert check_layout(spec, tmp_path / "absent").problems == [f"{tmp_path / 'absent'} is not a folder"]
+
+
+def test_glob_synthesis():
+    any_path = lambda p: (True,)  # noqa: E731
+    assert synth_path("a/**/x_?.png", 0, any_path) == "a/sub/x_1.png"
+    assert synth_path("scan[0-9][!0-9].dcm", 0, any_path) == "scan0a.dcm"
+    p = synth_path("files/p1*/p*/s*/*.dcm", 1,
+                   lambda p: (glob_match("files/p1*/p*/s*/*.dcm", p),
+                              "/p00000002/" in p), ["p00000002"])
+    assert "/p00000002/" in p and glob_match("files/p1*/p*/s*/*.dcm", p)
+    assert glob_match("**/x.png", "x.png") and glob_match("**/x.png", "a/b/x.png")
+    assert not glob_match("a/*.png", "a/b/x.png")
+    with pytest.raises(SynthesisError, match="leaves the source root"):
+        synth_path("../up/*.png", 0, any_path)
+    with pytest.raises(SynthesisError, match="no safe character"):
+        synth_path("x[%].png", 0, any_path)
+
+
+def test_patient_regex_and_excludes_shape_the_names(tmp_path):
+    spec = _spec(images=["data/case_*/imaging.nii.gz"], exclude=["data/case_0000*/*"],
+                 masks="{parent}/segmentation.nii.gz", label_map={1: "kidney"},
+                 patient_id=r"case_(\d{5})")
+    root = make_miniature(spec, tmp_path, n=2)
+    images = miniature_notes(root)["images"]
+    assert all("case_" in p and not glob_match("data/case_0000*/*", p) for p in images)
+    rep = check_layout(spec, root)
+    assert rep.ok and rep.patient_ids == 2, rep.summary()
+
+
+def test_unsynthesisable_source_says_why(tmp_path):
+    spec = _spec(images=["../outside/*.nii.gz"])
+    with pytest.raises(SynthesisError, match="no image could be synthesised.*leaves the source"):
+        make_miniature(spec, tmp_path)
+
+
+def test_check_command(tmp_path):
+    ok, text = check_command("no-such-source", tmp_path)
+    assert not ok and "unknown source 'no-such-source'" in text
+    if SOURCES:
+        spec = load_source(SOURCES[0])
+        root = make_miniature(spec, tmp_path / "m")
+        ok, text = check_command(spec.name, root)
+        assert ok and text.startswith(f"{spec.name} at {root}: OK")
+        ok, text = check_command(spec.name, tmp_path / "empty")
+        assert not ok and "DOES NOT MATCH" in text
