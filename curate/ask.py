@@ -41,7 +41,7 @@ def ask(ctx: dict, max_questions: int, seed: str) -> list[dict]:
                            "yes" if present else "no", "closed", "presence"))
     for label, group in by_label.items():
         n = len(group)
-        qas.append(_qa(f"How many separate {label} regions are annotated?", str(n), "open",
+        qas.append(_qa(f"How many separate {label} regions are outlined?", str(n), "open",
                        "counting"))
         roi = max(group, key=lambda r: r["area_px"])
         which = f"the largest {label}" if n > 1 else f"the {label}"

@@ -47,7 +47,8 @@ def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
     """What a unit's output depends on besides its files; changing any of it redoes it."""
     parts = {
         "pipeline": PIPELINE_VERSION, "seed": recipe.seed, "salt": recipe.salt,
-        "sections": {s: recipe.fingerprint(s) for s in ("normalize", "ground", "describe", "ask")},
+        "sections": {s: recipe.fingerprint(s)
+                     for s in ("normalize", "ground", "describe", "ask", "experts")},
         "source": spec.model_dump(mode="json", exclude={"path", "generate", "notes", "citation",
                                                        "homepage", "title", "access"}),
     }

@@ -229,6 +229,52 @@ class SourceRef(Strict):
     allow_burned_in: bool = False
 
 
+class ExpertConfig(Strict):
+    """One recipe entry: which expert, its params, and where it applies.
+
+    `modality` and `sources` filter which views the expert sees (None: all). Params are
+    validated against the expert's own model when the recipe loads, so a typo fails
+    before any work starts, not on a worker an hour in.
+    """
+
+    name: str = Field(description="a key of curate.experts.EXPERTS")
+    params: dict[str, Any] = Field(default_factory=dict)
+    modality: list[str] | None = Field(None, description="run only on these modalities")
+    sources: list[str] | None = Field(None, description="run only on these source names")
+
+    @model_validator(mode="after")
+    def _known_and_valid(self) -> ExpertConfig:
+        from curate.experts.registry import EXPERTS  # experts import normalize, which imports us
+
+        if self.name not in EXPERTS:
+            raise ValueError(f"unknown expert {self.name!r}; known: {sorted(EXPERTS)}")
+        params_model = getattr(EXPERTS[self.name], "Params", None)
+        if params_model is not None:
+            try:
+                params_model.model_validate(self.params)
+            except ValidationError as err:
+                lines = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                  for e in err.errors())
+                raise ValueError(f"expert {self.name!r} params: {lines}") from None
+        return self
+
+    def applies_to(self, source: str, modality: str | None) -> bool:
+        """Whether this expert should run on a view of this source and modality."""
+        if self.sources is not None and source not in self.sources:
+            return False
+        if self.modality is not None:
+            wanted = {m.upper() for m in self.modality}
+            return (modality or "").upper() in wanted
+        return True
+
+    def build(self):
+        """A new Expert instance (params validated, nothing loaded yet)."""
+        from curate.experts.registry import EXPERTS
+
+        return EXPERTS[self.name](**self.params)
+
+
+
 class NormalizeConfig(Strict):
     max_size: int = Field(default=512, ge=32, description="longest side after resize")
     roi_slices: int = Field(default=6, ge=1, description="max slices kept per ROI label")
@@ -310,6 +356,12 @@ class Recipe(Strict):
     split: SplitConfig = SplitConfig()
     shard: ShardConfig = ShardConfig()
     run: RunConfig = RunConfig()
+    experts: list[ExpertConfig] = Field(
+        default_factory=list,
+        description="expert ROI models, in order (organs before lesions: later experts see "
+        "earlier ROIs as context); organ/structure ROIs are added to every view they apply "
+        "to, lesion ROIs only where the source annotates nothing",
+    )
 
     @field_validator("sources")
     @classmethod
@@ -322,7 +374,9 @@ class Recipe(Strict):
 
     def fingerprint(self, section: str) -> str:
         """Hash of one config section; unit cache keys include the sections they depend on."""
-        data = getattr(self, section).model_dump(mode="json")
+        value = getattr(self, section)
+        data = [v.model_dump(mode="json") for v in value] if isinstance(value, list) else \
+            value.model_dump(mode="json")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -81,7 +81,11 @@ def levels_for(ctx: dict) -> dict[str, str]:
     for i, roi in enumerate(rois[:5], 1):
         name = roi["label"]
         tag = f"{name} #{i}" if len(rois) > 1 else name
-        kind = "an annotated region" if roi["area_kind"] == "mask" else "an annotated box"
+        if roi["origin"].startswith("expert:"):
+            kind = (f"a region outlined by the {roi['origin'][7:]} expert model "
+                    f"(confidence {roi['confidence']:.2f})")
+        else:
+            kind = "an annotated region" if roi["area_kind"] == "mask" else "an annotated box"
         roi_sents.append(f"The {tag} is {kind} in the {roi['location']}, {_size(roi)}.")
         if roi["intensity"] in ("hyper", "hypo", "iso"):
             tex_sents.append(f"The {tag} is {intensity_phrase(ctx['modality'], roi['intensity'])} "
@@ -94,7 +98,7 @@ def levels_for(ctx: dict) -> dict[str, str]:
     for roi in rois:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
     count_text = "; ".join(f"{n} {label} region{'s' if n > 1 else ''}" for label, n in counts.items())
-    rel_sents.insert(0, f"Annotated in this view: {count_text}.")
+    rel_sents.insert(0, f"Outlined in this view: {count_text}.")
     return {"modality": modality_text, "organ": organ, "roi": " ".join(roi_sents),
             "texture": " ".join(tex_sents), "relations": " ".join(rel_sents)}
 

@@ -19,7 +19,7 @@ from curate.config import Recipe, SourceSpec
 from curate.consistency import check_text
 from curate.deid import salted_hash
 from curate.describe import describe
-from curate.ground import encode_png, ground
+from curate.ground import encode_png, ground, relations
 from curate.ingest import ImageCase, Unit, VolumeCase, adapter
 from curate.normalize import View2D, image_view, volume_views
 from curate.quality import image_scores
@@ -66,10 +66,12 @@ def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: 
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
-                 annotated: bool, result: UnitResult) -> dict:
+                 annotated: bool, result: UnitResult, models: WorkerModels | None = None) -> dict:
     t = time.perf_counter()
     label_map = view.meta.label_map or spec.layout.label_map
     rois, masks = ground(view, label_map, spec.findings, recipe.ground.min_roi_pixels)
+    if models is not None and recipe.experts:
+        add_expert_rois(view, spec, rois, masks, annotated, models)
     result.seconds["ground"] += time.perf_counter() - t
     result.counts["rois"] += len(rois)
     image_png = encode_png(view.image)
@@ -116,14 +118,71 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
 
 
 class WorkerModels:
-    """Models a worker loads once and reuses for every unit (expert ROI models)."""
+    """Models a worker loads once and reuses for every unit (expert ROI models).
+
+    Experts are built and set up on first use, so a worker that never sees a CT never
+    loads a CT model.
+    """
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self._built: dict[int, object] = {}
 
     @staticmethod
     def resources(recipe: Recipe) -> dict[str, float]:
-        return {"num_cpus": 1, "num_gpus": 0}
+        """What one worker needs: the most any configured expert declares."""
+        need = {"num_cpus": 1.0, "num_gpus": 0.0}
+        for cfg in recipe.experts:
+            res = cfg.build().resources
+            need["num_cpus"] = max(need["num_cpus"], res.num_cpus)
+            need["num_gpus"] = max(need["num_gpus"], res.num_gpus)
+        return need
+
+    def experts_for(self, source: str, modality: str | None) -> list:
+        out = []
+        for i, cfg in enumerate(self.recipe.experts):
+            if not cfg.applies_to(source, modality):
+                continue
+            if i not in self._built:
+                expert = cfg.build()
+                expert.setup()
+                self._built[i] = expert
+            out.append(self._built[i])
+        return out
+
+
+def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: list,
+                    annotated: bool, models: WorkerModels) -> None:
+    """Run the view's experts; organs become context for every ROI, lesions fill gaps.
+
+    Expert lesions are added only where the source annotates nothing, so they never
+    contradict an annotation; annotated lesions get "in the <organ>" from expert organs.
+    """
+    from curate.experts import assign_organ, expert_rois_to_facts, run_experts
+
+    experts = [e for e in models.experts_for(spec.name, view.meta.modality) if "2d" in e.inputs]
+    if not experts:
+        return
+    ran = run_experts(view, experts)
+    organs = [r for _, found in ran for r in found if r.kind == "organ"]
+    for roi, mask in zip(rois, masks, strict=True):
+        region = mask if mask is not None else _box_mask(view, roi["bbox"])
+        organ = assign_organ(region, organs) if organs else None
+        if organ:
+            roi["relations"].append(f"in the {organ}")
+    for name, found in ran:
+        keep = [r for r in found if r.kind != "lesion" or not annotated]
+        rois += expert_rois_to_facts(view, keep, name, spec.findings, organs=organs)
+        masks += [r.mask for r in keep]
+    for roi in rois:  # recompute pairwise relations over all ROIs, keep organ membership
+        roi["relations"] = [r for r in roi["relations"] if r.startswith("in the ")]
+    relations(rois, view.plane)
+
+
+def _box_mask(view: View2D, bbox: list[int]) -> np.ndarray:
+    region = np.zeros(view.image.shape[:2], bool)
+    region[bbox[1]:bbox[3], bbox[0]:bbox[2]] = True
+    return region
 
 
 def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
@@ -150,7 +209,8 @@ def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
         stage = "ground"
         annotated = is_annotated(spec, unit)
         for view in views:
-            result.samples.append(build_sample(spec, recipe, unit, view, annotated, result))
+            result.samples.append(build_sample(spec, recipe, unit, view, annotated, result,
+                                               models))
     except Exception as exc:  # noqa: BLE001 - errors are data: one bad file never stops a build
         result.samples = []
         result.quarantine.append(quarantine_row(spec.name, unit.unit_id, unit.files[0], stage,

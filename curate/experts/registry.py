@@ -7,10 +7,8 @@ import-by-string, so a recipe can only name code that is reviewed in this packag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
+from curate.config import ExpertConfig
 from curate.experts.base import Expert, ExpertInput, ExpertROI
 from curate.experts.ct import CTLesionCandidates, CTLungs
 from curate.experts.external import Cellpose, TotalSegmentator
@@ -27,48 +25,6 @@ EXPERTS: dict[str, Callable[..., Expert]] = {
     "totalsegmentator": TotalSegmentator,
     "cellpose": Cellpose,
 }
-
-
-class ExpertConfig(BaseModel):
-    """One recipe entry: which expert, its params, and where it applies.
-
-    `modality` and `sources` filter which views the expert sees (None: all). Params are
-    validated against the expert's own model when the recipe loads, so a typo fails
-    before any work starts, not on a worker an hour in.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="a key of curate.experts.EXPERTS")
-    params: dict[str, Any] = Field(default_factory=dict)
-    modality: list[str] | None = Field(None, description="run only on these modalities")
-    sources: list[str] | None = Field(None, description="run only on these source names")
-
-    @model_validator(mode="after")
-    def _known_and_valid(self) -> ExpertConfig:
-        if self.name not in EXPERTS:
-            raise ValueError(f"unknown expert {self.name!r}; known: {sorted(EXPERTS)}")
-        params_model = getattr(EXPERTS[self.name], "Params", None)
-        if params_model is not None:
-            try:
-                params_model.model_validate(self.params)
-            except ValidationError as err:
-                lines = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                  for e in err.errors())
-                raise ValueError(f"expert {self.name!r} params: {lines}") from None
-        return self
-
-    def applies_to(self, source: str, modality: str | None) -> bool:
-        """Whether this expert should run on a view of this source and modality."""
-        if self.sources is not None and source not in self.sources:
-            return False
-        if self.modality is not None:
-            wanted = {m.upper() for m in self.modality}
-            return (modality or "").upper() in wanted
-        return True
-
-    def build(self) -> Expert:
-        return EXPERTS[self.name](**self.params)
 
 
 def select_experts(configs: Sequence[ExpertConfig], source: str,

@@ -1,0 +1,70 @@
+"""Experts inside the build: organs as context, lesions only where nothing is annotated."""
+
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from curate.config import Recipe, SourceSpec
+from curate.ingest import adapter
+from curate.pipeline import WorkerModels, process_unit
+
+EXPERTS = [{"name": "ct_lungs", "modality": ["CT"]},
+           {"name": "ct_lesion_candidates", "modality": ["CT"], "params": {"within": "organs"}}]
+
+
+def run(spec, root, experts=EXPERTS, **sections):
+    recipe = Recipe.model_validate({"name": "t", "sources": [], "experts": experts, **sections})
+    plan, _ = adapter(spec.format)
+    units, _ = plan(spec, root)
+    models = WorkerModels(recipe)
+    return [process_unit(spec, root, u.stamp(root, "x"), recipe, models) for u in units], models
+
+
+def test_lungs_on_a_real_ct_slice_have_the_right_sides():
+    root = Path(get_testdata_file("CT_small.dcm")).parent
+    spec = SourceSpec(name="ct", format="dicom", anatomy="chest",
+                      layout={"images": ["CT_small.dcm"]})
+    (res,), _ = run(spec, root)
+    rois = {r["label"]: r for r in res.samples[0]["rois"]}
+    assert rois["left lung"]["laterality"] == "left"
+    assert rois["right lung"]["laterality"] == "right"
+    assert all(r["origin"] == "expert:ct_lungs" and 0 < r["confidence"] <= 1
+               for r in rois.values())
+    assert "outlined by the ct_lungs expert model" in res.samples[0]["caption"]
+    assert res.samples[0]["quality"]["text_flags"] == []
+
+
+def test_unknown_expert_or_bad_params_fail_when_the_recipe_loads():
+    with pytest.raises(ValueError, match="unknown expert"):
+        Recipe.model_validate({"name": "t", "sources": [], "experts": [{"name": "nope"}]})
+    with pytest.raises(ValueError, match="params"):
+        Recipe.model_validate({"name": "t", "sources": [],
+                               "experts": [{"name": "ct_lungs", "params": {"bogus": 1}}]})
+
+
+def test_expert_lesions_do_not_override_annotations(tmp_path):
+    """An annotated CT phantom keeps only its annotated lesion; organs still give context."""
+    from curate.phantoms import ensure_phantoms, phantom_layout
+    spec = SourceSpec(name="p", format="nifti", modality="CT",
+                      generate={"kind": "ct_lesion", "cases": 1, "seed": 3},
+                      layout=phantom_layout("ct_lesion").model_dump())
+    root = ensure_phantoms(spec.generate, tmp_path / "p")
+    experts = [{"name": "ct_lesion_candidates", "modality": ["CT"]}]
+    (res,), models = run(spec, root, experts)
+    origins = {r["origin"] for s in res.samples for r in s["rois"]}
+    assert origins == {"annotation"}
+    assert models.resources(models.recipe) == {"num_cpus": 1.0, "num_gpus": 0.0}
+    # the same volume declared without its labels: the expert finds the lesion itself
+    bare = spec.model_copy(update={"layout": spec.layout.model_copy(update={"masks": None})})
+    (res,), _ = run(bare, root, experts, normalize={"normal_slices": 24})  # every slice
+    found = [r for s in res.samples for r in s["rois"]]
+    assert found and {r["origin"] for r in found} == {"expert:ct_lesion_candidates"}
+
+
+def test_experts_change_the_unit_fingerprint():
+    from curate.build import unit_fingerprint
+    spec = SourceSpec(name="s", format="nifti", layout={"images": ["*.nii"]})
+    a = Recipe.model_validate({"name": "t", "sources": []})
+    b = Recipe.model_validate({"name": "t", "sources": [], "experts": EXPERTS[:1]})
+    assert unit_fingerprint(a, spec) != unit_fingerprint(b, spec)
