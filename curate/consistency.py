@@ -29,6 +29,7 @@ SIDE = re.compile(r"patient'?s (left|right)(?! of)|\b(left|right)[- ]sided\b|\bo
                   re.I)
 MM2 = re.compile(r"(\d+(?:\.\d+)?)\s*(?:mm²|mm2|mm\^2|square millimet)", re.I)
 MM = re.compile(r"(\d+(?:\.\d+)?)\s*mm\b(?!²|2|\^)", re.I)
+MM3 = re.compile(r"(\d+(?:\.\d+)?)\s*(?:mm³|mm3|mm\^3|cubic millimet)", re.I)
 PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
 
@@ -51,6 +52,11 @@ def check_text(text: str, ctx: dict) -> list[str]:
         v = float(m.group(1))
         if not _close(v, areas, 0.1, 1.0):
             flags.append(f"area {v:g} mm² matches no ROI")
+    volumes = [r["volume_mm3"] for r in rois if r.get("volume_mm3") is not None]
+    for m in MM3.finditer(text):
+        v = float(m.group(1))
+        if not _close(v, volumes, 0.1, 1.0):
+            flags.append(f"volume {v:g} mm³ matches no ROI")
     spacing = ctx.get("spacing") or (1.0, 1.0)
     lengths = [r["longest_diameter_mm"] for r in rois if r.get("longest_diameter_mm")]
     for r in rois:

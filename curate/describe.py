@@ -50,6 +50,8 @@ def _size(roi: dict) -> str:
     if roi["longest_diameter_mm"] is not None and roi["area_kind"] == "mask":
         parts.append(f"longest diameter about {roi['longest_diameter_mm']:.1f} mm")
     parts.append(f"{100 * roi['area_frac']:.1f}% of the image area")
+    if roi.get("volume_mm3") is not None:
+        parts.append(f"part of a 3D region of about {roi['volume_mm3']:.0f} mm³")
     return ", ".join(parts)
 
 

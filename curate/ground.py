@@ -95,12 +95,19 @@ def roi_facts(view: View2D, region: np.ndarray, label: str, finding: str, kind: 
     phrase, lat = location(view, cx, cy)
     inten, inside, around = intensity(view, region)
     sp = view.spacing
+    volume = None
+    if view.components is not None and kind == "mask":
+        ids = view.components[region]
+        ids = ids[ids > 0]
+        if ids.size:
+            volume = view.component_mm3.get(int(np.bincount(ids).argmax()))
     return {
         "label": label, "finding": finding, "bbox": bbox,
         "bbox_norm": [bbox[0] / w, bbox[1] / h, bbox[2] / w, bbox[3] / h],
         "area_px": area, "area_frac": area / (h * w),
         "area_mm2": area * sp[0] * sp[1] if sp else None, "area_kind": kind,
         "longest_diameter_mm": longest_diameter_mm(region, sp) if sp else None,
+        "volume_mm3": volume,
         "centroid": [cx, cy], "laterality": lat, "location": phrase,
         "intensity": inten, "intensity_inside": inside,
         "intensity_around": None if np.isnan(around) else around,
@@ -108,9 +115,13 @@ def roi_facts(view: View2D, region: np.ndarray, label: str, finding: str, kind: 
     }
 
 
-def relations(rois: list[dict], plane: View) -> None:
-    """Pairwise relations between ROIs, phrased in the view's frame; filled in place."""
+def relations(rois: list[dict], plane: View, masks: list | None = None) -> None:
+    """Pairwise relations between ROIs, phrased in the view's frame; filled in place.
+
+    With masks, two regions whose masks touch (within one pixel) are "adjacent to".
+    """
     frame = plane in PATIENT_FRAME
+    grown = [ndimage.binary_dilation(m) if m is not None else None for m in (masks or [])]
     for i, a in enumerate(rois):
         for j, b in enumerate(rois):
             if i == j:
@@ -121,6 +132,9 @@ def relations(rois: list[dict], plane: View) -> None:
             if ax0 >= bx0 and ay0 >= by0 and ax1 <= bx1 and ay1 <= by1:
                 a["relations"].append(f"inside {other}")
                 continue
+            if grown and grown[i] is not None and masks[j] is not None and \
+                    (grown[i] & masks[j]).any():
+                a["relations"].append(f"adjacent to {other}")
             dx = a["centroid"][0] - b["centroid"][0]
             if abs(dx) > 0.5 * max(ax1 - ax0, bx1 - bx0):
                 if frame:  # image right is the patient's left
@@ -163,5 +177,5 @@ def ground(view: View2D, label_map: Mapping[int, str], findings: Mapping[str, st
         masks.append(None)  # a box is not a mask; never ship a rectangle as one
     order = sorted(range(len(rois)), key=lambda i: (rois[i]["label"], rois[i]["bbox"]))
     rois, masks = [rois[i] for i in order], [masks[i] for i in order]
-    relations(rois, view.plane)
+    relations(rois, view.plane, masks)
     return rois, masks

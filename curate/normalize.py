@@ -48,6 +48,8 @@ class View2D:
     labels: np.ndarray | None = None  # int mask on the same grid
     boxes: list[Box] = field(default_factory=list)
     body: np.ndarray | None = None  # bool body mask when one can be computed
+    components: np.ndarray | None = None  # 3D lesion component id of each pixel (volumes)
+    component_mm3: dict[int, float] = field(default_factory=dict)  # id -> volume in mm³
 
 
 def window_ct(hu: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
@@ -109,6 +111,26 @@ def choose_slices(labels: np.ndarray | None, body_frac: np.ndarray, cfg: Normali
     return sorted(chosen)
 
 
+def components_3d(labels: np.ndarray, spacing) -> tuple[np.ndarray, dict[int, float]]:
+    """3D connected components of each label value (26-connectivity), ids unique across
+    labels, and each component's volume in mm³ from the voxel spacing."""
+    from scipy import ndimage
+
+    out = np.zeros(labels.shape, np.int32)
+    volumes: dict[int, float] = {}
+    voxel = float(np.prod(spacing))
+    next_id = 0
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        comps, n = ndimage.label(labels == value, structure=np.ones((3, 3, 3)))
+        sizes = np.bincount(comps.ravel())[1:]
+        out[comps > 0] = comps[comps > 0] + next_id
+        volumes.update({next_id + i + 1: float(s) * voxel for i, s in enumerate(sizes)})
+        next_id += n
+    return out, volumes
+
+
 def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
                  window: str | None = None) -> list[View2D]:
     img = to_lps(case.image)
@@ -129,6 +151,7 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
         def intensity(sl):  # noqa: E306
             return scale_to_uint8(sl, low, high), win
     body_frac = body.reshape(body.shape[0], -1).mean(axis=1)
+    comps, comp_mm3 = components_3d(labels, img.GetSpacing()) if labels is not None else (None, {})
     nz = arr.shape[0]
     picks = choose_slices(labels, body_frac, cfg, rng) if nz > 1 else [0]
     if not picks:  # unlabelled volume: the central slice
@@ -139,7 +162,8 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
         views.append(resize_view(View2D(
             image=u8, raw=arr[k], plane=View.axial, index=k, count=nz, spacing=(sy, sx),
             window=win, meta=case.meta, labels=None if labels is None else labels[k],
-            body=body[k],
+            body=body[k], components=None if comps is None else comps[k],
+            component_mm3=comp_mm3,
         ), cfg.max_size))
     return views
 
@@ -179,6 +203,8 @@ def resize_view(view: View2D, max_size: int) -> View2D:
     view.raw = resample(view.raw.astype(np.float32), Image.Resampling.BILINEAR)
     if view.labels is not None:
         view.labels = resample(view.labels.astype(np.int32), Image.Resampling.NEAREST)
+    if view.components is not None:
+        view.components = resample(view.components, Image.Resampling.NEAREST)
     if view.body is not None:
         view.body = resample(view.body.astype(np.uint8), Image.Resampling.NEAREST).astype(bool)
     if view.spacing:

@@ -176,7 +176,7 @@ def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: lis
         masks += [r.mask for r in keep]
     for roi in rois:  # recompute pairwise relations over all ROIs, keep organ membership
         roi["relations"] = [r for r in roi["relations"] if r.startswith("in the ")]
-    relations(rois, view.plane)
+    relations(rois, view.plane, masks)
 
 
 def _box_mask(view: View2D, bbox: list[int]) -> np.ndarray:

@@ -32,6 +32,7 @@ ROI = pa.struct([
     ("area_mm2", pa.float64()),  # null when pixel spacing is unknown
     ("area_kind", pa.string()),  # mask | box
     ("longest_diameter_mm", pa.float64()),
+    ("volume_mm3", pa.float64()),  # the 3D lesion this region is a slice of (volumes only)
     ("centroid", pa.list_(pa.float64(), 2)),  # [x, y] pixels
     ("laterality", pa.string()),  # left | right | midline | null when no patient frame
     ("location", pa.string()),

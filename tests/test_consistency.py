@@ -46,3 +46,10 @@ def test_facts_that_hold_are_not_flagged():
 def test_sides_in_views_without_patient_frame_are_flagged():
     c = ctx(plane="none", modality="dermoscopy")
     assert check_text("A lesion on the patient's right.", c)
+
+
+def test_volumes_are_checked():
+    c = ctx()
+    c["rois"][0]["volume_mm3"] = 900.0
+    assert check_text("part of a 3D region of about 900 mm³", c) == []
+    assert any("volume 5000" in f for f in check_text("a 5000 mm³ mass", c))
