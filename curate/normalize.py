@@ -50,6 +50,8 @@ class View2D:
     body: np.ndarray | None = None  # bool body mask when one can be computed
     components: np.ndarray | None = None  # 3D lesion component id of each pixel (volumes)
     component_mm3: dict[int, float] = field(default_factory=dict)  # id -> volume in mm³
+    # ROIs a volume expert found, sliced to this view: (expert, label, kind, score, mask)
+    expert_slices: list[tuple] = field(default_factory=list)
 
 
 def window_ct(hu: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
@@ -132,7 +134,10 @@ def components_3d(labels: np.ndarray, spacing) -> tuple[np.ndarray, dict[int, fl
 
 
 def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
-                 window: str | None = None) -> list[View2D]:
+                 window: str | None = None, expert_rois: list[tuple] = ()) -> list[View2D]:
+    """2D views of a volume; expert_rois are (expert, ExpertROI) on the LPS grid of this
+    volume, sliced onto the views (and, where nothing is annotated, steering slice choice
+    towards the lesions they found)."""
     img = to_lps(case.image)
     arr = sitk.GetArrayFromImage(img).astype(np.float32)  # (z, y, x)
     labels = sitk.GetArrayFromImage(to_lps(case.label)) if case.label is not None else None
@@ -153,7 +158,13 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
     body_frac = body.reshape(body.shape[0], -1).mean(axis=1)
     comps, comp_mm3 = components_3d(labels, img.GetSpacing()) if labels is not None else (None, {})
     nz = arr.shape[0]
-    picks = choose_slices(labels, body_frac, cfg, rng) if nz > 1 else [0]
+    steer = labels
+    if labels is None and any(r.kind == "lesion" for _, r in expert_rois):
+        steer = np.zeros(arr.shape, np.uint8)
+        for _, r in expert_rois:
+            if r.kind == "lesion":
+                steer[r.mask] = 1
+    picks = choose_slices(steer, body_frac, cfg, rng) if nz > 1 else [0]
     if not picks:  # unlabelled volume: the central slice
         picks = [nz // 2]
     views = []
@@ -164,6 +175,8 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
             window=win, meta=case.meta, labels=None if labels is None else labels[k],
             body=body[k], components=None if comps is None else comps[k],
             component_mm3=comp_mm3,
+            expert_slices=[(name, r.label, r.kind, r.score, r.mask[k]) for name, r in expert_rois
+                           if r.mask[k].any()],
         ), cfg.max_size))
     return views
 
@@ -203,6 +216,9 @@ def resize_view(view: View2D, max_size: int) -> View2D:
     view.raw = resample(view.raw.astype(np.float32), Image.Resampling.BILINEAR)
     if view.labels is not None:
         view.labels = resample(view.labels.astype(np.int32), Image.Resampling.NEAREST)
+    view.expert_slices = [(n, lab, kind, score, resample(m.astype(np.uint8),
+                                                         Image.Resampling.NEAREST).astype(bool))
+                          for n, lab, kind, score, m in view.expert_slices]
     if view.components is not None:
         view.components = resample(view.components, Image.Resampling.NEAREST)
     if view.body is not None:

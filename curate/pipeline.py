@@ -158,12 +158,17 @@ def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: lis
     Expert lesions are added only where the source annotates nothing, so they never
     contradict an annotation; annotated lesions get "in the <organ>" from expert organs.
     """
-    from curate.experts import assign_organ, expert_rois_to_facts, run_experts
+    from curate.experts import ExpertROI, assign_organ, expert_rois_to_facts, run_experts
 
     experts = [e for e in models.experts_for(spec.name, view.meta.modality) if "2d" in e.inputs]
-    if not experts:
+    ran = run_experts(view, experts) if experts else []
+    by_name: dict[str, list] = {}
+    for name, label, kind, score, mask in view.expert_slices:  # from volume experts
+        if mask.any():
+            by_name.setdefault(name, []).append(ExpertROI(label, mask, score, kind))
+    ran = list(by_name.items()) + ran
+    if not ran:
         return
-    ran = run_experts(view, experts)
     organs = [r for _, found in ran for r in found if r.kind == "organ"]
     for roi, mask in zip(rois, masks, strict=True):
         region = mask if mask is not None else _box_mask(view, roi["bbox"])
@@ -177,6 +182,19 @@ def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: lis
     for roi in rois:  # recompute pairwise relations over all ROIs, keep organ membership
         roi["relations"] = [r for r in roi["relations"] if r.startswith("in the ")]
     relations(rois, view.plane, masks)
+
+
+def volume_experts(spec: SourceSpec, case: VolumeCase, models: WorkerModels) -> list[tuple]:
+    """(expert, ROI) pairs from experts that read whole volumes (TotalSegmentator...)."""
+    from curate.experts import run_experts
+    from curate.normalize import to_lps
+
+    experts = [e for e in models.experts_for(spec.name, case.meta.modality)
+               if "2d" not in e.inputs and "3d" in e.inputs]
+    if not experts:
+        return []
+    return [(name, roi) for name, rois in run_experts(to_lps(case.image), experts)
+            for roi in rois]
 
 
 def _box_mask(view: View2D, bbox: list[int]) -> np.ndarray:
@@ -201,7 +219,8 @@ def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
         views: list[View2D] = []
         for case in cases:
             if isinstance(case, VolumeCase):
-                views.extend(volume_views(case, recipe.normalize, rng, spec.window))
+                found = volume_experts(spec, case, models) if models and recipe.experts else []
+                views.extend(volume_views(case, recipe.normalize, rng, spec.window, found))
             elif isinstance(case, ImageCase):
                 views.append(image_view(case, recipe.normalize))
         result.seconds["normalize"] += time.perf_counter() - t

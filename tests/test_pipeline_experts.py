@@ -68,3 +68,37 @@ def test_experts_change_the_unit_fingerprint():
     a = Recipe.model_validate({"name": "t", "sources": []})
     b = Recipe.model_validate({"name": "t", "sources": [], "experts": EXPERTS[:1]})
     assert unit_fingerprint(a, spec) != unit_fingerprint(b, spec)
+
+
+def test_volume_experts_are_sliced_onto_the_views(tmp_path, monkeypatch):
+    """A 3D-only expert (as TotalSegmentator is) runs once per volume; its masks reach views."""
+    from curate.experts import Expert, ExpertParams, ExpertROI
+    from curate.experts.registry import EXPERTS
+    from curate.phantoms import ensure_phantoms
+
+    class BrightBlobs3D(Expert):
+        name = "bright3d"
+        Params = ExpertParams
+        inputs = frozenset({"3d"})
+        calls = 0
+
+        def run(self, x, context):
+            import SimpleITK as sitk
+            BrightBlobs3D.calls += 1
+            arr = sitk.GetArrayFromImage(x)
+            return [ExpertROI("bright blob", arr > 100, 0.9, "lesion")]
+
+    monkeypatch.setitem(EXPERTS, "bright3d", BrightBlobs3D)
+    spec = SourceSpec(name="p", format="nifti", modality="CT",
+                      generate={"kind": "ct_lesion", "cases": 1, "seed": 5},
+                      layout={"images": ["images/*.nii.gz"]})  # labels not declared
+    root = ensure_phantoms(spec.generate, tmp_path / "p")
+    (res,), _ = run(spec, root, [{"name": "bright3d"}])
+    rois = [r for s in res.samples for r in s["rois"]]
+    assert BrightBlobs3D.calls == 1
+    # slice choice was steered to the lesion (plus the usual normal slices)
+    with_roi = sum(bool(s["rois"]) for s in res.samples)
+    assert with_roi >= 3 and len(res.samples) - with_roi <= 2
+    truth = __import__("json").loads((root / "truth" / "case000.json").read_text())
+    assert {r["laterality"] for r in rois} == {truth["side"]}
+    assert {r["origin"] for r in rois} == {"expert:bright3d"}
