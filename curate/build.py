@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import PIPELINE_VERSION, __version__
+from curate import PIPELINE_VERSION, __version__, describe_stage
 from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
 from curate.datacard import write_datacard
 from curate.errors import CurateError
@@ -48,7 +48,7 @@ def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
     parts = {
         "pipeline": PIPELINE_VERSION, "seed": recipe.seed, "salt": recipe.salt,
         "sections": {s: recipe.fingerprint(s)
-                     for s in ("normalize", "ground", "describe", "ask", "experts")},
+                     for s in ("normalize", "ground", "ask", "experts")},
         "source": spec.model_dump(mode="json", exclude={"path", "generate", "notes", "citation",
                                                        "homepage", "title", "access"}),
     }
@@ -117,13 +117,18 @@ def describe_resources(recipe: Recipe, executor: str, address: str | None) -> st
 
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
           fresh: bool = False, dry_run: bool = False, data_root: str | None = None,
-          log=print) -> dict:
+          llm: dict | None = None, log=print) -> dict:
     """Run a recipe into `out`; returns the run record that is also written to run.json.
 
     dry_run plans only: nothing is written, no phantom is generated, Ray is not started.
     """
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_path)
+    if llm:  # --llm-endpoint/--llm-model: describe with that endpoint, keep other options
+        options = {**recipe.describe.options, **llm} if recipe.describe.backend == "openai" \
+            else dict(llm)
+        recipe.describe = recipe.describe.model_validate(
+            {**recipe.describe.model_dump(), "backend": "openai", "options": options})
     out = Path(out).resolve()
     specs = resolve_sources(recipe, Path(recipe_path).resolve().parent, out, data_root=data_root)
     if dry_run:
@@ -145,17 +150,27 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
     todo = [t for t in plan.tasks if not store.is_done(t.spec.name, t.unit.unit_id)]
     log(f"{len(plan.tasks) - len(todo)} work units already committed, {len(todo)} to run")
     summaries, t_run = execute(todo, recipe, out / "units", executor, address)
+    keys = [(t.spec.name, t.unit.unit_id) for t in plan.tasks]
+
+    t_desc = time.perf_counter()
+    describe_stats, variant = {}, None
+    if describe_stage.needed(recipe):
+        describe_stats = describe_stage.run_describe(
+            keys, {s.name: s for s in specs}, recipe, store, out, log)
+        variant = describe_stats["key"]
+    t_desc = time.perf_counter() - t_desc
 
     t1 = time.perf_counter()
-    keys = [(t.spec.name, t.unit.unit_id) for t in plan.tasks]
     counts, seconds = Counter(), Counter()
     for s, u in keys:
         summary = store.summary(s, u)
         counts.update(summary["counts"])
         seconds.update(summary["seconds"])
-    table = store.load(keys)
+    table = store.load(keys, variant=variant)
     quarantine = pa.concat_tables([to_table(plan.problems, QUARANTINE),
-                                   store.load(keys, quarantine=True)])
+                                   store.load(keys, quarantine=True)]
+                                  + ([store.load(keys, quarantine=True, variant=variant)]
+                                     if variant else []))
     table = assign_splits(apply_filters(table, recipe.filters), recipe.salt, recipe.split)
     kept, dropped = partition(table)
     names = write_shards(kept, out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
@@ -183,8 +198,11 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
             "ingest": {"cases": counts["cases"], "units_run": len(summaries)},
             "normalize": {"views": counts["views"]},
             "ground": {"rois": counts["rois"]},
-            "describe": {"captions": table.num_rows, "generated_this_run":
-                         sum(s["counts"].get("views", 0) for s in summaries)},
+            "describe": {"captions": table.num_rows, "backend": recipe.describe.backend,
+                         "generated_this_run": sum(s["counts"].get("views", 0)
+                                                   for s in summaries)
+                         if variant is None else describe_stats.get("units", 0),
+                         **({"stage": describe_stats} if describe_stats else {})},
             "ask": {"vqa": counts["vqa"]},
             "filter": {"kept": kept.num_rows, "dropped": dropped.num_rows,
                        "reasons": dict(sorted(reasons.items()))},
@@ -195,6 +213,7 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
                            "expectations": len(validation["expectations"])},
         },
         "timings_s": {"plan": round(t_plan, 3), "run": round(t_run, 3),
+                      "describe": round(t_desc, 3),
                       "finalize": round(t_final, 3),
                       "total": round(time.perf_counter() - t0, 3),
                       "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},

@@ -29,15 +29,25 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (sources, work units) and stop.")
 @click.option("--data-root", default=None,
               help="Folder with one subfolder per declared source (overrides the recipe's).")
+@click.option("--llm-endpoint", default=None, metavar="URL",
+              help="Describe with an OpenAI-compatible endpoint (e.g. a `vllm serve` at "
+              "http://127.0.0.1:8000/v1) instead of the recipe's backend.")
+@click.option("--llm-model", default=None, metavar="NAME",
+              help="The model name the endpoint serves (with --llm-endpoint).")
 def build(recipe: Path, out: Path | None, address: str | None, executor: str, fresh: bool,
-          dry_run: bool, data_root: str | None) -> None:
+          dry_run: bool, data_root: str | None, llm_endpoint: str | None,
+          llm_model: str | None) -> None:
     from curate.build import build as run_build
     from curate.config import load_recipe
 
     try:
         out = out or Path("out") / load_recipe(recipe).name
+        if bool(llm_endpoint) != bool(llm_model):
+            raise CurateError("--llm-endpoint and --llm-model go together")
+        llm = {"base_url": llm_endpoint, "model": llm_model} if llm_endpoint else None
         run_build(recipe, out, executor=executor, address=address, fresh=fresh,
-                  dry_run=dry_run, data_root=data_root, log=lambda m: click.echo(m, err=True))
+                  dry_run=dry_run, data_root=data_root, llm=llm,
+                  log=lambda m: click.echo(m, err=True))
     except CurateError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -292,8 +292,43 @@ class GroundConfig(Strict):
     min_roi_pixels: int = Field(default=4, ge=1)
 
 
+class KnowledgeConfig(Strict):
+    """Retrieval of knowledge passages for each sample (see docs/knowledge.md)."""
+
+    kb: str = Field(
+        default="default",
+        description="a knowledge base built with `curate kb build`, or 'default': the corpus "
+        "shipped with curate, built into <out>/kb on first use",
+    )
+    k: int = Field(default=3, ge=1, le=20, description="passages per sample")
+    model: str | None = Field(
+        default=None, description="embedding model path when building the default KB"
+    )
+
+
 class DescribeConfig(Strict):
-    backend: Literal["grounded"] = "grounded"
+    backend: Literal["grounded", "openai", "vllm"] = Field(
+        default="grounded",
+        description="grounded: the deterministic template generator (no model); openai: any "
+        "OpenAI-compatible endpoint (vllm serve, hosted); vllm: engines inside Ray",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="generator settings (base_url, model, concurrency, rps, max_retries, "
+        "timeout_s, price_per_1k_prompt/completion, ...); see docs/generation.md",
+    )
+    knowledge: KnowledgeConfig | None = None
+
+    @model_validator(mode="after")
+    def _known_options(self) -> DescribeConfig:
+        from curate.generate.factory import OPENAI_KEYS, VLLM_KEYS
+
+        allowed = {"grounded": {}, "openai": OPENAI_KEYS, "vllm": VLLM_KEYS}[self.backend]
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown options for backend {self.backend!r}: {unknown}; "
+                             f"allowed: {sorted(allowed)}")
+        return self
 
 
 class AskConfig(Strict):

@@ -56,13 +56,19 @@ def vocabulary(spec: SourceSpec) -> list[str]:
     return sorted(set(spec.layout.label_map.values()) | set(spec.findings) | set(classes))
 
 
-def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
-    image_labels = list(view.meta.image_labels)
+def context(spec: SourceSpec, *, modality, anatomy, plane: str, window: dict, rois: list[dict],
+            annotated: bool, image_labels: list[str], spacing) -> dict:
+    """What text generators may know about a sample: facts and metadata, nothing else."""
     labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois} | set(image_labels))
-    return {"modality": view.meta.modality, "anatomy": view.meta.anatomy,
-            "plane": view.plane.value, "window": view.window, "rois": rois,
-            "annotated": annotated, "labels": labels, "image_labels": image_labels,
-            "spacing": view.spacing}
+    return {"modality": modality, "anatomy": anatomy, "plane": plane, "window": window,
+            "rois": rois, "annotated": annotated, "labels": labels,
+            "image_labels": list(image_labels), "spacing": spacing}
+
+
+def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
+    return context(spec, modality=view.meta.modality, anatomy=view.meta.anatomy,
+                   plane=view.plane.value, window=view.window, rois=rois, annotated=annotated,
+                   image_labels=view.meta.image_labels, spacing=view.spacing)
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
@@ -105,7 +111,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
         "modality": view.meta.modality, "anatomy": view.meta.anatomy,
         "findings": sorted({r["finding"] for r in rois}
                            | {spec.normalised_label(x) for x in view.meta.image_labels}),
-        "annotated": annotated,
+        "annotated": annotated, "image_labels": list(view.meta.image_labels),
         "view": {"plane": view.plane.value, "index": view.index, "count": view.count},
         "width": w, "height": h, "channels": 1 if view.image.ndim == 2 else view.image.shape[2],
         "pixel_spacing_mm": list(view.spacing) if view.spacing else None,

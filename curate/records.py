@@ -88,6 +88,7 @@ SAMPLE_FIELDS = [
     ("anatomy", pa.string()),
     ("findings", pa.list_(pa.string())),
     ("annotated", pa.bool_()),  # whether the source annotates findings for this case
+    ("image_labels", pa.list_(pa.string())),  # image-level class labels from the source
     ("view", VIEW),
     ("width", pa.int32()),
     ("height", pa.int32()),

@@ -44,11 +44,28 @@ class UnitStore:
         os.replace(tmp, base.with_suffix(".json"))
         return summary
 
+    def has_variant(self, source: str, unit_id: str, key: str) -> bool:
+        return self._base(source, unit_id).with_name(f"{unit_id}.{key}.done").exists()
+
+    def commit_variant(self, source: str, unit_id: str, key: str, samples: pa.Table,
+                       quarantine: pa.Table) -> None:
+        """Samples rewritten by a later stage (e.g. describe), committed like a unit."""
+        base = self._base(source, unit_id)
+        tmp_suffix = f".tmp{os.getpid()}"
+        for suffix, table in ((f".{key}.parquet", samples), (f".{key}.q.parquet", quarantine)):
+            tmp = base.with_name(base.name + suffix + tmp_suffix)
+            pq.write_table(table, tmp)
+            os.replace(tmp, base.with_name(base.name + suffix))
+        base.with_name(f"{unit_id}.{key}.done").write_text("")
+
     def summary(self, source: str, unit_id: str) -> dict:
         return json.loads(self._base(source, unit_id).with_suffix(".json").read_text())
 
-    def load(self, units: list[tuple[str, str]], quarantine: bool = False) -> pa.Table:
+    def load(self, units: list[tuple[str, str]], quarantine: bool = False,
+             variant: str | None = None) -> pa.Table:
         suffix, schema = (".q.parquet", QUARANTINE) if quarantine else (".parquet", SAMPLE)
+        if variant:
+            suffix = f".{variant}{suffix}"
         tables = [pq.read_table(self._base(s, u).with_name(u + suffix), schema=schema)
                   for s, u in units]
         return pa.concat_tables(tables) if tables else schema.empty_table()

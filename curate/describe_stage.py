@@ -1,0 +1,153 @@
+"""The describe stage over committed units: retrieval + a language model, resumably.
+
+Units already carry grounded template text. When a recipe asks for knowledge retrieval
+or a model backend, this stage rewrites each unit's samples into a variant keyed by the
+generation settings (units/<source>/<unit>.<key>.parquet): levels, caption, generation
+provenance, knowledge_refs and the text-fact flags are replaced; a sample whose answer
+stayed malformed after retries becomes a quarantine row with the reason. Variants are
+committed per unit, and model answers are cached on disk by content hash, so a re-run
+or a resumed crash repeats no call. It runs in the driver: a single async client keeps
+the endpoint's concurrency and rate limits global instead of per worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from curate.config import Recipe, SourceSpec, resolve_path
+from curate.consistency import check_text
+from curate.pipeline import context
+from curate.records import QUARANTINE, SAMPLE, to_table
+from curate.store import UnitStore
+
+# settings that change what a model writes; concurrency, rates and prices do not
+NEUTRAL_OPTIONS = {"concurrency", "rps", "burst", "max_retries", "timeout_s", "cache_dir",
+                   "price_per_1k_prompt", "price_per_1k_completion", "api_key_env",
+                   "backoff_base_s", "max_backoff_s", "batch_size", "accelerator_type"}
+MIN_BATCH = 256  # requests per generate_many call, so the client's concurrency stays full
+
+
+def needed(recipe: Recipe) -> bool:
+    return recipe.describe.backend != "grounded" or recipe.describe.knowledge is not None
+
+
+def generation_key(recipe: Recipe) -> str:
+    d = recipe.describe
+    parts = {"backend": d.backend,
+             "options": {k: v for k, v in d.options.items() if k not in NEUTRAL_OPTIONS},
+             "knowledge": d.knowledge.model_dump(mode="json") if d.knowledge else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def row_context(row: dict, spec: SourceSpec) -> dict:
+    return context(spec, modality=row["modality"], anatomy=row["anatomy"],
+                   plane=row["view"]["plane"], window=row["window"], rois=row["rois"],
+                   annotated=row["annotated"], image_labels=row["image_labels"] or [],
+                   spacing=tuple(row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else None)
+
+
+def make_requests(rows: list[dict], spec: SourceSpec, retrieve: Callable | None) -> list:
+    from curate.generate import DescribeRequest
+
+    out = []
+    for row in rows:
+        ctx = row_context(row, spec)
+        passages = retrieve(ctx) if retrieve else []
+        out.append(DescribeRequest(
+            sample_id=row["sample_id"], ctx=ctx, image_png=row["image"],
+            coarse_caption=" ".join(t for t in (row["levels"]["modality"],
+                                                row["levels"]["organ"]) if t),
+            passages=passages))
+    return out
+
+
+def apply_results(rows: list[dict], requests: list, results: list | None, backend: str,
+                  unit_id: str, source: str) -> tuple[list[dict], list[dict]]:
+    """Rows with their new text (or kept template text), and quarantine rows for failures."""
+    kept, failed = [], []
+    for i, (row, req) in enumerate(zip(rows, requests, strict=True)):
+        row = dict(row)
+        row["knowledge_refs"] = [p["id"] for p in req.passages]
+        res = results[i] if results is not None else None
+        if res is not None and res.error:
+            failed.append({"source": source, "unit_id": unit_id, "file": row["sample_id"],
+                           "stage": "describe", "error": res.error.split(":")[0],
+                           "message": f"{backend}: {res.error}"[:1000]})
+            continue
+        if res is not None:
+            row.update(res.record_fields())
+        row["quality"] = dict(row["quality"], text_flags=check_text(row["caption"], req.ctx))
+        kept.append(row)
+    return kept, failed
+
+
+def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
+    """ctx -> passages ({id, title, text}) from the recipe's knowledge base, or None."""
+    cfg = recipe.describe.knowledge
+    if cfg is None:
+        return None
+    from curate.kb import KnowledgeBase, build_kb, default_corpus_dir
+
+    if cfg.kb == "default":
+        path = out / "kb"
+        if not (path / "kb.json").is_file():
+            log(f"building the knowledge base from the packaged corpus into {path}")
+            build_kb(default_corpus_dir(), path, model=cfg.model)
+    else:
+        path = resolve_path(cfg.kb, Path.cwd())
+    kb = KnowledgeBase.open(path)
+
+    def retrieve(ctx: dict) -> list[dict]:
+        return [{"id": p.id, "title": p.title, "text": p.text}
+                for p in kb.query_for_sample(ctx, cfg.k)]
+
+    return retrieve
+
+
+def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], recipe: Recipe,
+                 store: UnitStore, out: Path, log) -> dict:
+    """Describe every unit that has no variant for the current settings yet."""
+    from tqdm import tqdm
+
+    key = generation_key(recipe)
+    todo = [k for k in keys if not store.has_variant(*k, key)]
+    stats: dict = {"key": key, "units": len(todo), "units_reused": len(keys) - len(todo)}
+    if not todo:
+        return stats
+    retrieve = make_retriever(recipe, out, log)
+    gen = None
+    if recipe.describe.backend != "grounded":
+        from curate.generate import make_generator
+
+        options = {"cache_dir": str(out / "llm-cache"), **recipe.describe.options}
+        gen = make_generator({"backend": recipe.describe.backend, **options})
+    t = time.perf_counter()
+    batch: list[tuple[tuple[str, str], list[dict], list]] = []
+    pending = 0
+    with tqdm(total=len(todo), desc=f"describe ({recipe.describe.backend})", unit="unit",
+              dynamic_ncols=True, mininterval=0.5) as bar:
+        for n, (source, unit_id) in enumerate(todo):
+            rows = store.load([(source, unit_id)]).to_pylist()
+            batch.append(((source, unit_id), rows, make_requests(rows, specs[source], retrieve)))
+            pending += len(rows)
+            if pending >= MIN_BATCH or n == len(todo) - 1:
+                requests = [r for _, _, reqs in batch for r in reqs]
+                results = gen.generate_many(requests) if gen else None
+                offset = 0
+                for (src, uid), rows_, reqs in batch:
+                    part = results[offset:offset + len(reqs)] if results is not None else None
+                    offset += len(reqs)
+                    kept, failed = apply_results(rows_, reqs, part, recipe.describe.backend,
+                                                 uid, src)
+                    store.commit_variant(src, uid, key, to_table(kept, SAMPLE),
+                                         to_table(failed, QUARANTINE))
+                    bar.update(1)
+                batch, pending = [], 0
+    stats["seconds"] = round(time.perf_counter() - t, 3)
+    if gen is not None:
+        stats["generator"] = gen.stats()
+    return stats

@@ -1,0 +1,46 @@
+"""Text generators behind one interface: grounded templates, an OpenAI-compatible chat
+endpoint (vllm serve, hosted APIs), and vLLM inside Ray Data.
+
+    from curate.generate import DescribeRequest, make_generator
+    gen = make_generator({"backend": "openai", "base_url": URL, "model": NAME,
+                          "cache_dir": "out/llm-cache"})
+    results = gen.generate_many([DescribeRequest(sample_id, ctx, image_png)])
+    run_json["generation"] = gen.stats()
+
+Every result fills the manifest's `levels`, `caption` and `generation` fields
+(`DescribeResult.record_fields()`); a result with `error` set should be quarantined with
+that reason. See docs/generation.md.
+"""
+
+from curate.generate.answer import AnswerError, Levels, check_answer, parse_levels
+from curate.generate.cache import DiskCache, cache_key
+from curate.generate.factory import make_generator
+from curate.generate.grounded import GroundedGenerator
+from curate.generate.openai_chat import EndpointError, OpenAIChatGenerator, TokenBucket
+from curate.generate.prompt import (
+    DEFAULT_PROMPT,
+    PromptSpec,
+    build_messages,
+    load_prompt,
+    prompt_facts,
+    roi_overlay_png,
+)
+from curate.generate.types import (
+    LEVEL_KEYS,
+    Accounting,
+    DescribeRequest,
+    DescribeResult,
+    Generator,
+    empty_levels,
+    merge_stats,
+)
+from curate.generate.vllm_ray import VLLMRayGenerator, require_vllm
+
+__all__ = [
+    "DEFAULT_PROMPT", "LEVEL_KEYS", "Accounting", "AnswerError", "DescribeRequest",
+    "DescribeResult", "DiskCache", "EndpointError", "Generator", "GroundedGenerator",
+    "Levels", "OpenAIChatGenerator", "PromptSpec", "TokenBucket", "VLLMRayGenerator",
+    "build_messages", "cache_key", "check_answer", "empty_levels", "load_prompt",
+    "make_generator", "merge_stats", "parse_levels", "prompt_facts", "require_vllm",
+    "roi_overlay_png",
+]
