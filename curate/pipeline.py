@@ -60,9 +60,11 @@ def context(spec: SourceSpec, *, modality, anatomy, plane: str, window: dict, ro
             annotated: bool, image_labels: list[str], spacing) -> dict:
     """What text generators may know about a sample: facts and metadata, nothing else."""
     labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois} | set(image_labels))
+    findings = sorted({r["finding"] for r in rois}
+                      | {spec.normalised_label(x) for x in image_labels})
     return {"modality": modality, "anatomy": anatomy, "plane": plane, "window": window,
             "rois": rois, "annotated": annotated, "labels": labels,
-            "image_labels": list(image_labels), "spacing": spacing}
+            "image_labels": list(image_labels), "findings": findings, "spacing": spacing}
 
 
 def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
@@ -109,8 +111,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
         "series": salted_hash(f"{spec.name}/{view.meta.series_id or unit.key}", recipe.salt),
         "license": (spec.license.spdx or spec.license.name) if spec.license else None,
         "modality": view.meta.modality, "anatomy": view.meta.anatomy,
-        "findings": sorted({r["finding"] for r in rois}
-                           | {spec.normalised_label(x) for x in view.meta.image_labels}),
+        "findings": ctx["findings"],
         "annotated": annotated, "image_labels": list(view.meta.image_labels),
         "view": {"plane": view.plane.value, "index": view.index, "count": view.count},
         "width": w, "height": h, "channels": 1 if view.image.ndim == 2 else view.image.shape[2],
