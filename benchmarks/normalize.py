@@ -45,8 +45,13 @@ def curate_path(path: Path, slices: int) -> int:
 
 
 def monai_path(path: Path) -> int:
-    from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation, \
-        ScaleIntensityRange
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirst,
+        LoadImage,
+        Orientation,
+        ScaleIntensityRange,
+    )
 
     width, level = CT_WINDOWS["abdomen"]
     pipe = Compose([LoadImage(image_only=True), EnsureChannelFirst(),

@@ -5,7 +5,12 @@ import SimpleITK as sitk
 from curate.config import NormalizeConfig, View
 from curate.ingest.base import Box, CaseMeta, ImageCase, VolumeCase
 from curate.normalize import (
-    choose_slices, image_view, percentile_range, to_lps, volume_views, window_ct,
+    choose_slices,
+    image_view,
+    percentile_range,
+    to_lps,
+    volume_views,
+    window_ct,
 )
 
 
