@@ -114,6 +114,26 @@ class QATable(Strict):
     )
 
 
+class VolumeRules(Strict):
+    """Declared rules for awkward volumes, so what happens to them is a decision on record."""
+
+    uneven_spacing: Literal["resample", "median", "reject"] = Field(
+        default="resample",
+        description="DICOM series whose slice steps differ by over 10%: interpolate onto "
+        "an even grid at the median step, keep the slices with the median step, or reject",
+    )
+    gantry_tilt: Literal["keep", "reject"] = Field(
+        default="keep",
+        description="series whose slice origins drift off the slice normal: keep each slice "
+        "on its own plane (in-plane facts are exact, 3D shapes slightly sheared) or reject",
+    )
+    four_d: Literal["first", "mean", "split"] = Field(
+        default="first",
+        description="4D NIfTI (time or channels): the first volume, the mean over the 4th "
+        "axis, or every volume as its own case",
+    )
+
+
 class Layout(Strict):
     """Where a source's files are and how annotations are named.
 
@@ -136,6 +156,7 @@ class Layout(Strict):
     )
     boxes: BoxTable | None = None
     classes: ClassLabels | None = None
+    volume: VolumeRules = VolumeRules()
     qa: QATable | None = None
     tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")
     tile_level: int = Field(default=0, ge=0, description="wsi: pyramid level tiles are read at")

@@ -169,3 +169,46 @@ def test_rtstruct_contours_are_rasterised(tmp_path):
     assert set(ks) == {2}
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 20, 10, 20)  # 7/0.7 .. 14/0.7
     assert case.meta.label_map == {1: "GTV"}
+
+
+@pytest.mark.parametrize("rule", ["resample", "median", "reject"])
+def test_uneven_spacing_follows_the_declared_rule(tmp_path, rule):
+    from curate.errors import IngestError
+    hu = np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100
+    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
+    # move the last slice from z=8 to z=12: steps 2, 2, 2, 6
+    last = max(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    ds = pydicom.dcmread(last)
+    ds.ImagePositionPatient = [0.0, 0.0, 12.0]
+    ds.save_as(last)
+    spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"],
+                                                         "volume": {"uneven_spacing": rule}})
+    units, _ = plan_dicom(spec, tmp_path)
+    if rule == "reject":
+        with pytest.raises(IngestError, match="uneven"):
+            read_dicom(spec, tmp_path, units[0])
+        return
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    arr = sitk.GetArrayFromImage(case.image)[:, 0, 0]
+    assert case.image.GetSpacing()[2] == pytest.approx(2.0)
+    if rule == "median":
+        assert arr.tolist() == [0, 100, 200, 300, 400]
+    else:  # z = 0, 2, ..., 12: the gap between z=6 (300) and z=12 (400) is interpolated
+        assert arr == pytest.approx([0, 100, 200, 300, 300 + 100 / 3, 300 + 200 / 3, 400])
+
+
+@pytest.mark.parametrize("rule,count", [("first", 1), ("mean", 1), ("split", 2)])
+def test_four_d_nifti_follows_the_declared_rule(tmp_path, rule, count):
+    from curate.ingest import adapter
+    arr = np.zeros((2, 3, 4, 5), np.float32)  # t, z, y, x
+    arr[1] = 10
+    img = sitk.JoinSeries([sitk.GetImageFromArray(a) for a in arr])
+    sitk.WriteImage(img, str(tmp_path / "v.nii.gz"))
+    spec = SourceSpec(name="n", format="nifti", layout={"images": ["*.nii.gz"],
+                                                         "volume": {"four_d": rule}})
+    plan, read = adapter(spec.format)
+    (unit,), _ = plan(spec, tmp_path)
+    cases = read(spec, tmp_path, unit)
+    assert len(cases) == count
+    means = [float(sitk.GetArrayFromImage(c.image).mean()) for c in cases]
+    assert means == {"first": [0.0], "mean": [5.0], "split": [0.0, 10.0]}[rule]

@@ -19,7 +19,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from curate.config import SourceSpec, View
+from curate.config import SourceSpec, View, VolumeRules
 from curate.deid import scrub
 from curate.errors import IngestError
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
@@ -128,11 +128,21 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         return _frame_images(first, meta, spec)
     if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
         return [_projection(ds, meta, spec) for ds in datasets]
-    return [_volume(datasets, annots, meta)]
+    return [_volume(datasets, annots, meta, spec.layout.volume)]
+
+
+def even_grid(stack: np.ndarray, along: np.ndarray, dz: float) -> np.ndarray:
+    """Linear interpolation of slices at positions `along` onto steps of dz from along[0]."""
+    n = int(round((along[-1] - along[0]) / dz)) + 1
+    targets = along[0] + dz * np.arange(n)
+    j = np.clip(np.searchsorted(along, targets, side="right") - 1, 0, len(along) - 2)
+    w = ((targets - along[j]) / (along[j + 1] - along[j])).astype(np.float32)[:, None, None]
+    return (1 - w) * stack[j] + w * stack[j + 1]
 
 
 def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacing_rc,
-              meta: CaseMeta) -> tuple[sitk.Image, np.ndarray]:
+              meta: CaseMeta, rules: VolumeRules | None = None) -> tuple[sitk.Image, np.ndarray]:
+    rules = rules or VolumeRules()
     row = np.array([float(v) for v in iop[:3]])
     col = np.array([float(v) for v in iop[3:]])
     normal = np.cross(row, col)
@@ -144,28 +154,40 @@ def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacin
         dz = float(np.median(steps))
         if np.min(steps) <= 1e-6:
             raise IngestError("series has two slices at the same position")
-        if np.max(np.abs(steps - dz)) > 0.1 * dz:
-            meta.notes.append("uneven slice spacing; median spacing used")
+        uneven = np.max(np.abs(steps - dz)) > 0.1 * dz
         # gantry tilt: slice origins drift off the normal through the first one
         drift = positions[order[-1]] - positions[order[0]]
         if np.linalg.norm(np.cross(drift / np.linalg.norm(drift), normal)) > 0.01:
+            if rules.gantry_tilt == "reject":
+                raise IngestError("gantry tilt: rejected by the source's rule (volume.gantry_tilt)")
             meta.notes.append("gantry tilt; slices kept on their own planes (not resampled)")
     else:
-        dz = 1.0
-    vol = sitk.GetImageFromArray(np.stack([slices[i] for i in order]).astype(np.float32))
+        dz, uneven = 1.0, False
+    stack = np.stack([slices[i] for i in order]).astype(np.float32)
+    if uneven:
+        if rules.uneven_spacing == "reject":
+            raise IngestError("uneven slice spacing: rejected by the source's rule "
+                              "(volume.uneven_spacing)")
+        if rules.uneven_spacing == "resample":
+            stack = even_grid(stack, along, dz)
+            meta.notes.append(f"uneven slice spacing; resampled to an even {dz:.3g} mm grid")
+        else:
+            meta.notes.append("uneven slice spacing; median spacing used")
+    vol = sitk.GetImageFromArray(stack)
     vol.SetSpacing((float(spacing_rc[1]), float(spacing_rc[0]), dz))
     vol.SetOrigin(tuple(float(v) for v in positions[order[0]]))
     vol.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
     return vol, order
 
 
-def _volume(datasets: list, annots: list, meta: CaseMeta) -> VolumeCase:
+def _volume(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules) -> VolumeCase:
     first = datasets[0]
     slices = [_frames(ds)[0] for ds in datasets]
     if any(s.ndim != 2 or s.shape != slices[0].shape for s in slices):
         raise IngestError("series mixes colour or differently sized slices")
     positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
-    vol, _ = _assemble(slices, positions, first.ImageOrientationPatient, first.PixelSpacing, meta)
+    vol, _ = _assemble(slices, positions, first.ImageOrientationPatient, first.PixelSpacing, meta,
+                       rules)
     if len(datasets) == 1:
         vol.SetSpacing(vol.GetSpacing()[:2] + (float(first.get("SliceThickness") or 1.0),))
     label = None

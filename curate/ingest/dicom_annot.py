@@ -47,7 +47,7 @@ def seg_labels(ds: pydicom.Dataset, vol: sitk.Image, labels: np.ndarray,
         pos = pf.PlanePositionSequence[0].ImagePositionPatient
         x, y, z = _slice_index(vol, pos)
         k = round(z)
-        if abs(z - k) > 0.25 or not 0 <= k < labels.shape[0] or abs(x) > 0.5 or abs(y) > 0.5:
+        if abs(z - k) > 0.5 or not 0 <= k < labels.shape[0] or abs(x) > 0.5 or abs(y) > 0.5:
             raise IngestError(f"SEG frame {i} does not lie on a slice of its series")
         value = offset + seg_no
         labels[k][frames[i] > 0] = value

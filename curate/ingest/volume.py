@@ -27,25 +27,34 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
     return units, []
 
 
-def _read(path: Path, pixel_type: int) -> sitk.Image:
+def _read(path: Path, pixel_type: int, four_d: str = "first") -> list[sitk.Image]:
+    """The volume(s) in a file; 4D files follow the source's declared rule."""
     try:
         img = sitk.ReadImage(str(path), pixel_type)
     except RuntimeError as exc:
         raise IngestError(f"{path.name}: not readable as an image volume: {str(exc).strip()[:300]}") from exc
     if img.GetDimension() == 4:
-        # declared rule for now: the first volume of a 4D series (time or channel)
         size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
+        vols = [sitk.Extract(img, size[:3] + [0], [0, 0, 0, t]) for t in range(size[3])]
+        if four_d == "first":
+            return vols[:1]
+        if four_d == "mean":
+            mean = sitk.GetImageFromArray(np.mean([sitk.GetArrayFromImage(v) for v in vols], 0)
+                                          .astype(np.float32))
+            mean.CopyInformation(vols[0])
+            return [sitk.Cast(mean, pixel_type)]
+        return vols
     if img.GetDimension() == 2:
         img = sitk.JoinSeries(img)
-    return img
+    return [img]
 
 
 def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
-    image = _read(root / unit.files[0], sitk.sitkFloat32)
+    images = _read(root / unit.files[0], sitk.sitkFloat32, spec.layout.volume.four_d)
+    image = images[0]
     label = None
     if "label" in unit.extra:
-        label = _read(root / unit.extra["label"], sitk.sitkUInt16)
+        label = _read(root / unit.extra["label"], sitk.sitkUInt16)[0]
         if label.GetSize() != image.GetSize():
             raise IngestError(
                 f"label volume size {label.GetSize()} differs from image size {image.GetSize()}"
@@ -53,8 +62,9 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
             raise IngestError("label volume orientation differs from the image's")
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
-    meta = CaseMeta(
-        modality=spec.modality, anatomy=spec.anatomy,
-        patient_id=patient_from_path(spec, unit.key), series_id=unit.key,
-    )
-    return [VolumeCase(image=image, label=label, meta=meta)]
+    def meta(t: int) -> CaseMeta:
+        return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
+                        patient_id=patient_from_path(spec, unit.key),
+                        series_id=unit.key if len(images) == 1 else f"{unit.key}#t{t}")
+
+    return [VolumeCase(image=img, label=label, meta=meta(t)) for t, img in enumerate(images)]
