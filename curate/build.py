@@ -108,11 +108,28 @@ def describe_plan(plan: Plan) -> str:
 
 
 def describe_resources(recipe: Recipe, executor: str, address: str | None) -> str:
+    from curate.pipeline import WorkerModels
+
     where = "in this process" if executor == "local" else (
         f"Ray cluster at {address}" if address else "Ray (RAY_ADDRESS if set, else a local instance)")
-    return (f"executor: {where}; each work unit is one task with 1 CPU; "
-            f"at most {recipe.run.max_in_flight or '2 x cluster CPUs'} units in flight; "
-            f"describe backend: {recipe.describe.backend}")
+    need = WorkerModels.resources(recipe)
+    experts = ", ".join(e.name for e in recipe.experts) or "none"
+    d = recipe.describe
+    text = {"grounded": "deterministic grounded generator (no model, CPU)",
+            "openai": f"OpenAI-compatible endpoint {d.options.get('base_url')} "
+                      f"model {d.options.get('model')}, {d.options.get('concurrency', 16)} "
+                      "requests in flight",
+            "vllm": f"vLLM in Ray, model {d.options.get('model')}, "
+                    f"{d.options.get('concurrency', 1)} engine replica(s) with 1 GPU each"}
+    knowledge = f"{d.knowledge.k} passages per sample from {d.knowledge.kb}" if d.knowledge \
+        else "none"
+    return "\n".join([
+        f"executor: {where}",
+        f"unit workers: one Ray actor per {need['num_cpus']:g} CPU"
+        + (f" and {need['num_gpus']:g} GPU" if need["num_gpus"] else "")
+        + f", models loaded once per actor; experts: {experts}",
+        f"describe: {text[d.backend]}; knowledge: {knowledge}",
+    ])
 
 
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
