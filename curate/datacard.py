@@ -71,6 +71,7 @@ def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
         "## How text was made",
         "",
     ]
+    gen = kept.column("generation").to_pylist()
     for backend, n in backends.items():
         if backend == "grounded-template":
             out.append(f"- {n} samples: **deterministic grounded generator, no language model** "
@@ -78,7 +79,27 @@ def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
                        "only from computed ROI geometry and source metadata; they are "
                        "accurate but plain, and contain no medical knowledge beyond that.")
         else:
-            out.append(f"- {n} samples: backend `{backend}`.")
+            models = sorted({(g["model"], g["prompt_version"]) for g in gen
+                             if g["backend"] == backend})
+            out.append(f"- {n} samples: backend `{backend}`, "
+                       + ", ".join(f"model `{m}` with prompt `{v}`" for m, v in models)
+                       + ". Answers were validated against the five-level schema and every "
+                       "size and side checked against the computed facts.")
+    acct = c["describe"].get("stage", {}).get("generator")
+    if acct:
+        out.append(f"- Model calls this run: {acct.get('requests', 0)} requests "
+                   f"({acct.get('retries', 0)} retries, {acct.get('cache_hits', 0)} cache hits), "
+                   f"{acct.get('prompt_tokens', 0)} prompt and {acct.get('completion_tokens', 0)} "
+                   f"completion tokens, estimated cost {acct.get('cost_estimate', 0)}.")
+    refs = [r for r in kept.column("knowledge_refs").to_pylist() if r]
+    knowledge = recipe.get("describe", {}).get("knowledge")
+    if refs and knowledge:
+        out.append(f"- {len(refs)} samples carry `knowledge_refs`: the ids of {knowledge['k']} "
+                   f"passages retrieved from the `{knowledge['kb']}` knowledge base for their "
+                   "modality, region and findings.")
+    vqa_origins = Counter(q["origin"] for v in kept.column("vqa").to_pylist() for q in v)
+    out.append(f"- VQA: {dict(vqa_origins)} (`facts`: answers computed from the ROI facts and "
+               "metadata; `source`: written by the dataset's authors).")
     out += [
         "",
         "## Conventions",

@@ -1,17 +1,16 @@
-"""Does a local copy match its source's declared layout? And a tiny synthetic copy to test it.
+"""Does a local copy match its source's declared layout?
 
 Layouts in sources/ are written from documentation, often without the data at hand; a
 wrong glob or template only shows up as "0 images" deep inside a build. check_layout
 answers the question directly on a folder (counts, missing annotations, unmapped label
-values, table columns), and make_miniature writes a few tiny files in the declared layout
-so that every declared source can be exercised without downloading it.
+values, table columns). curate.miniature writes a few tiny files in the declared layout
+so that every declared source can be exercised without downloading it (make_miniature
+and miniature_notes are still importable from here).
 """
 
 from __future__ import annotations
 
 import csv
-import fnmatch
-import itertools
 import json
 import posixpath
 import re
@@ -25,17 +24,14 @@ from curate.errors import CurateError
 from curate.ingest.files import annotation_path, list_images, patient_from_path, stem
 
 VOLUME_EXT = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
-RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
 FILE_EXT = VOLUME_EXT + RASTER_EXT + VIDEO_EXT + (".dcm", ".dicom", ".npy")
+SAFE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
 
 
 class LayoutError(CurateError):
     """A layout cannot be checked or synthesised."""
-
-
-class SynthesisError(LayoutError):
-    """A glob or template cannot be turned into a concrete file in the source root."""
 
 
 @dataclass
@@ -111,7 +107,12 @@ def lint_spec(spec: SourceSpec) -> list[str]:
         out.append("image_boxes source without layout.boxes: no box will be read")
     if spec.format is FormatFamily.image_labels and not lay.classes:
         out.append("image_labels source without layout.classes: no class will be read")
-    if lay.masks and lay.label_map and spec.findings:
+    templates = [t for t in (lay.masks, lay.boxes.file if lay.boxes else None) if t]
+    if not lay.case_regex and any("{case}" in t for t in templates):
+        out.append("a template uses {case} but no case_regex is declared: {case} is the whole stem")
+    if lay.case_regex and not any("{case}" in t for t in templates):
+        out.append("case_regex is declared but no template uses {case}")
+    if lay.masks and lay.label_map and spec.findings and not lay.classes:  # classes key them too
         stray = sorted(k for k in spec.findings if k not in set(lay.label_map.values()))
         if stray:
             out.append(f"findings keys not among label_map values: {stray}")
@@ -124,11 +125,10 @@ def _mask_values(path: Path) -> np.ndarray:
         import SimpleITK as sitk
 
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    elif name.endswith(RASTER_EXT):
-        from PIL import Image
+    elif name.endswith(RASTER_EXT):  # as the reader sees it: palettes resolved, RGB -> max
+        from curate.ingest.image2d import load_image
 
-        with Image.open(path) as im:
-            arr = np.asarray(im)
+        arr = load_image(path)
         if arr.ndim == 3:
             arr = arr.max(axis=2)
     else:
@@ -136,19 +136,78 @@ def _mask_values(path: Path) -> np.ndarray:
     return np.unique(arr)
 
 
-def _templated(template: str, images: list[str], root: Path, what: str,
-               rep: LayoutReport) -> tuple[list[str], list[str]]:
+def regex_example(pattern: str, i: int = 0) -> str | None:
+    """A string the regex matches (digit runs numbered i + 1), or None.
+
+    Uses the stdlib's regex parser (private, hence the fallback to None if it moves).
+    """
+    try:
+        from re import _parser as sre
+    except ImportError:
+        return None
+
+    def cls(av) -> str:
+        neg = any(op is sre.NEGATE for op, _ in av)
+        for ch in SAFE_CHARS:
+            hit = any((op is sre.LITERAL and a == ord(ch))
+                      or (op is sre.RANGE and a[0] <= ord(ch) <= a[1])
+                      or (op is sre.CATEGORY and ((a is sre.CATEGORY_DIGIT and ch.isdigit())
+                                                  or (a is sre.CATEGORY_WORD and ch.isalnum())))
+                      for op, a in av)
+            if hit != neg:
+                return ch
+        raise ValueError("empty class")
+
+    def emit(items) -> str:
+        out = []
+        for op, av in items:
+            if op is sre.LITERAL:
+                out.append(chr(av))
+            elif op in (sre.ANY, sre.NOT_LITERAL):
+                out.append("y" if av == ord("x") else "x")
+            elif op is sre.IN:
+                out.append(cls(av))
+            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                lo, hi, sub = av
+                k = max(lo, 1) if hi else 0
+                piece = emit(sub)
+                out.append(f"{i + 1:0{k}d}"[-k:] if k and piece.isdigit() and len(piece) == 1
+                           else piece * k)
+            elif op is sre.SUBPATTERN:
+                out.append(emit(av[-1]))
+            elif op is sre.BRANCH:
+                out.append(emit(av[1][0]))
+            elif op not in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+                raise ValueError(f"regex construct {op} not synthesised")
+        return "".join(out)
+
+    try:
+        return emit(sre.parse(pattern))
+    except (ValueError, re.error, TypeError, AttributeError):
+        return None
+
+
+def fill_template(template: str, rel: str, case_regex: str | None, what: str) -> str:
+    """A per-image template filled for rel and normalised; LayoutError when it cannot be."""
+    try:
+        path = posixpath.normpath(annotation_path(template, rel, case_regex))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LayoutError(f"{what} template {template!r} cannot be filled: {exc!r} "
+                          "(use {stem}, {name}, {parent}, {case})") from exc
+    if path == ".." or path.startswith(("../", "/")):
+        raise LayoutError(f"{what} template {template!r} leaves the source root ({path})")
+    return path
+
+
+def _templated(template: str, images: list[str], root: Path, what: str, rep: LayoutReport,
+               case_regex: str | None = None) -> tuple[list[str], list[str]]:
     """(present, missing) files of a per-image template such as masks or VOC boxes."""
     present, missing = [], []
     for rel in images:
         try:
-            path = posixpath.normpath(annotation_path(template, rel))
-        except (KeyError, IndexError, ValueError) as exc:
-            rep.problems.append(f"{what} template {template!r} cannot be filled: {exc!r} "
-                                "(use {stem}, {name}, {parent})")
-            return [], []
-        if path == ".." or path.startswith(("../", "/")):
-            rep.problems.append(f"{what} template {template!r} leaves the source root ({path})")
+            path = fill_template(template, rel, case_regex, what)
+        except LayoutError as exc:
+            rep.problems.append(str(exc))
             return [], []
         if path == rel:
             rep.problems.append(f"{what} template gives the image itself for {rel}")
@@ -184,7 +243,7 @@ def _check_boxes(spec: SourceSpec, root: Path, images: list[str], rep: LayoutRep
     t = spec.layout.boxes
     rep.box_file = t.file
     if t.format == "voc":
-        present, _ = _templated(t.file, images, root, "VOC box", rep)
+        present, _ = _templated(t.file, images, root, "VOC box", rep, spec.layout.case_regex)
         rep.box_file_present = bool(present)
         rep.box_rows = rep.images_with_boxes = len(present)
         return
@@ -258,7 +317,8 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
     images = list_images(spec, root) if rep.per_glob else []
     rep.images, rep.excluded = len(images), len(matched) - len(images)
     if lay.masks:
-        present, rep.masks_missing = _templated(lay.masks, images, root, "mask", rep)
+        present, rep.masks_missing = _templated(lay.masks, images, root, "mask", rep,
+                                                lay.case_regex)
         rep.masks_expected = len(present) + len(rep.masks_missing)
         doubled = sorted(set(present) & set(images))
         if doubled:
@@ -280,10 +340,18 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         _check_boxes(spec, root, images, rep)
     if lay.classes:
         _check_classes(spec, images, root, rep)
+    if lay.case_regex and images:
+        unmatched = [r for r in images if not re.search(lay.case_regex, stem(r))]
+        if unmatched:
+            rep.warnings.append(f"case_regex {lay.case_regex!r} does not match {len(unmatched)} "
+                                f"image stem(s), e.g. {stem(unmatched[0])!r} (it expects "
+                                f"something like {regex_example(lay.case_regex)!r}); {{case}} is "
+                                f"then the whole stem")
     if lay.patient_id and images:
         rep.patient_ids = sum(1 for r in images if patient_from_path(spec, r))
         if not rep.patient_ids:
-            rep.warnings.append(f"patient_id regex {lay.patient_id!r} matches no image path")
+            rep.warnings.append(f"patient_id regex {lay.patient_id!r} matches no image path "
+                                f"(it expects something like {regex_example(lay.patient_id)!r})")
     return rep
 
 
@@ -296,370 +364,13 @@ def check_command(name: str, path: str | Path) -> tuple[bool, str]:
     return rep.ok, rep.summary()
 
 
-# --- miniature copies -------------------------------------------------------------------
-
-NOTES_FILE = ".miniature.json"
-ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
-DICOM_FAMILIES = {FormatFamily.dicom, FormatFamily.dicom_seg, FormatFamily.rtstruct}
-FAMILY_NOTES = {
-    FormatFamily.wsi: "slides are written as one-tile single-level TIFFs, not pyramidal WSI files",
-    FormatFamily.vqa: "question-answer files are not synthesised (the layout names no path)",
-    FormatFamily.dicom_seg: "DICOM SEG objects are not synthesised (the layout names no path)",
-    FormatFamily.rtstruct: "RTSTRUCT objects are not synthesised (the layout names no path)",
-}
+_MOVED = {"SynthesisError", "glob_match", "make_miniature", "miniature_notes", "synth_path"}
 
 
-def _parse(component: str) -> list[tuple[str, str]]:
-    """One glob component as ('lit', c), ('*', ''), ('?', '') and ('[', class) pieces."""
-    out, i = [], 0
-    while i < len(component):
-        c = component[i]
-        if c in "*?":
-            out.append((c, ""))
-            i += 1
-            continue
-        if c == "[":
-            j = i + 1 + (component[i + 1:i + 2] == "!")
-            j = component.find("]", j + (component[j:j + 1] == "]"))
-            if j > 0:
-                out.append(("[", component[i:j + 1]))
-                i = j + 1
-                continue
-        out.append(("lit", c))
-        i += 1
-    return out
+def __getattr__(name: str):
+    """The miniature half lives in curate.miniature; keep the old names importable here."""
+    if name in _MOVED:
+        from curate import miniature
 
-
-def _regex_sample(pattern: str, i: int) -> str | None:
-    """A string the patient_id regex matches (digit runs numbered by case), or None.
-
-    Uses the stdlib's regex parser (private, hence the fallback to None if it moves).
-    """
-    try:
-        from re import _parser as sre
-    except ImportError:
-        return None
-
-    def cls(av) -> str:
-        neg = any(op is sre.NEGATE for op, _ in av)
-        for ch in ALPHABET:
-            hit = any((op is sre.LITERAL and a == ord(ch))
-                      or (op is sre.RANGE and a[0] <= ord(ch) <= a[1])
-                      or (op is sre.CATEGORY and ((a is sre.CATEGORY_DIGIT and ch.isdigit())
-                                                  or (a is sre.CATEGORY_WORD and ch.isalnum())))
-                      for op, a in av)
-            if hit != neg:
-                return ch
-        raise ValueError("empty class")
-
-    def emit(items) -> str:
-        out = []
-        for op, av in items:
-            if op is sre.LITERAL:
-                out.append(chr(av))
-            elif op in (sre.ANY, sre.NOT_LITERAL):
-                out.append("y" if av == ord("x") else "x")
-            elif op is sre.IN:
-                out.append(cls(av))
-            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-                lo, hi, sub = av
-                k = max(lo, 1) if hi else 0
-                piece = emit(sub)
-                out.append(f"{i + 1:0{k}d}"[-k:] if k and piece.isdigit() and len(piece) == 1
-                           else piece * k)
-            elif op is sre.SUBPATTERN:
-                out.append(emit(av[-1]))
-            elif op is sre.BRANCH:
-                out.append(emit(av[1][0]))
-            elif op not in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
-                raise ValueError(f"regex construct {op} not synthesised")
-        return "".join(out)
-
-    try:
-        return emit(sre.parse(pattern))
-    except (ValueError, re.error, TypeError, AttributeError):
-        return None
-
-
-def glob_match(glob: str, rel: str) -> bool:
-    """Whether rel matches glob the way Path.glob would ('**' = zero or more folders)."""
-    g, p = glob.split("/"), rel.split("/")
-
-    def rec(a: int, b: int) -> bool:
-        if a == len(g):
-            return b == len(p)
-        if g[a] == "**":
-            return any(rec(a + 1, k) for k in range(b, len(p) + 1))
-        return b < len(p) and fnmatch.fnmatchcase(p[b], g[a]) and rec(a + 1, b + 1)
-
-    return rec(0, 0)
-
-
-def synth_path(glob: str, i: int, score, hints: list[str] = ()) -> str:
-    """A concrete relative path matching glob for case i, the best by score(path)."""
-    parts = glob.split("/")
-    if glob.startswith("/") or ".." in parts or not glob:
-        raise SynthesisError(f"glob {glob!r} leaves the source root")
-    parsed = [None if p == "**" else _parse(p) for p in parts]
-    star = [f"case{i + 1:03d}"] + [f"{i + 1:0{k}d}" for k in (1, 2, 3, 4, 5, 6, 8)]
-    for h in hints:  # pieces of a patient_id example, without a file extension first
-        if h and "/" not in h:
-            ext = next((e for e in FILE_EXT if h.lower().endswith(e)), "")
-            star += [x for x in (h[: len(h) - len(ext)], h) if x]
-    star.append("")
-    choices: list[list[str]] = []
-    for seg in parsed:
-        for kind, text in seg or []:
-            if kind == "*":
-                choices.append(star)
-            elif kind == "?":
-                choices.append([str((i + 1) % 10), "x"])
-            elif kind == "[":
-                ok = [c for c in ALPHABET if fnmatch.fnmatchcase(c, text)]
-                if not ok:
-                    raise SynthesisError(f"glob {glob!r}: no safe character matches {text}")
-                choices.append([ok[i % len(ok)]] + ok[:2])
-    best, best_score = None, None
-    for combo in itertools.islice(_by_rank([len(c) for c in choices]), 20000):
-        it, out = iter(ch[k] for ch, k in zip(choices, combo, strict=True)), []
-        for seg in parsed:
-            out.append("sub" if seg is None else
-                       "".join(text if kind == "lit" else next(it) for kind, text in seg))
-        path = "/".join(out)
-        if any(c in ("", ".", "..") for c in out):
-            continue
-        s = score(path)
-        if best_score is None or s > best_score:
-            best, best_score = path, s
-            if all(s):
-                break
-    if best is None:
-        raise SynthesisError(f"glob {glob!r}: no path could be synthesised")
-    return best
-
-
-def _by_rank(sizes: list[int]):
-    """Index tuples in order of increasing sum, so the simplest tokens are tried first."""
-    for total in range(sum(sizes) - len(sizes) + 1):
-        yield from _with_sum(sizes, total)
-
-
-def _with_sum(sizes: list[int], total: int):
-    if not sizes:
-        if total == 0:
-            yield ()
-        return
-    for k in range(min(total, sizes[0] - 1) + 1):
-        for rest in _with_sum(sizes[1:], total - k):
-            yield (k, *rest)
-
-
-def _kind(name: str, family: FormatFamily) -> str | None:
-    low = name.lower()
-    if low.endswith(VOLUME_EXT):
-        return "volume"
-    if low.endswith((".dcm", ".dicom")) or ("." not in name and family in DICOM_FAMILIES):
-        return "dicom"
-    for kind, ext in (("raster", RASTER_EXT), ("video", VIDEO_EXT), ("npy", (".npy",))):
-        if low.endswith(ext):
-            return kind
-    return None
-
-
-SHAPES = {"volume": (4, 8, 8), "dicom": (8, 8), "raster": (16, 16), "npy": (2, 16, 16, 3),
-          "video": (4, 32, 32, 3)}
-
-
-def _write(path: Path, kind: str, arr: np.ndarray, spec: SourceSpec, patient: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "volume":
-        import SimpleITK as sitk
-
-        sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
-    elif kind == "raster":
-        from PIL import Image
-
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            arr = arr.clip(0, 255).astype(np.uint8)
-        tiff = path.suffix.lower() in (".tif", ".tiff") and arr.dtype == np.uint8
-        Image.fromarray(arr).save(path, **({"compression": "tiff_deflate"} if tiff else {}))
-    elif kind == "npy":
-        np.save(path, arr)
-    elif kind == "video":
-        import av
-
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("mpeg4", rate=4)
-            stream.height, stream.width, stream.pix_fmt = arr.shape[1], arr.shape[2], "yuv420p"
-            for frame in arr.astype(np.uint8):
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-    else:
-        _write_dicom(path, arr, spec, patient)
-
-
-def _write_dicom(path: Path, arr: np.ndarray, spec: SourceSpec, patient: str) -> None:
-    """A minimal valid single-frame DICOM: CT or MR storage when the modality says so."""
-    from pydicom import uid
-    from pydicom.dataset import Dataset, FileMetaDataset
-
-    modality = {"CT": "CT", "MR": "MR", "XR": "DX"}.get((spec.modality or "").upper(), "OT")
-    sop = {"CT": uid.CTImageStorage, "MR": uid.MRImageStorage,
-           "DX": uid.DigitalXRayImageStorageForPresentation}.get(modality,
-                                                                 uid.SecondaryCaptureImageStorage)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, uid.generate_uid()
-    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.PatientName = modality, patient, "MINIATURE^" + patient
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), uid.generate_uid()
-    ds.InstanceNumber, ds.SliceThickness = 1, 1.0
-    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 0.0]
-    ds.PixelSpacing = [1.0, 1.0]
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
-    """Write n tiny cases per image glob in the declared layout into dest; returns dest.
-
-    Wildcards become tokens chosen so that the patient_id regex and the excludes behave
-    as on real data. What cannot be synthesised is listed in dest/.miniature.json (see
-    miniature_notes) instead of being silently dropped.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    lay, fam = spec.layout, spec.format
-    skipped = [FAMILY_NOTES[fam]] if fam in FAMILY_NOTES else []
-    pid_re = re.compile(lay.patient_id) if lay.patient_id else None
-    images: list[str] = []
-
-    def image_score(path: str) -> tuple[bool, ...]:
-        return (not any(glob_match(x, path) for x in lay.exclude),
-                _kind(path, fam) is not None, pid_re is None or bool(pid_re.search(path)))
-
-    for glob in lay.images:
-        for i in range(n):
-            sample = _regex_sample(lay.patient_id, i) if lay.patient_id else None
-            try:
-                rel = synth_path(glob, i, image_score, [sample, *sample.split("/")] if sample else [])
-            except SynthesisError as exc:
-                skipped.append(str(exc))
-                break
-            if not image_score(rel)[0]:
-                skipped.append(f"glob {glob!r}: every synthesised path is excluded ({rel})")
-                break
-            if rel not in images:
-                images.append(rel)
-    if not images:
-        raise SynthesisError(f"{spec.name}: no image could be synthesised: {'; '.join(skipped)}")
-    label = next(iter(spec.findings), "finding")
-    masks: list[str] = []
-    for i, rel in enumerate(images):
-        kind = _kind(rel, fam)
-        patient = patient_from_path(spec, rel) or f"MINI{i + 1:03d}"
-        if kind is None:
-            skipped.append(f"{rel}: no writer for this extension; empty placeholder written")
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes(b"")
-        elif fam is FormatFamily.wsi and kind == "raster":  # one tile of pink "tissue"
-            arr = np.empty((lay.tile_size, lay.tile_size, 3), np.uint8)
-            arr[...] = (200, 110 + 10 * i, 160)
-            _write(dest / rel, kind, arr, spec, patient)
-        else:
-            arr = (np.arange(np.prod(SHAPES[kind])).reshape(SHAPES[kind]) * (i + 3)) % 200
-            _write(dest / rel, kind, arr.astype(np.int16 if kind == "volume" else np.uint8),
-                   spec, patient)
-        if lay.boxes and lay.boxes.format == "voc":
-            voc = _template_target(lay.boxes.file, rel, "VOC box", skipped)
-            if voc:
-                (dest / voc).parent.mkdir(parents=True, exist_ok=True)
-                (dest / voc).write_text(
-                    f"<annotation><filename>{Path(rel).name}</filename><object><name>{label}"
-                    "</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>6</xmax><ymax>6</ymax>"
-                    "</bndbox></object></annotation>")
-        mask = _template_target(lay.masks, rel, "mask", skipped) if lay.masks else None
-        if mask is None:
-            continue
-        mkind = _kind(mask, fam)
-        if mkind not in ("volume", "raster"):
-            skipped.append(f"mask {mask!r}: no writer for its extension")
-            continue
-        labels = sorted(v for v in lay.label_map if v) or [1]
-        arr = np.zeros(SHAPES[mkind], np.uint16 if max(labels) > 255 else np.uint8)
-        block = arr.size // (len(labels) + 1)
-        for j, v in enumerate(labels):
-            arr.flat[(j + 1) * block:(j + 2) * block] = v
-        if mkind == "raster" and mask.lower().endswith((".jpg", ".jpeg")):
-            skipped.append(f"mask {mask}: JPEG is lossy, label values are not kept exactly")
-        _write(dest / mask, mkind, arr, spec, patient)
-        masks.append(mask)
-    ext, excluded = [e for e in FILE_EXT if images[0].lower().endswith(e)], []
-    for x in lay.exclude:  # the junk real data has (macOS ._ files) must stay out
-        try:
-            junk = synth_path(x, 0, lambda p: (any(glob_match(g, p) for g in lay.images),),
-                              [f"case001{e}" for e in ext])
-        except SynthesisError as exc:
-            skipped.append(f"exclude {exc}")
-            continue
-        if junk not in images and junk not in masks and any(glob_match(g, junk)
-                                                            for g in lay.images):
-            (dest / junk).parent.mkdir(parents=True, exist_ok=True)
-            (dest / junk).write_bytes(b"\x00\x05\x16\x07 resource fork, not an image")
-            excluded.append(junk)
-    _write_tables(spec, dest, images, label)
-    (dest / NOTES_FILE).write_text(json.dumps(
-        {"source": spec.name, "images": images, "masks": masks, "excluded": excluded,
-         "skipped": skipped}, indent=1))
-    return dest
-
-
-def _template_target(template: str, rel: str, what: str, skipped: list[str]) -> str | None:
-    """The normalised per-image path of a template, or None (noted) when it can't be made."""
-    try:
-        path = posixpath.normpath(annotation_path(template, rel))
-    except (KeyError, IndexError, ValueError) as exc:
-        skipped.append(f"{what} template {template!r} cannot be filled: {exc!r}")
-        return None
-    if path == ".." or path.startswith(("../", "/")):
-        skipped.append(f"{what} template {template!r} leaves the source root ({path})")
-        return None
-    return path
-
-
-def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -> None:
-    """Box (CSV, COCO) and class-label tables naming every image by its relative path."""
-    t, c = spec.layout.boxes, spec.layout.classes
-
-    def csv_file(rel: str, header: list[str], rows: list[list]) -> None:
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        with open(dest / rel, "w", newline="") as f:
-            csv.writer(f).writerows([header, *rows])
-
-    if t and t.format == "csv":  # 1, 1, 4, 4 is a valid box as corners and as x, y, w, h
-        with_label = t.label_column is not None
-        header = [t.image_column] + [t.label_column] * with_label + [
-            t.x0_column, t.y0_column, t.x1_column, t.y1_column]
-        csv_file(t.file, header, [[r] + [label] * with_label + [1, 1, 4, 4] for r in images])
-    elif t and t.format == "coco":
-        (dest / t.file).parent.mkdir(parents=True, exist_ok=True)
-        (dest / t.file).write_text(json.dumps({
-            "images": [{"id": k, "file_name": r} for k, r in enumerate(images)],
-            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 4, 4]}
-                            for k in range(len(images))],
-            "categories": [{"id": 1, "name": label}]}))
-    if c and c.file:
-        header = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
-        flags = ["1" if k == 0 else "0" for k in range(len(c.label_columns))]
-        csv_file(c.file, header, [[r] + [label] * bool(c.label_column) + flags for r in images])
-
-
-def miniature_notes(dest: Path) -> dict:
-    """What make_miniature wrote (images, masks, excluded junk) and could not (skipped)."""
-    return json.loads((Path(dest) / NOTES_FILE).read_text())
+        return getattr(miniature, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
