@@ -76,6 +76,9 @@ class ClassLabels(Strict):
     file: str | None = Field(default=None, description="CSV relative to the source root")
     image_column: str = "image"
     label_column: str | None = Field(default=None, description="single-label: the class")
+    separator: str | None = Field(
+        default=None, description="label_column holds several labels joined by this, e.g. '|'"
+    )
     label_columns: list[str] = Field(
         default_factory=list, description="multi-label: one column per class"
     )

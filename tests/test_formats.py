@@ -199,3 +199,15 @@ def test_vqa_source_pairs_are_kept_beside_fact_questions(tmp_path):
     assert [(q["question"], q["answer"]) for q in src] == [("Which organ is abnormal?", "Lung")]
     assert sample["modality"] == "CT"
     assert any(q["origin"] == "facts" and q["answer"] == "CT" for q in sample["vqa"])
+
+
+def test_class_labels_joined_by_a_separator(images):
+    (images / "Data_Entry.csv").write_text(
+        "Image Index,Finding Labels\na.png,Effusion|Infiltration\nb.png,No Finding\n")
+    spec = SourceSpec(name="nih", format="image_labels", layout={
+        "images": ["img/*.png"], "classes": {"file": "Data_Entry.csv", "image_column":
+                                             "Image Index", "label_column": "Finding Labels",
+                                             "separator": "|"}})
+    _, cases = read_all(spec, images)
+    assert [c[0].meta.image_labels for c in cases] == [["Effusion", "Infiltration"],
+                                                        ["No Finding"]]

@@ -132,6 +132,8 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
             raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
         for row in reader:
             labels = [row[cfg.label_column]] if cfg.label_column else []
+            if cfg.separator and labels:
+                labels = [x.strip() for x in labels[0].split(cfg.separator) if x.strip()]
             labels += [c for c in cfg.label_columns if row[c] in cfg.positive_values]
             out[row[cfg.image_column]] = labels
     return out
