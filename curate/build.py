@@ -73,7 +73,11 @@ def make_plan(recipe: Recipe, specs: list[SourceSpec], generate: bool = True) ->
             plan.missing[spec.name] = f"no folder at {root}"
             continue
         planner, _ = adapter(spec.format)
-        units, problems = planner(spec, root)
+        try:
+            units, problems = planner(spec, root)
+        except CurateError as exc:  # e.g. a declared box table missing: skip this source only
+            plan.missing[spec.name] = f"cannot plan: {exc}"
+            continue
         plan.problems += [quarantine_row(spec.name, "", p.file, p.stage, p.exc, root)
                           for p in problems]
         if not units:

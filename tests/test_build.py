@@ -153,3 +153,17 @@ def test_missing_source_folder_is_reported(tmp_path, write_recipe):
     with pytest.raises(CurateError, match="nothing to build"):
         build(recipe, tmp_path / "out", executor="local", log=lines.append)
     assert "gone: skipped (no folder" in lines[0]
+
+
+def test_a_source_that_cannot_be_planned_is_skipped_not_fatal(tmp_path, mask_folder,
+                                                              write_recipe):
+    recipe = write_recipe([
+        {"name": "good", "path": str(mask_folder), "format": "image_mask",
+         "layout": {"images": ["img/p*.png"], "masks": "seg/{stem}_seg.png"}},
+        {"name": "no-box-table", "path": str(mask_folder), "format": "image_boxes",
+         "layout": {"images": ["img/*.png"], "boxes": {"file": "missing.csv"}}},
+    ])
+    record = build(recipe, tmp_path / "out", executor="local", log=lambda m: None)
+    assert "no-box-table" in record["sources_missing"]
+    assert "missing.csv" in record["sources_missing"]["no-box-table"]
+    assert record["counts"]["filter"]["kept"] == 3
