@@ -20,13 +20,13 @@ from curate import PIPELINE_VERSION, __version__, describe_stage
 from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
 from curate.datacard import write_datacard
 from curate.errors import CurateError
-from curate.finalize import apply_filters, assign_splits, partition
+from curate.finalize import ship
 from curate.ingest import ADAPTERS, adapter
 from curate.phantoms import ensure_phantoms
 from curate.pipeline import quarantine_row
-from curate.records import MANIFEST, QUARANTINE, to_table
+from curate.records import QUARANTINE, to_table
 from curate.runner import Task, execute
-from curate.shard import checksums, write_shards
+from curate.shard import checksums
 from curate.store import UnitStore
 from curate.validate import validate_manifest
 
@@ -187,26 +187,19 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         summary = store.summary(s, u)
         counts.update(summary["counts"])
         seconds.update(summary["seconds"])
-    table = store.load(keys, variant=variant)
     quarantine = pa.concat_tables([to_table(plan.problems, QUARANTINE),
                                    store.load(keys, quarantine=True)]
                                   + ([store.load(keys, quarantine=True, variant=variant)]
                                      if variant else []))
-    table = assign_splits(apply_filters(table, recipe.filters), recipe.salt, recipe.split)
-    kept, dropped = partition(table)
-    names = write_shards(kept, out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
-    kept = kept.set_column(kept.schema.get_field_index("shard"), "shard", pa.array(names, pa.string()))
-    pq.write_table(kept.select(MANIFEST.names).cast(MANIFEST), out / "manifest.parquet")
-    pq.write_table(dropped.select(MANIFEST.names).cast(MANIFEST), out / "filtered.parquet")
+    shipped = ship(store, keys, variant, recipe, out)
     pq.write_table(quarantine, out / "quarantine.parquet")
-    validation = validate_manifest(pq.read_table(out / "manifest.parquet"))
+    kept, dropped = pq.read_table(out / "manifest.parquet"), pq.read_table(out / "filtered.parquet")
+    validation = validate_manifest(kept)
     (out / "validation.json").write_text(json.dumps(validation, indent=1))
     sums = checksums(out / "shards")
     (out / "shards" / "SHA256SUMS").write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
     t_final = time.perf_counter() - t1
 
-    reasons = Counter(r.split(":")[0] for q in dropped.column("quality").to_pylist()
-                      for r in q["reasons"])
     record = {
         "curate_version": __version__, "pipeline_version": PIPELINE_VERSION,
         "recipe_file": str(recipe_path), "recipe": recipe.model_dump(mode="json"),
@@ -219,17 +212,18 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
             "ingest": {"cases": counts["cases"], "units_run": len(summaries)},
             "normalize": {"views": counts["views"]},
             "ground": {"rois": counts["rois"]},
-            "describe": {"captions": table.num_rows, "backend": recipe.describe.backend,
+            "describe": {"captions": shipped.kept + shipped.dropped,
+                         "backend": recipe.describe.backend,
                          "generated_this_run": sum(s["counts"].get("views", 0)
                                                    for s in summaries)
                          if variant is None else describe_stats.get("units", 0),
                          **({"stage": describe_stats} if describe_stats else {})},
             "ask": {"vqa": counts["vqa"]},
-            "filter": {"kept": kept.num_rows, "dropped": dropped.num_rows,
-                       "reasons": dict(sorted(reasons.items()))},
+            "filter": {"kept": shipped.kept, "dropped": shipped.dropped,
+                       "reasons": dict(sorted(shipped.reasons.items()))},
             "quarantine": quarantine.num_rows,
-            "shard": {"shards": len(sums), "samples": kept.num_rows},
-            "splits": dict(Counter(kept.column("split").to_pylist())),
+            "shard": {"shards": len(sums), "samples": shipped.kept},
+            "splits": dict(sorted(shipped.splits.items())),
             "validation": {"success": validation["success"],
                            "expectations": len(validation["expectations"])},
         },

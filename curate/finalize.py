@@ -1,34 +1,29 @@
-"""Whole-dataset steps over committed units: decide, dedup, split by patient, order."""
+"""Whole-dataset steps over committed units, streaming: decide, dedup, split, ship.
+
+Pass 1 reads only small columns of every unit (ids, image hashes, case ids, scores) to
+take the global decisions: filter thresholds, exact-duplicate images (the smallest
+sample_id of each image hash is kept), patient-level splits. Pass 2 streams units one by
+one into the WebDataset shards, the manifest and the filtered table, so memory holds one
+unit's bytes at a time, whatever the dataset's size.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
-from curate.config import FilterConfig, SplitConfig
+from curate.config import FilterConfig, Recipe, SplitConfig
 from curate.quality import decide
+from curate.records import MANIFEST, to_table
+from curate.shard import ShardSink
+from curate.store import UnitStore
 
-
-def apply_filters(table: pa.Table, cfg: FilterConfig) -> pa.Table:
-    """Fill quality.keep/reasons from the stored scores, and drop exact duplicate images."""
-    quality = table.column("quality").to_pylist()
-    decided = [decide({"std": q["std"], "contrast": q["contrast"],
-                       "text_flags": q["text_flags"] or []}, cfg) for q in quality]
-    first_of: dict[bytes, str] = {}
-    ids = table.column("sample_id").to_pylist()
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    images = table.column("image")
-    for i in order:
-        digest = hashlib.sha256(images[i].as_py()).digest()
-        if digest in first_of:
-            decided[i]["keep"] = False
-            decided[i]["reasons"] = decided[i]["reasons"] + [f"duplicate: same image as {first_of[digest]}"]
-        else:
-            first_of[digest] = ids[i]
-    col = pa.array(decided, type=table.schema.field("quality").type)
-    return table.set_column(table.schema.get_field_index("quality"), "quality", col)
+Key = tuple[str, str]
 
 
 def split_of(case_id: str, salt: str, cfg: SplitConfig) -> str:
@@ -39,15 +34,64 @@ def split_of(case_id: str, salt: str, cfg: SplitConfig) -> str:
     return "val" if u < cfg.train + cfg.val else "test"
 
 
-def assign_splits(table: pa.Table, salt: str, cfg: SplitConfig) -> pa.Table:
-    splits = [split_of(c, salt, cfg) for c in table.column("case_id").to_pylist()]
-    return table.set_column(table.schema.get_field_index("split"), "split",
-                            pa.array(splits, pa.string()))
+def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: FilterConfig,
+               salt: str, splits: SplitConfig) -> dict[str, tuple[dict, str]]:
+    """sample_id -> (quality with keep/reasons, split), from small columns only."""
+    cols = ["sample_id", "image_sha256", "case_id", "quality"]
+    rows = []
+    for key in keys:
+        rows += store.load(key=key, variant=variant, columns=cols).to_pylist()
+    first_of: dict[str, str] = {}
+    for r in rows:
+        h = r["image_sha256"]
+        first_of[h] = min(first_of.get(h, r["sample_id"]), r["sample_id"])
+    out = {}
+    for r in rows:
+        q = r["quality"]
+        d = decide({"std": q["std"], "contrast": q["contrast"],
+                    "text_flags": q["text_flags"] or []}, filters)
+        first = first_of[r["image_sha256"]]
+        if first != r["sample_id"]:
+            d["keep"] = False
+            d["reasons"] = d["reasons"] + [f"duplicate: same image as {first}"]
+        out[r["sample_id"]] = (d, split_of(r["case_id"], salt, splits))
+    return out
 
 
-def partition(table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """(kept rows in shard order: split then sample_id, dropped rows by sample_id)."""
-    keep = pc.struct_field(table.column("quality"), "keep")
-    kept = table.filter(keep).sort_by([("split", "ascending"), ("sample_id", "ascending")])
-    dropped = table.filter(pc.invert(keep)).sort_by("sample_id")
-    return kept, dropped
+@dataclass
+class Shipped:
+    kept: int = 0
+    dropped: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+
+
+def ship(store: UnitStore, keys: list[Key], variant: str | None, recipe: Recipe,
+         out: Path) -> Shipped:
+    """Stream every unit into shards/, manifest.parquet and filtered.parquet."""
+    decisions = decide_all(store, keys, variant, recipe.filters, recipe.salt, recipe.split)
+    sink = ShardSink(out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
+    result = Shipped()
+    with pq.ParquetWriter(out / "manifest.parquet", MANIFEST) as manifest, \
+            pq.ParquetWriter(out / "filtered.parquet", MANIFEST) as filtered:
+        for key in tqdm(keys, desc="ship", unit="unit", dynamic_ncols=True, mininterval=0.5):
+            rows = sorted(store.load(key=key, variant=variant).to_pylist(),
+                          key=lambda r: r["sample_id"])
+            kept, dropped = [], []
+            for row in rows:
+                row["quality"], row["split"] = decisions[row["sample_id"]]
+                if row["quality"]["keep"]:
+                    sink.add(row)
+                    kept.append(row)
+                    result.splits[row["split"]] += 1
+                else:
+                    dropped.append(row)
+                    result.reasons.update(r.split(":")[0] for r in row["quality"]["reasons"])
+            for writer, part in ((manifest, kept), (filtered, dropped)):
+                if part:
+                    writer.write_table(to_table([{k: r[k] for k in MANIFEST.names} for r in part],
+                                                MANIFEST))
+            result.kept += len(kept)
+            result.dropped += len(dropped)
+    sink.close()
+    return result

@@ -107,6 +107,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     h, w = view.image.shape[:2]
     return {
         "sample_id": sample_id, "unit_id": unit.unit_id, "source": spec.name,
+        "image_sha256": hashlib.sha256(image_png).hexdigest(),
         "case_id": salted_hash(f"{spec.name}/{patient}", recipe.salt),
         "series": salted_hash(f"{spec.name}/{view.meta.series_id or unit.key}", recipe.salt),
         "license": (spec.license.spdx or spec.license.name) if spec.license else None,

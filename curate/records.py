@@ -83,6 +83,7 @@ SAMPLE_FIELDS = [
     ("source", pa.string()),
     ("case_id", pa.string()),  # salted hash of the patient id
     ("series", pa.string()),  # salted hash of the series/file identity
+    ("image_sha256", pa.string()),  # of the shipped PNG: dedup and benchmark decontamination
     ("license", pa.string()),
     ("modality", pa.string()),
     ("anatomy", pa.string()),

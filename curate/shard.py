@@ -6,8 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pyarrow as pa
-from tqdm import tqdm
 from webdataset import TarWriter
 
 MTIME = 0.0  # fixed so that the same samples give byte-identical shards
@@ -21,28 +19,33 @@ def sample_json(row: dict) -> dict:
     return out
 
 
-def write_shards(table: pa.Table, dest: Path, max_samples: int, max_bytes: int) -> list[str]:
-    """Write rows (already in shard order, with `split` set) into {split}-NNNNNN.tar.
+class ShardSink:
+    """Streams samples into {split}-NNNNNN.tar, one open shard per split.
 
-    Fills nothing in place; returns the shard name of every row, in row order.
+    Samples of a split go to its current shard until it holds max_samples or max_bytes,
+    then the next one opens; members of a sample are written together, so they are
+    adjacent in the tar as WebDataset requires.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("*.tar"):
-        old.unlink()
-    names: list[str] = []
-    writer, current, count, size = None, None, 0, 0
-    counters: dict[str, int] = {}
-    rows = table.to_pylist()
-    for row in tqdm(rows, desc="shards", unit="sample", dynamic_ncols=True, mininterval=0.5):
+
+    def __init__(self, dest: Path, max_samples: int, max_bytes: int):
+        self.dest, self.max_samples, self.max_bytes = dest, max_samples, max_bytes
+        dest.mkdir(parents=True, exist_ok=True)
+        for old in dest.glob("*.tar"):
+            old.unlink()
+        self.open: dict[str, tuple[TarWriter, str, int, int]] = {}
+        self.counters: dict[str, int] = {}
+
+    def add(self, row: dict) -> str:
+        """Write one sample (with `split` set); returns the shard name it went into."""
         split = row["split"]
-        if writer is None or split != current or count >= max_samples or size >= max_bytes:
+        writer, name, count, size = self.open.get(split, (None, "", 0, 0))
+        if writer is None or count >= self.max_samples or size >= self.max_bytes:
             if writer is not None:
                 writer.close()
-            index = counters.get(split, 0)
-            counters[split] = index + 1
-            current, count, size = split, 0, 0
+            index = self.counters.get(split, 0)
+            self.counters[split] = index + 1
             name = f"{split}-{index:06d}.tar"
-            writer = TarWriter(str(dest / name), mtime=MTIME, encoder=False)
+            writer, count, size = TarWriter(str(self.dest / name), mtime=MTIME, encoder=False), 0, 0
         row["shard"] = name
         record = {"__key__": row["sample_id"], "png": row["image"],
                   "json": json.dumps(sample_json(row), sort_keys=True).encode()}
@@ -50,12 +53,14 @@ def write_shards(table: pa.Table, dest: Path, max_samples: int, max_bytes: int) 
             if mask is not None:
                 record[f"roi_{i:03d}.png"] = mask
         writer.write(record)
-        names.append(name)
-        count += 1
         size += sum(len(v) for k, v in record.items() if k != "__key__")
-    if writer is not None:
-        writer.close()
-    return names
+        self.open[split] = (writer, name, count + 1, size)
+        return name
+
+    def close(self) -> None:
+        for writer, *_ in self.open.values():
+            writer.close()
+        self.open.clear()
 
 
 def checksums(dest: Path) -> dict[str, str]:

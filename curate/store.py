@@ -61,11 +61,17 @@ class UnitStore:
     def summary(self, source: str, unit_id: str) -> dict:
         return json.loads(self._base(source, unit_id).with_suffix(".json").read_text())
 
-    def load(self, units: list[tuple[str, str]], quarantine: bool = False,
-             variant: str | None = None) -> pa.Table:
+    def load(self, units: list[tuple[str, str]] = (), quarantine: bool = False,
+             variant: str | None = None, key: tuple[str, str] | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """Committed rows of `units` (or one `key`), optionally a later stage's variant and
+        only some columns (reading only those from disk)."""
         suffix, schema = (".q.parquet", QUARANTINE) if quarantine else (".parquet", SAMPLE)
         if variant:
             suffix = f".{variant}{suffix}"
-        tables = [pq.read_table(self._base(s, u).with_name(u + suffix), schema=schema)
-                  for s, u in units]
+        if columns:
+            schema = pa.schema([schema.field(c) for c in columns])
+        units = [key] if key is not None else list(units)
+        tables = [pq.read_table(self._base(s, u).with_name(u + suffix), schema=schema,
+                                columns=columns) for s, u in units]
         return pa.concat_tables(tables) if tables else schema.empty_table()

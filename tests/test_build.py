@@ -167,3 +167,25 @@ def test_a_source_that_cannot_be_planned_is_skipped_not_fatal(tmp_path, mask_fol
     assert "no-box-table" in record["sources_missing"]
     assert "missing.csv" in record["sources_missing"]["no-box-table"]
     assert record["counts"]["filter"]["kept"] == 3
+
+
+def test_duplicates_dropped_and_shards_roll_over(tmp_path, write_recipe):
+    import numpy as np
+    from PIL import Image
+    root = tmp_path / "imgs"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray((rng.random((24, 24)) * 255).astype(np.uint8)).save(root / f"i{i}.png")
+    (root / "copy.png").write_bytes((root / "i0.png").read_bytes())
+    recipe = write_recipe([{"name": "d", "path": str(root), "format": "image_mask",
+                            "layout": {"images": ["*.png"]}}],
+                          split={"train": 1.0, "val": 0.0, "test": 0.0},
+                          shard={"max_samples": 2})
+    out = tmp_path / "out"
+    record = build(recipe, out, executor="local", log=lambda m: None)
+    assert record["counts"]["filter"] == {"kept": 5, "dropped": 1, "reasons": {"duplicate": 1}}
+    shards = sorted(p.name for p in (out / "shards").glob("*.tar"))
+    assert shards == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    m = pl.read_parquet(out / "manifest.parquet")
+    assert m["shard"].value_counts().sort("shard")["count"].to_list() == [2, 2, 1]
