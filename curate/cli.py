@@ -52,6 +52,20 @@ def build(recipe: Path, out: Path | None, address: str | None, executor: str, fr
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command(help="Check a build: shard checksums, and that shards and manifest agree.")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--shallow", is_flag=True, help="Skip decoding images and records (faster).")
+def verify(out: Path, shallow: bool) -> None:
+    from curate.verify import verify as run_verify
+
+    problems = run_verify(out, deep=not shallow)
+    for p in problems[:50]:
+        click.echo(p)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {out}")
+    click.echo(f"{out}: verified")
+
+
 @main.command(help="Write the JSON Schemas for sources/ and recipes/ into DEST.")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"))
 def schemas(dest: Path) -> None:

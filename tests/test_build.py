@@ -189,3 +189,23 @@ def test_duplicates_dropped_and_shards_roll_over(tmp_path, write_recipe):
     assert shards == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
     m = pl.read_parquet(out / "manifest.parquet")
     assert m["shard"].value_counts().sort("shard")["count"].to_list() == [2, 2, 1]
+
+
+@pytest.mark.slow
+def test_verify_passes_then_catches_a_corrupt_shard(demo, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from curate.cli import main
+    out, *_ = demo
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("units", "kb", "phantoms"))
+    ok = CliRunner().invoke(main, ["verify", str(copy)])
+    assert ok.exit_code == 0, ok.output
+    shard = sorted((copy / "shards").glob("*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF  # flip a byte inside the first member
+    shard.write_bytes(bytes(data))
+    bad = CliRunner().invoke(main, ["verify", str(copy), "--shallow"])
+    assert bad.exit_code != 0 and "checksum differs" in bad.output
