@@ -99,11 +99,21 @@ def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
             build_kb(default_corpus_dir(), path, model=cfg.model)
     else:
         path = resolve_path(cfg.kb, Path.cwd())
+    from curate.kb.sample import sample_queries
+
     kb = KnowledgeBase.open(path)
+    # retrieval depends only on the sample's queries (modality, region, findings,
+    # intensity), which repeat across millions of samples: embed each distinct set once
+    cache: dict[tuple, list[dict]] = {}
 
     def retrieve(ctx: dict) -> list[dict]:
-        return [{"id": p.id, "title": p.title, "text": p.text}
-                for p in kb.query_for_sample(ctx, cfg.k)]
+        key = tuple(sample_queries(ctx))
+        if key not in cache:
+            if len(cache) > 100_000:
+                cache.clear()
+            cache[key] = [{"id": p.id, "title": p.title, "text": p.text}
+                          for p in kb.query_for_sample(ctx, cfg.k)]
+        return cache[key]
 
     return retrieve
 
