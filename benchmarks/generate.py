@@ -1,4 +1,4 @@
-"""Throughput of OpenAIChatGenerator against a zero-latency loopback server.
+"""Throughput of the describe stage and its generator against a zero-latency loopback server.
 
 The baseline, measured in the same run, is the plainest use of the same client: the
 prebuilt request bodies sent with asyncio.gather under a semaphore of the same size. The
@@ -104,6 +104,49 @@ def run_generator(base_url: str, reqs: list[DescribeRequest], concurrency: int,
     return seconds
 
 
+def stage_fixture(root: Path, n: int):
+    """n committed samples (phantom skin-lesion images through the real unit pipeline)."""
+    from curate.config import Recipe, SourceSpec
+    from curate.ingest import adapter
+    from curate.phantoms import ensure_phantoms, phantom_layout
+    from curate.pipeline import process_unit
+    from curate.store import UnitStore
+
+    spec = SourceSpec(name="bench", format="image_mask", modality="dermoscopy",
+                      generate={"kind": "rgb_mask", "cases": n, "seed": 0},
+                      layout=phantom_layout("rgb_mask").model_dump())
+    src = ensure_phantoms(spec.generate, root / "phantoms")
+    store = UnitStore(root / "units")
+    plan, _ = adapter(spec.format)
+    units, _ = plan(spec, src)
+    keys = []
+    for unit in units:
+        unit.stamp(src, "bench")
+        store.commit(spec.name, process_unit(spec, src, unit, Recipe(name="b", sources=[])))
+        keys.append((spec.name, unit.unit_id))
+    return spec, store, keys
+
+
+def run_stage(base_url: str, spec, store, keys, concurrency: int, out: Path) -> float:
+    """The describe stage end to end: load units, build requests, call, validate, commit."""
+    import shutil
+
+    from curate.config import Recipe
+    from curate.describe_stage import run_describe
+
+    recipe = Recipe.model_validate({"name": "b", "sources": [], "describe": {
+        "backend": "openai", "options": {"base_url": base_url, "model": MODEL,
+                                         "concurrency": concurrency}}})
+    for old in store.root.glob("*/*.*.done"):  # forget earlier variants: redo every unit
+        old.unlink()
+    shutil.rmtree(out / "llm-cache", ignore_errors=True)
+    t0 = time.perf_counter()
+    stats = run_describe(keys, {spec.name: spec}, recipe, store, out, lambda m: None)
+    seconds = time.perf_counter() - t0
+    assert stats["generator"]["failed"] == 0, stats["generator"]
+    return seconds
+
+
 def cpu_seconds() -> float:
     """User + system CPU of this process (the server runs in another): steadier than wall
     time on a shared machine."""
@@ -122,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
                          "a lot between filesystems; on some VMs /tmp is 20x slower)")
     args = ap.parse_args(argv)
     reqs = make_requests(args.n, args.size)
+    stage_root = Path(tempfile.mkdtemp(dir=args.cache_root, prefix=".bench-stage-"))
+    spec, store, keys = stage_fixture(stage_root, args.n)
+    from curate.describe_stage import make_requests as stage_requests
+    stage_rows = [r for k in keys for r in store.load(key=k).to_pylist()]
+    stage_bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r)
+                    for r in stage_requests(stage_rows, spec, None)]
     bare = [replace(r, overlay_png=None) for r in reqs]  # the generator draws the overlays
     bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r) for r in reqs]
     kb = sum(len(str(b)) for b in bodies) / len(bodies) / 1024
@@ -143,6 +192,10 @@ def main(argv: list[str] | None = None) -> None:
             measure("generator", lambda: run_generator(url, reqs, args.concurrency, None))
             measure("generator+overlays",
                     lambda: run_generator(url, bare, args.concurrency, None))
+            measure("stage baseline", lambda: asyncio.run(
+                baseline(url, stage_bodies, args.concurrency)))
+            measure("describe stage", lambda: run_stage(url, spec, store, keys, args.concurrency,
+                                                        stage_root))
             with tempfile.TemporaryDirectory(dir=args.cache_root, prefix=".bench-cache-") as tmp:
                 measure("generator+cache",
                         lambda: run_generator(url, reqs, args.concurrency, tmp))
@@ -151,13 +204,23 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+        import shutil
+        shutil.rmtree(stage_root, ignore_errors=True)
     base = args.n / wall["baseline"]
     print(f"{args.n} requests, concurrency {args.concurrency}, {args.size}px images, "
           f"~{kb:.0f} KiB per request body, best of {args.repeat}")
     for name, seconds in wall.items():
+        if name.startswith("stage") or name == "describe stage":
+            continue
         rate = args.n / seconds
         print(f"  {name:20s} {rate:8.1f} req/s   ratio to baseline {rate / base:5.2f}   "
               f"client CPU {cpu[name] / args.n * 1e3:5.2f} ms/request")
+    stage_base = args.n / wall["stage baseline"]
+    stage = args.n / wall["describe stage"]
+    print(f"describe stage end to end (units loaded, requests built, answers validated and "
+          f"committed; {args.n} phantom samples):")
+    print(f"  {'plain asyncio loop':20s} {stage_base:8.1f} req/s")
+    print(f"  {'describe stage':20s} {stage:8.1f} req/s   ratio to baseline {stage / stage_base:5.2f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from curate.config import Recipe, SourceSpec, resolve_path
@@ -28,7 +29,7 @@ from curate.store import UnitStore
 NEUTRAL_OPTIONS = {"concurrency", "rps", "burst", "max_retries", "timeout_s", "cache_dir",
                    "price_per_1k_prompt", "price_per_1k_completion", "api_key_env",
                    "backoff_base_s", "max_backoff_s", "batch_size", "accelerator_type"}
-MIN_BATCH = 256  # requests per generate_many call, so the client's concurrency stays full
+MIN_BATCH = 128  # requests per generate_many call: several x concurrency keeps it full
 
 
 def needed(recipe: Recipe) -> bool:
@@ -50,15 +51,18 @@ def row_context(row: dict, spec: SourceSpec) -> dict:
                    spacing=tuple(row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else None)
 
 
-def make_requests(rows: list[dict], spec: SourceSpec, retrieve: Callable | None) -> list:
-    from curate.generate import DescribeRequest
+def make_requests(rows: list[dict], spec: SourceSpec, retrieve: Callable | None,
+                  overlays: bool = False) -> list:
+    from curate.generate import DescribeRequest, roi_overlay_png
 
     out = []
     for row in rows:
         ctx = row_context(row, spec)
         passages = retrieve(ctx) if retrieve else []
+        # drawn here, in the preparing thread, so the event loop only talks to the model
+        overlay = roi_overlay_png(row["image"], row["rois"]) if overlays and row["rois"] else None
         out.append(DescribeRequest(
-            sample_id=row["sample_id"], ctx=ctx, image_png=row["image"],
+            sample_id=row["sample_id"], ctx=ctx, image_png=row["image"], overlay_png=overlay,
             coarse_caption=" ".join(t for t in (row["levels"]["modality"],
                                                 row["levels"]["organ"]) if t),
             passages=passages))
@@ -118,9 +122,27 @@ def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
     return retrieve
 
 
+def chunks(store: UnitStore, todo: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Consecutive units holding at least MIN_BATCH samples each (from the unit markers)."""
+    out: list[list[tuple[str, str]]] = [[]]
+    count = 0
+    for key in todo:
+        out[-1].append(key)
+        count += store.summary(*key)["counts"].get("views", 0)
+        if count >= MIN_BATCH:
+            out.append([])
+            count = 0
+    return [c for c in out if c]
+
+
 def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], recipe: Recipe,
                  store: UnitStore, out: Path, log) -> dict:
-    """Describe every unit that has no variant for the current settings yet."""
+    """Describe every unit that has no variant for the current settings yet.
+
+    Three things overlap: a thread loads the next chunk of units and builds its requests
+    (retrieval, ROI-marked copies), the event loop talks to the model, and another thread
+    commits the chunk before; Parquet, zlib and sockets release the GIL.
+    """
     from tqdm import tqdm
 
     key = generation_key(recipe)
@@ -135,28 +157,41 @@ def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], reci
 
         options = {"cache_dir": str(out / "llm-cache"), **recipe.describe.options}
         gen = make_generator({"backend": recipe.describe.backend, **options})
+    backend = recipe.describe.backend
+
+    def prepare(chunk: list[tuple[str, str]]) -> list[tuple]:
+        items = []
+        for src, uid in chunk:
+            rows = store.load(key=(src, uid)).to_pylist()
+            items.append(((src, uid), rows,
+                          make_requests(rows, specs[src], retrieve, overlays=gen is not None)))
+        return items
+
+    def commit(items: list[tuple], results: list | None, bar) -> None:
+        offset = 0
+        for (src, uid), rows, reqs in items:
+            part = results[offset:offset + len(reqs)] if results is not None else None
+            offset += len(reqs)
+            kept, failed = apply_results(rows, reqs, part, backend, uid, src)
+            store.commit_variant(src, uid, key, to_table(kept, SAMPLE),
+                                 to_table(failed, QUARANTINE))
+            bar.update(1)
+
     t = time.perf_counter()
-    batch: list[tuple[tuple[str, str], list[dict], list]] = []
-    pending = 0
-    with tqdm(total=len(todo), desc=f"describe ({recipe.describe.backend})", unit="unit",
-              dynamic_ncols=True, mininterval=0.5) as bar:
-        for n, (source, unit_id) in enumerate(todo):
-            rows = store.load([(source, unit_id)]).to_pylist()
-            batch.append(((source, unit_id), rows, make_requests(rows, specs[source], retrieve)))
-            pending += len(rows)
-            if pending >= MIN_BATCH or n == len(todo) - 1:
-                requests = [r for _, _, reqs in batch for r in reqs]
-                results = gen.generate_many(requests) if gen else None
-                offset = 0
-                for (src, uid), rows_, reqs in batch:
-                    part = results[offset:offset + len(reqs)] if results is not None else None
-                    offset += len(reqs)
-                    kept, failed = apply_results(rows_, reqs, part, recipe.describe.backend,
-                                                 uid, src)
-                    store.commit_variant(src, uid, key, to_table(kept, SAMPLE),
-                                         to_table(failed, QUARANTINE))
-                    bar.update(1)
-                batch, pending = [], 0
+    parts = chunks(store, todo)
+    with tqdm(total=len(todo), desc=f"describe ({backend})", unit="unit", dynamic_ncols=True,
+              mininterval=0.5) as bar, ThreadPoolExecutor(max_workers=2) as pool:
+        ahead = pool.submit(prepare, parts[0])
+        committed = []
+        for i in range(len(parts)):
+            items = ahead.result()
+            if i + 1 < len(parts):
+                ahead = pool.submit(prepare, parts[i + 1])
+            requests = [r for _, _, reqs in items for r in reqs]
+            results = gen.generate_many(requests) if gen else None
+            committed.append(pool.submit(commit, items, results, bar))
+        for fut in committed:
+            fut.result()  # re-raise any commit error
     stats["seconds"] = round(time.perf_counter() - t, 3)
     if gen is not None:
         stats["generator"] = gen.stats()
