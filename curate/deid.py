@@ -27,7 +27,9 @@ def profile_tags() -> set[int]:
         from dicomanonymizer.simpledicomanonymizer import initialize_actions
     except ImportError as exc:
         raise MissingDependency("dicom-anonymizer") from exc
-    return {pydicom.tag.Tag(t) for t in initialize_actions()}
+    # 4-tuples are repeating-group masks (50xx curves, 60xx overlays): binary data that
+    # scrub() removes; they have no string values to look for
+    return {pydicom.tag.Tag(t) for t in initialize_actions() if len(t) == 2}
 
 
 def scrub(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -49,6 +51,7 @@ def identifying_values(ds: pydicom.Dataset) -> set[str]:
     for elem in ds.iterall():
         if elem.tag in tags and elem.VR not in ("SQ", "OB", "OW", "UN") and elem.value not in (None, ""):
             text = str(elem.value).strip()
-            if len(text) >= 4:  # short codes ("M", "CT") can't identify anyone
+            # short codes ("M", "CT") and zero fillers ("000000000") can't identify anyone
+            if len(text) >= 4 and not set(text) <= set("0.-+: "):
                 found.add(text)
     return found

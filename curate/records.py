@@ -96,6 +96,7 @@ SAMPLE_FIELDS = [
     ("channels", pa.int32()),
     ("pixel_spacing_mm", pa.list_(pa.float64(), 2)),  # [row, col]; null when unknown
     ("window", WINDOW),
+    ("notes", pa.list_(pa.string())),  # what ingest decided by a declared rule (resampling...)
     ("rois", pa.list_(ROI)),
     ("levels", LEVELS),
     ("caption", pa.string()),

@@ -92,12 +92,15 @@ def test_second_run_reuses_units_and_gives_identical_manifest(demo):
 
 @pytest.mark.slow
 def test_no_patient_identifier_reaches_outputs(demo):
+    """No value of any PS3.15 basic-profile attribute of the demo's DICOM files is written."""
+    from curate.deid import identifying_values
     out, *_ = demo
     ids = set()
     for name in ("CT_small.dcm", "MR_small.dcm"):
         ds = dcmread(get_testdata_file(name))
-        ids |= {str(ds.PatientID), str(ds.PatientName)}
+        ids |= {str(ds.PatientID), str(ds.PatientName)} | identifying_values(ds)
     ids.discard("")
+    assert len(ids) > 10  # names, ids, dates, UIDs, institution...
     for path in [out / "manifest.parquet", out / "run.json", out / "DATACARD.md",
                  *(out / "shards").glob("*.tar")]:
         blob = path.read_bytes()

@@ -212,3 +212,60 @@ def test_four_d_nifti_follows_the_declared_rule(tmp_path, rule, count):
     assert len(cases) == count
     means = [float(sitk.GetArrayFromImage(c.image).mean()) for c in cases]
     assert means == {"first": [0.0], "mean": [5.0], "split": [0.0, 10.0]}[rule]
+
+
+def test_real_monochrome1_chest_cr_reads_with_bone_bright_and_heart_on_image_right():
+    """pydicom-data's RG1_UNCR.dcm: a PA chest CR stored MONOCHROME1, with a VOI window."""
+    path = get_testdata_file("RG1_UNCR.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    path = Path(path)
+    (case,) = read_one(path.name, root=path.parent)
+    px = case.pixels.astype(float)
+    h, w = px.shape
+    assert case.photometric_inverted and case.window["method"] == "voi_lut"
+    assert case.view.value == "frontal" and case.spacing is None  # the file says 0 x 0 mm
+    band = slice(h // 3, 2 * h // 3)
+    spine = px[band, int(0.45 * w):int(0.55 * w)].mean()
+    lungs = (px[band, int(0.2 * w):int(0.3 * w)].mean() + px[band, int(0.7 * w):int(0.8 * w)].mean())
+    assert spine > lungs / 2 + 30  # bone and mediastinum bright, aerated lung dark
+    # radiological display: the heart (patient's left) bulges to the image right
+    low = slice(int(0.55 * h), int(0.75 * h))
+    assert px[low, int(0.55 * w):int(0.65 * w)].mean() > px[low, int(0.35 * w):int(0.45 * w)].mean()
+
+
+@pytest.mark.parametrize("rule", ["keep", "reject"])
+def test_gantry_tilt_is_detected_and_follows_the_rule(tmp_path, rule):
+    from curate.errors import IngestError
+    hu = np.zeros((4, 8, 8), np.float32)
+    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
+    for p in paths:  # slide each slice's origin along y as z grows: a tilted gantry
+        ds = pydicom.dcmread(p)
+        z = float(ds.ImagePositionPatient[2])
+        ds.ImagePositionPatient = [0.0, 0.4 * z, z]
+        ds.save_as(p)
+    spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"],
+                                                         "volume": {"gantry_tilt": rule}})
+    units, _ = plan_dicom(spec, tmp_path)
+    if rule == "reject":
+        with pytest.raises(IngestError, match="gantry tilt"):
+            read_dicom(spec, tmp_path, units[0])
+    else:
+        (case,) = read_dicom(spec, tmp_path, units[0])
+        assert any("gantry tilt" in n for n in case.meta.notes)
+        assert case.image.GetSpacing()[2] == pytest.approx(2.0)
+
+
+def test_rule_decisions_reach_the_record(tmp_path):
+    from curate.config import Recipe
+    from curate.pipeline import process_unit
+    hu = np.full((5, 16, 16), 40, np.float32)
+    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
+    last = max(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    ds = pydicom.dcmread(last)
+    ds.ImagePositionPatient = [0.0, 0.0, 12.0]
+    ds.save_as(last)
+    spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"]})
+    (unit,), _ = plan_dicom(spec, tmp_path)
+    res = process_unit(spec, tmp_path, unit.stamp(tmp_path, "x"), Recipe(name="t", sources=[]))
+    assert res.samples and all(any("resampled" in n for n in s["notes"]) for s in res.samples)

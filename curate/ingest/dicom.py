@@ -248,9 +248,14 @@ def _projection(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec,
         if str(po[1]).startswith("H"):
             arr = arr[::-1, :]
         view = View.frontal
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = None
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):  # zeros mean "not known"
+        value = ds.get(tag)
+        if value and len(value) == 2 and all(float(v) > 0 for v in value):
+            spacing = (float(value[0]), float(value[1]))
+            break
     return ImageCase(
         pixels=np.ascontiguousarray(arr), meta=meta, view=view, index=index, window=window,
-        spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        spacing=spacing,
         photometric_inverted=inverted,
     )
