@@ -18,7 +18,7 @@ from tqdm import tqdm
 from curate.config import Recipe, SourceSpec
 from curate.errors import CurateError, TooManyErrors
 from curate.ingest import Unit
-from curate.pipeline import WorkerModels, process_unit
+from curate.pipeline import UnitResult, WorkerModels, process_unit, quarantine_row
 from curate.store import UnitStore
 
 
@@ -62,12 +62,26 @@ def _progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="unit", dynamic_ncols=True, mininterval=0.5)
 
 
+def failed_unit(task: Task, exc: BaseException, store_root: Path) -> dict:
+    """Commit a unit whose worker failed outside the pipeline's own error handling (a
+    crash in a C library, an out-of-memory kill, a failed write) as one quarantine row,
+    so the build goes on. Delete its files under units/ to try it again."""
+    result = UnitResult(task.unit.unit_id)
+    result.quarantine.append(quarantine_row(task.spec.name, task.unit.unit_id,
+                                            task.unit.files[0], "worker", exc, task.root))
+    result.counts["quarantined"] = 1
+    return UnitStore(store_root).commit(task.spec.name, result)
+
+
 def run_local(tasks: list[Task], recipe: Recipe, store_root: Path) -> list[dict]:
     budget, out = ErrorBudget(recipe, len(tasks)), []
     worker = UnitWorker(recipe, str(store_root))
     with _progress(len(tasks), "units (local)") as bar:
         for task in tasks:
-            summary = worker.run(task)
+            try:
+                summary = worker.run(task)
+            except Exception as exc:  # noqa: BLE001 - one failing unit never stops a build
+                summary = failed_unit(task, exc, store_root)
             out.append(summary)
             budget.add(summary)
             bar.update(1)
@@ -76,7 +90,6 @@ def run_local(tasks: list[Task], recipe: Recipe, store_root: Path) -> list[dict]
 
 def run_ray(tasks: list[Task], recipe: Recipe, store_root: Path, address: str | None) -> list[dict]:
     import ray
-    from ray.util import ActorPool
 
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
@@ -92,13 +105,36 @@ def run_ray(tasks: list[Task], recipe: Recipe, store_root: Path, address: str | 
             n = min(n, int(gpus / need["num_gpus"]))
             if n == 0:
                 raise CurateError(f"the configured experts need {need['num_gpus']} GPU per "
-                                    "worker and the cluster has none")
+                                  "worker and the cluster has none")
         actor = ray.remote(num_cpus=need["num_cpus"], num_gpus=need["num_gpus"],
                            max_restarts=1, max_task_retries=1)(UnitWorker)
-        pool = ActorPool([actor.remote(recipe, str(store_root)) for _ in range(n)])
+
+        def spawn():
+            return actor.remote(recipe, str(store_root))
+
+        idle = [spawn() for _ in range(n)]
+        pending: dict = {}  # object ref -> (actor, task)
+        queue = iter(tasks)
         budget, out = ErrorBudget(recipe, len(tasks)), []
         with _progress(len(tasks), f"units (ray, {n} workers)") as bar:
-            for summary in pool.map_unordered(lambda a, t: a.run.remote(t), tasks):
+            while True:
+                while idle:
+                    task = next(queue, None)
+                    if task is None:
+                        break
+                    worker = idle.pop()
+                    pending[worker.run.remote(task)] = (worker, task)
+                if not pending:
+                    break
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                worker, task = pending.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # task error, dead actor or worker
+                    summary = failed_unit(task, exc, store_root)
+                    if isinstance(exc, ray.exceptions.RayActorError):
+                        worker = spawn()  # the old one is gone for good
+                idle.append(worker)
                 out.append(summary)
                 budget.add(summary)
                 bar.update(1)

@@ -212,3 +212,32 @@ def test_verify_passes_then_catches_a_corrupt_shard(demo, tmp_path):
     shard.write_bytes(bytes(data))
     bad = CliRunner().invoke(main, ["verify", str(copy), "--shallow"])
     assert bad.exit_code != 0 and "checksum differs" in bad.output
+
+
+def test_a_worker_failure_outside_the_pipeline_is_quarantined(tmp_path, mask_folder,
+                                                              write_recipe, monkeypatch):
+    """A failure the pipeline cannot catch itself (here: the unit's commit) costs one unit."""
+    from curate import store as store_mod
+    recipe = write_recipe([{"name": "f", "path": str(mask_folder), "format": "image_mask",
+                            "layout": {"images": ["img/p*.png"], "masks": "seg/{stem}_seg.png"}}])
+    real_commit = store_mod.UnitStore.commit
+
+    def flaky(self, source, result):
+        if result.samples and result.samples[0]["unit_id"] == first_unit[0]:
+            raise OSError("disk full")
+        return real_commit(self, source, result)
+
+    first_unit = []
+    from curate import pipeline
+    real_process = pipeline.process_unit
+
+    def remember(spec, root, unit, *a, **k):
+        first_unit.append(unit.unit_id) if not first_unit else None
+        return real_process(spec, root, unit, *a, **k)
+
+    monkeypatch.setattr(store_mod.UnitStore, "commit", flaky)
+    monkeypatch.setattr("curate.runner.process_unit", remember)
+    record = build(recipe, tmp_path / "out", executor="local", log=lambda m: None)
+    q = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert [(r["stage"], r["error"]) for r in q] == [("worker", "OSError")]
+    assert record["counts"]["filter"]["kept"] == 2
