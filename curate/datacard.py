@@ -17,6 +17,22 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def commercial_note(specs: list[SourceSpec]) -> str:
+    """The dataset allows commercial use only if every source does; say which do not."""
+    blocked = [s.name for s in specs if not s.license or s.license.commercial_use is False]
+    unknown = [s.name for s in specs if s.license and s.license.commercial_use == "unknown"]
+    if not blocked and not unknown:
+        return "Every source allows commercial use."
+    parts = []
+    if blocked:
+        parts.append(f"do not allow commercial use or state no licence: {', '.join(blocked)}")
+    if unknown:
+        parts.append(f"leave commercial use unclear: {', '.join(unknown)}")
+    return ("**Commercial use:** the build inherits the strictest licence of its sources; "
+            "these " + "; these ".join(parts) + ". Filter by `license` or `source` before any "
+            "commercial use.")
+
+
 def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
                    quarantine: pa.Table, specs: list[SourceSpec]) -> None:
     c = record["counts"]
@@ -59,6 +75,8 @@ def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
             [s.name, per_source.get(s.name, 0), s.modality or "from DICOM header",
              (s.license.spdx or s.license.name) if s.license else "not stated",
              s.license.commercial_use if s.license else "unknown"] for s in specs]),
+        "",
+        commercial_note(specs),
         "",
         "Missing sources (skipped): " + (", ".join(
             f"{k} ({v})" for k, v in record["sources_missing"].items()) or "none") + ".",

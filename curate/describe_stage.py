@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from curate import PIPELINE_VERSION
 from curate.config import Recipe, SourceSpec, resolve_path
 from curate.consistency import check_text
 from curate.pipeline import context
@@ -38,7 +39,7 @@ def needed(recipe: Recipe) -> bool:
 
 def generation_key(recipe: Recipe) -> str:
     d = recipe.describe
-    parts = {"backend": d.backend,
+    parts = {"pipeline": PIPELINE_VERSION, "backend": d.backend,
              "options": {k: v for k, v in d.options.items() if k not in NEUTRAL_OPTIONS},
              "knowledge": d.knowledge.model_dump(mode="json") if d.knowledge else None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
