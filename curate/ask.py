@@ -20,7 +20,9 @@ def ask(ctx: dict, max_questions: int, seed: str) -> list[dict]:
     rng = random.Random(seed)
     qas: list[dict] = []
     mod = modality_name(ctx["modality"])
-    qas.append(_qa("What imaging modality was used for this image?", mod, "open", "modality"))
+    if mod != "medical image":  # unknown modality: no question whose answer we don't know
+        qas.append(_qa("What imaging modality was used for this image?", mod, "open",
+                       "modality"))
     if mod in MODALITY_CHOICES:
         options = [mod] + rng.sample([m for m in MODALITY_CHOICES if m != mod], 3)
         rng.shuffle(options)

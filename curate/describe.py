@@ -20,6 +20,11 @@ MODALITY_NAMES = {
     "MG": "mammography", "US": "ultrasound", "PT": "PET", "PET": "PET",
     "pathology": "histopathology", "dermoscopy": "dermoscopy", "endoscopy": "endoscopy",
     "fundus": "fundus photography", "OCT": "OCT", "microscopy": "microscopy",
+    # DICOM modality codes
+    "NM": "nuclear medicine", "XA": "X-ray angiography", "RF": "fluoroscopy",
+    "PX": "panoramic X-ray", "IO": "intra-oral X-ray", "OP": "ophthalmic photography",
+    "OPT": "OCT", "SM": "slide microscopy", "GM": "microscopy", "ES": "endoscopy",
+    "XC": "photography", "OT": None, "SC": None,  # "other" / secondary capture: unstated
 }
 INTENSITY_WORDS = {
     "CT": {"hyper": "hyperdense", "hypo": "hypodense", "iso": "isodense"},
@@ -29,9 +34,11 @@ GENERIC_INTENSITY = {"hyper": "brighter than", "hypo": "darker than", "iso": "si
 
 
 def modality_name(modality: str | None) -> str:
+    """A readable modality, or "medical image" when the data does not say which."""
     if not modality:
         return "medical image"
-    return MODALITY_NAMES.get(modality, MODALITY_NAMES.get(modality.upper(), modality))
+    name = MODALITY_NAMES.get(modality, MODALITY_NAMES.get(modality.upper(), modality))
+    return name or "medical image"
 
 
 def intensity_phrase(modality: str | None, code: str) -> str:
@@ -60,8 +67,9 @@ def levels_for(ctx: dict) -> dict[str, str]:
     mod = modality_name(ctx["modality"])
     plane = ctx["plane"]
     win = ctx["window"]
+    noun = "" if mod == "medical image" else " image"
     head = f"{plane.capitalize()} {mod} slice" if plane == "axial" else (
-        f"Frontal {mod} image" if plane == "frontal" else f"{mod[0].upper()}{mod[1:]} image")
+        f"Frontal {mod}{noun}" if plane == "frontal" else f"{mod[0].upper()}{mod[1:]}{noun}")
     if win["method"] == "ct_window":
         head += f", shown in the {win['name'].replace('_', ' ')} window ({win['low']:.0f} to {win['high']:.0f} HU)"
     modality_text = head + "."

@@ -10,7 +10,14 @@ class ConfigError(CurateError):
 
 
 class IngestError(CurateError):
-    """A file could not be read as its declared format."""
+    """A file could not be read as its declared format.
+
+    `file` names the culprit (relative to the source root) when a unit holds many files.
+    """
+
+    def __init__(self, message: str, file: str | None = None):
+        super().__init__(message)
+        self.file = file
 
 
 class UnsupportedFormat(CurateError):

@@ -74,7 +74,8 @@ def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: 
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
-                 annotated: bool, result: UnitResult, models: WorkerModels | None = None) -> dict:
+                 annotated: bool, result: UnitResult, models: WorkerModels | None = None,
+                 ordinal: int = 0) -> dict:
     t = time.perf_counter()
     label_map = view.meta.label_map or spec.layout.label_map
     rois, masks = ground(view, label_map, spec.findings, recipe.ground.min_roi_pixels)
@@ -84,7 +85,8 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     result.counts["rois"] += len(rois)
     image_png = encode_png(view.image)
     sample_id = hashlib.sha256(
-        f"{spec.name}\0{unit.key}\0{view.plane.value}\0{view.index}\0".encode() + image_png
+        f"{spec.name}\0{unit.key}\0{view.plane.value}\0{view.index}\0{ordinal}\0".encode()
+        + image_png
     ).hexdigest()[:32]
     ctx = sample_context(spec, view, rois, annotated)
     t = time.perf_counter()
@@ -236,12 +238,13 @@ def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
         result.counts["views"] += len(views)
         stage = "ground"
         annotated = is_annotated(spec, unit)
-        for view in views:
+        for ordinal, view in enumerate(views):  # the ordinal keeps ids unique in a unit
             result.samples.append(build_sample(spec, recipe, unit, view, annotated, result,
-                                               models))
+                                               models, ordinal))
     except Exception as exc:  # noqa: BLE001 - errors are data: one bad file never stops a build
         result.samples = []
-        result.quarantine.append(quarantine_row(spec.name, unit.unit_id, unit.files[0], stage,
-                                                exc, root))
+        culprit = getattr(exc, "file", None) or unit.files[0]
+        result.quarantine.append(quarantine_row(spec.name, unit.unit_id, culprit, stage, exc,
+                                                root))
     result.counts["quarantined"] = len(result.quarantine)
     return result

@@ -122,6 +122,11 @@ class VolumeRules(Strict):
         description="series whose slice origins drift off the slice normal: keep each slice "
         "on its own plane (in-plane facts are exact, 3D shapes slightly sheared) or reject",
     )
+    duplicate_positions: Literal["first", "reject"] = Field(
+        default="first",
+        description="DICOM series with several instances at one position (re-sent or "
+        "re-encoded copies): keep the first file of each position, or reject",
+    )
     four_d: Literal["first", "mean", "split"] = Field(
         default="first",
         description="4D NIfTI (time or channels): the first volume, the mean over the 4th "

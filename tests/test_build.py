@@ -241,3 +241,23 @@ def test_a_worker_failure_outside_the_pipeline_is_quarantined(tmp_path, mask_fol
     q = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
     assert [(r["stage"], r["error"]) for r in q] == [("worker", "OSError")]
     assert record["counts"]["filter"]["kept"] == 2
+
+
+@pytest.mark.slow
+def test_every_pydicom_test_file_is_read_or_reported(tmp_path, write_recipe):
+    """All of pydicom's test files (and its DICOMDIR folders) through one build: each file
+    ends as samples, a filter decision or a quarantine row with a reason; ids stay unique."""
+    recipe = write_recipe([{"name": "all", "path": "pkg:pydicom/data/test_files",
+                            "format": "dicom", "layout": {
+                                "images": ["*.dcm", "dicomdirtests/**/*"],
+                                "exclude": ["dicomdirtests/DICOMDIR*"]}}])
+    out = tmp_path / "out"
+    record = build(recipe, out, executor="local", log=lambda m: None)
+    q = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert all(r["message"] for r in q)
+    errors = {r["file"]: r["error"] for r in q}
+    assert errors["JPEG-lossy.dcm"] == "IngestError"  # no installed decoder reads it
+    assert errors["reportsi.dcm"] == "NotAnImage"
+    assert "MR_small.dcm" not in errors  # its truncated twin is a duplicate, not its fault
+    assert record["counts"]["filter"]["kept"] >= 50
+    assert record["counts"]["validation"]["success"]

@@ -29,7 +29,29 @@ from curate.ingest.files import Problem, list_images, patient_from_path
 HEADER_TAGS = [
     "SeriesInstanceUID", "ImageOrientationPatient", "Modality", "Rows", "SOPClassUID",
     "ReferencedSeriesSequence", "ReferencedFrameOfReferenceSequence",
+    # instances of one series at the same positions but another echo or time point are
+    # separate stacks (multi-echo MR, dynamic series)
+    "EchoNumbers", "TemporalPositionIdentifier",
 ]
+
+
+def dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+    """Read a DICOM file, also when it lacks the preamble and file meta (older exports);
+    a file that parses to neither an image nor a known object is not DICOM."""
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except pydicom.errors.InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True, **kwargs)
+        if not any(k in ds for k in ("SOPClassUID", "Rows", "Modality")):
+            raise IngestError("not a DICOM file") from None
+        if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+            ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+            ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian
+                                              if ds.is_implicit_VR else
+                                              pydicom.uid.ExplicitVRLittleEndian
+                                              if ds.is_little_endian else
+                                              pydicom.uid.ExplicitVRBigEndian)
+        return ds
 
 
 class NotAnImage(IngestError):
@@ -46,22 +68,24 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
     problems: list[Problem] = []
     for rel in list_images(spec, root):
         try:
-            ds = pydicom.dcmread(root / rel, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            ds = dcmread(root / rel, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             modality = str(ds.get("Modality", ""))
             if modality in ("SEG", "RTSTRUCT"):
                 annotations[referenced_series(ds) or ""].append(rel)
                 continue
             if "Rows" not in ds:
                 raise NotAnImage(f"{modality or 'this'} object holds no image; skipped")
-            uid = str(ds.SeriesInstanceUID)
+            # no series UID (secondary captures): the file is its own series
+            uid = str(ds.get("SeriesInstanceUID") or f"file:{rel}")
+            iop = tuple(round(float(v), 3) for v in ds.get("ImageOrientationPatient", []) or [])
+            stack = (str(ds.get("EchoNumbers", "")), str(ds.get("TemporalPositionIdentifier", "")))
         except Exception as exc:  # noqa: BLE001 - any unreadable header is a quarantine row
             problems.append(Problem(rel, "plan", exc))
             continue
-        iop = tuple(round(float(v), 3) for v in ds.get("ImageOrientationPatient", []) or [])
-        groups[(uid, iop)].append(rel)
+        groups[(uid, iop, stack)].append(rel)
     units = []
     biggest: dict[str, Unit] = {}
-    for i, ((uid, iop), files) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
+    for i, ((uid, iop, _), files) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0])):
         files = sorted(files)
         unit = Unit(spec.name, key=files[0] if len(files) == 1 else f"series{i}:{files[0]}",
                     files=files, extra={"iop": list(iop)})
@@ -89,7 +113,11 @@ def _meta(ds: pydicom.Dataset, spec: SourceSpec, rel: str) -> CaseMeta:
 
 def _frames(ds: pydicom.Dataset) -> np.ndarray:
     """Pixels as (frames, rows, cols[, 3]): grey in modality units (float), colour as RGB."""
-    arr = ds.pixel_array
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+        raise IngestError(f"pixel data not decodable: {str(exc).strip()[:300]}",
+                          file=getattr(ds, "curate_rel", None)) from exc
     n = int(ds.get("NumberOfFrames", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
@@ -109,9 +137,10 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     datasets, annots = [], []
     for rel in unit.files:
         try:
-            ds = pydicom.dcmread(root / rel)
+            ds = dcmread(root / rel)
         except Exception as exc:  # noqa: BLE001
-            raise IngestError(f"{rel}: not readable as DICOM: {exc}") from exc
+            raise IngestError(f"not readable as DICOM: {exc}", file=rel) from exc
+        ds.curate_rel = rel  # which file a later decoding error belongs to
         (annots if rel in annotation_files else datasets).append(ds)
     first = datasets[0]
     meta = _meta(first, spec, unit.key)
@@ -127,7 +156,9 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     if len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
         return _frame_images(first, meta, spec)
     if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
-        return [_projection(ds, meta, spec) for ds in datasets]
+        many = len(datasets) > 1
+        return [_projection(ds, meta, spec, index=i if many else -1)
+                for i, ds in enumerate(datasets)]
     return [_volume(datasets, annots, meta, spec.layout.volume)]
 
 
@@ -140,20 +171,41 @@ def even_grid(stack: np.ndarray, along: np.ndarray, dz: float) -> np.ndarray:
     return (1 - w) * stack[j] + w * stack[j + 1]
 
 
+def first_per_position(positions: list[np.ndarray], normal: np.ndarray, rules: VolumeRules,
+                       meta: CaseMeta) -> list[int]:
+    """Indices to keep: the first instance at each position along the normal (by the
+    source's rule), so duplicates are dropped before their pixels are decoded."""
+    seen: list[float] = []
+    keep = []
+    for i, p in enumerate(positions):
+        z = float(p @ normal)
+        if any(abs(z - s) <= 1e-3 for s in seen):
+            continue
+        seen.append(z)
+        keep.append(i)
+    if len(keep) < len(positions):
+        if rules.duplicate_positions == "reject":
+            raise IngestError("series has several slices at the same position; rejected by "
+                              "the source's rule (volume.duplicate_positions)")
+        meta.notes.append(f"{len(positions) - len(keep)} duplicate slice(s) at the same "
+                          "position ignored (the first file of each position kept)")
+    return keep
+
+
 def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacing_rc,
               meta: CaseMeta, rules: VolumeRules | None = None) -> tuple[sitk.Image, np.ndarray]:
     rules = rules or VolumeRules()
     row = np.array([float(v) for v in iop[:3]])
     col = np.array([float(v) for v in iop[3:]])
     normal = np.cross(row, col)
+    keep = first_per_position(positions, normal, rules, meta)
+    slices, positions = [slices[i] for i in keep], [positions[i] for i in keep]
     along = np.array([float(p @ normal) for p in positions])
     order = np.argsort(along, kind="stable")
     along = along[order]
     if len(along) > 1:
         steps = np.diff(along)
         dz = float(np.median(steps))
-        if np.min(steps) <= 1e-6:
-            raise IngestError("series has two slices at the same position")
         uneven = np.max(np.abs(steps - dz)) > 0.1 * dz
         # gantry tilt: slice origins drift off the normal through the first one
         drift = positions[order[-1]] - positions[order[0]]
@@ -182,10 +234,13 @@ def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacin
 
 def _volume(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules) -> VolumeCase:
     first = datasets[0]
+    positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
+    iop = [float(v) for v in first.ImageOrientationPatient]
+    keep = first_per_position(positions, np.cross(iop[:3], iop[3:]), rules, meta)
+    datasets, positions = [datasets[i] for i in keep], [positions[i] for i in keep]
     slices = [_frames(ds)[0] for ds in datasets]
     if any(s.ndim != 2 or s.shape != slices[0].shape for s in slices):
         raise IngestError("series mixes colour or differently sized slices")
-    positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
     vol, _ = _assemble(slices, positions, first.ImageOrientationPatient, first.PixelSpacing, meta,
                        rules)
     if len(datasets) == 1:
