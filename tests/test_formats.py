@@ -211,3 +211,13 @@ def test_class_labels_joined_by_a_separator(images):
     _, cases = read_all(spec, images)
     assert [c[0].meta.image_labels for c in cases] == [["Effusion", "Infiltration"],
                                                         ["No Finding"]]
+
+
+def test_tiff_pillow_cannot_open_is_read_with_tifffile():
+    from pathlib import Path
+
+    import skimage
+
+    from curate.ingest.image2d import load_image
+    arr = load_image(Path(skimage.__file__).parent / "data" / "multipage_rgb.tif")
+    assert arr.shape == (10, 10, 3)

@@ -72,3 +72,37 @@ def test_unsupported_family_says_so(monkeypatch):
     monkeypatch.delitem(ingest.ADAPTERS, FormatFamily.wsi)
     with pytest.raises(UnsupportedFormat, match="'wsi' is declared but has no adapter"):
         adapter(FormatFamily.wsi)
+
+
+def test_nibabel_fallback_matches_simpleitk_geometry():
+    """Files SimpleITK cannot read go through nibabel; on one both read, they must agree."""
+    from pathlib import Path
+
+    import nibabel
+    import numpy as np
+    import SimpleITK as sitk
+
+    from curate.ingest.volume import from_nibabel
+    from curate.normalize import to_lps
+    path = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    ref = to_lps(sitk.ReadImage(str(path), sitk.sitkFloat32))
+    (ours,) = from_nibabel(path)
+    ours = to_lps(ours)
+    assert np.allclose(sitk.GetArrayFromImage(ref), sitk.GetArrayFromImage(ours))
+    assert np.allclose(ref.GetSpacing(), ours.GetSpacing())
+    assert np.allclose(ref.GetOrigin(), ours.GetOrigin(), atol=1e-4)
+    assert np.allclose(ref.GetDirection(), ours.GetDirection(), atol=1e-6)
+
+
+def test_formats_only_nibabel_reads_become_volumes():
+    from pathlib import Path
+
+    import nibabel
+    root = Path(nibabel.__file__).parent / "tests" / "data"
+    spec = SourceSpec(name="n", format="nifti", modality="MR", path=str(root),
+                      layout={"images": ["example_nifti2.nii.gz", "test.mgz"]})
+    plan, read = adapter(spec.format)
+    units, _ = plan(spec, root)
+    for unit in units:
+        (case,) = read(spec, root, unit)
+        assert case.image.GetDimension() == 3

@@ -14,6 +14,23 @@ from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
 from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path, stem
 
 
+def _tiff_first_page(path: Path, why: Exception) -> np.ndarray:
+    """TIFFs Pillow cannot open (multi-page, tiled, unusual compression) via tifffile."""
+    try:
+        import tifffile
+
+        arr = tifffile.imread(str(path), key=0)
+    except Exception as exc:  # noqa: BLE001 - report both readers' reasons
+        raise IngestError(f"{path.name}: not readable as an image: {why}; tifffile: {exc}") from exc
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr[:3], 0, -1)  # planar RGB
+    if arr.ndim not in (2, 3):
+        raise IngestError(f"{path.name}: first TIFF page has shape {arr.shape}, not an image")
+    return arr
+
+
 def load_image(path: Path) -> np.ndarray:
     """Pixels as (H, W) grey or (H, W, 3) RGB; palette and alpha are resolved."""
     try:
@@ -23,7 +40,9 @@ def load_image(path: Path) -> np.ndarray:
                 im = im.convert("RGB" if im.mode != "LA" else "L")
             arr = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise IngestError(f"{path.name}: not readable as an image: {exc}") from exc
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise IngestError(f"{path.name}: not readable as an image: {exc}") from exc
+        arr = _tiff_first_page(path, exc)
     if arr.ndim == 3 and arr.shape[2] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
             and np.array_equal(arr[..., 1], arr[..., 2]):
         arr = arr[..., 0]  # grey stored as RGB

@@ -27,26 +27,63 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
     return units, []
 
 
+def _sitk_reason(exc: Exception) -> str:
+    """The line of a SimpleITK/ITK exception that says what went wrong (not the C++ path)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception thrown", "/"))
+              and "sitk::ERROR" not in ln[:12]]
+    return (useful[-1] if useful else lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def from_nibabel(path: Path) -> list[sitk.Image]:
+    """Formats SimpleITK does not read (NIfTI-2, MGH/MGZ, MINC, some Analyze) via nibabel,
+    with the RAS affine turned into SimpleITK's LPS geometry; one image per volume."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    if not isinstance(img, nib.spatialimages.SpatialImage) or len(img.shape) not in (3, 4):
+        raise IngestError(f"{type(img).__name__} with shape {img.shape} is not an image volume")
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine  # RAS -> LPS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing == 0):
+        raise IngestError("the affine has a zero-length axis")
+    vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
+    out = []
+    for vol in vols:
+        im = sitk.GetImageFromArray(np.ascontiguousarray(vol.transpose(2, 1, 0)))  # (k, j, i)
+        im.SetSpacing(tuple(float(v) for v in spacing))
+        im.SetOrigin(tuple(float(v) for v in affine[:3, 3]))
+        im.SetDirection(tuple((affine[:3, :3] / spacing).ravel()))
+        out.append(im)
+    return out
+
+
 def _read(path: Path, pixel_type: int, four_d: str = "first") -> list[sitk.Image]:
     """The volume(s) in a file; 4D files follow the source's declared rule."""
     try:
         img = sitk.ReadImage(str(path), pixel_type)
+        if img.GetDimension() == 4:
+            size = list(img.GetSize())
+            vols = [sitk.Extract(img, size[:3] + [0], [0, 0, 0, t]) for t in range(size[3])]
+        else:
+            vols = [sitk.JoinSeries(img) if img.GetDimension() == 2 else img]
     except RuntimeError as exc:
-        raise IngestError(f"{path.name}: not readable as an image volume: {str(exc).strip()[:300]}") from exc
-    if img.GetDimension() == 4:
-        size = list(img.GetSize())
-        vols = [sitk.Extract(img, size[:3] + [0], [0, 0, 0, t]) for t in range(size[3])]
-        if four_d == "first":
-            return vols[:1]
-        if four_d == "mean":
-            mean = sitk.GetImageFromArray(np.mean([sitk.GetArrayFromImage(v) for v in vols], 0)
-                                          .astype(np.float32))
-            mean.CopyInformation(vols[0])
-            return [sitk.Cast(mean, pixel_type)]
+        try:
+            vols = [sitk.Cast(v, pixel_type) for v in from_nibabel(path)]
+        except IngestError as why:
+            raise IngestError(str(why), file=path.name) from exc
+        except Exception:  # noqa: BLE001 - neither reader: report SimpleITK's reason
+            raise IngestError(f"not readable as an image volume: {_sitk_reason(exc)}",
+                              file=path.name) from exc
+    if len(vols) == 1 or four_d == "split":
         return vols
-    if img.GetDimension() == 2:
-        img = sitk.JoinSeries(img)
-    return [img]
+    if four_d == "first":
+        return vols[:1]
+    mean = sitk.GetImageFromArray(np.mean([sitk.GetArrayFromImage(v) for v in vols], 0)
+                                  .astype(np.float32))
+    mean.CopyInformation(vols[0])
+    return [sitk.Cast(mean, pixel_type)]
 
 
 def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
