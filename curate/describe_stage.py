@@ -22,6 +22,7 @@ from pathlib import Path
 from curate import PIPELINE_VERSION
 from curate.config import Recipe, SourceSpec, resolve_path
 from curate.consistency import check_text
+from curate.errors import CurateError
 from curate.pipeline import context
 from curate.records import QUARANTINE, SAMPLE, to_table
 from curate.store import UnitStore
@@ -136,6 +137,18 @@ def chunks(store: UnitStore, todo: list[tuple[str, str]]) -> list[list[tuple[str
     return [c for c in out if c]
 
 
+def unreachable(results: list | None, recipe: Recipe) -> None:
+    """Stop when a whole chunk failed to connect: the endpoint is down or mistyped, and
+    quarantining every sample for it would only hide that."""
+    if not results or any(r.error is None or not r.error.startswith(("connection", "timeout"))
+                          for r in results):
+        return
+    where = recipe.describe.options.get("base_url") or recipe.describe.backend
+    raise CurateError(f"describe: no answer from {where} for {len(results)} requests in a "
+                      f"row ({results[0].error}); check the endpoint and run again (finished "
+                      "units are kept)")
+
+
 def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], recipe: Recipe,
                  store: UnitStore, out: Path, log) -> dict:
     """Describe every unit that has no variant for the current settings yet.
@@ -190,6 +203,7 @@ def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], reci
                 ahead = pool.submit(prepare, parts[i + 1])
             requests = [r for _, _, reqs in items for r in reqs]
             results = gen.generate_many(requests) if gen else None
+            unreachable(results, recipe)  # before committing: a re-run retries this chunk
             committed.append(pool.submit(commit, items, results, bar))
         for fut in committed:
             fut.result()  # re-raise any commit error

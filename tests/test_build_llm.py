@@ -78,3 +78,19 @@ def test_llm_flags_need_each_other(tmp_path):
     result = CliRunner().invoke(main, ["build", str(ROOT / "recipes" / "demo.yaml"), "--out",
                                        str(tmp_path), "--llm-endpoint", "http://127.0.0.1:1/v1"])
     assert result.exit_code != 0 and "go together" in result.output
+
+
+def test_an_unreachable_endpoint_stops_with_a_clear_message(tmp_path, small_recipe):
+    import socket
+
+    from curate.errors import CurateError
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import yaml
+    recipe = yaml.safe_load(small_recipe.read_text())
+    recipe["describe"] = {"backend": "openai", "options": {"max_retries": 0}}
+    small_recipe.write_text(yaml.safe_dump(recipe))
+    llm = {"base_url": f"http://127.0.0.1:{port}/v1", "model": "x"}
+    with pytest.raises(CurateError, match="no answer from http://127.0.0.1"):
+        build(small_recipe, tmp_path / "out", executor="local", llm=llm, log=lambda m: None)
