@@ -236,6 +236,8 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
     }
     (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs)
+    if not kept.num_rows:
+        log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
     log(f"kept {kept.num_rows} samples in {len(sums)} shards; filtered {dropped.num_rows}; "
         f"quarantined {quarantine.num_rows} file(s) -> {out}")
     return record
