@@ -269,3 +269,29 @@ def test_rule_decisions_reach_the_record(tmp_path):
     (unit,), _ = plan_dicom(spec, tmp_path)
     res = process_unit(spec, tmp_path, unit.stamp(tmp_path, "x"), Recipe(name="t", sources=[]))
     assert res.samples and all(any("resampled" in n for n in s["notes"]) for s in res.samples)
+
+
+def test_enhanced_multiframe_ct_reads_like_its_legacy_series(tmp_path):
+    """A legacy CT series converted to one enhanced multi-frame object (highdicom) must give
+    the same volume: frames ordered by their per-frame positions, spacing from the shared
+    groups, HU from the rescale."""
+    hd = pytest.importorskip("highdicom")
+    hu = np.zeros((5, 16, 20), np.float32) + np.arange(5)[:, None, None] * 100
+    hu[:, 2:5, 15:18] = 900  # off-centre, to catch a flip
+    paths = write_dicom_series(tmp_path / "s", hu, (0.7, 0.8, 2.5), shuffle_seed=1)
+    legacy = [pydicom.dcmread(p) for p in paths]
+    for ds in legacy:
+        ds.KVP, ds.ImageType, ds.AcquisitionNumber = 120, ["ORIGINAL", "PRIMARY", "AXIAL"], 1
+        ds.PositionReferenceIndicator = ""
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=legacy, series_instance_uid=hd.UID(), series_number=3,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "e").mkdir()
+    enhanced.save_as(tmp_path / "e" / "enh.dcm")
+    (series,) = read_dicom(spec_for(["s/*.dcm"]), tmp_path,
+                           plan_dicom(spec_for(["s/*.dcm"]), tmp_path)[0][0])
+    (multi,) = read_dicom(spec_for(["e/*.dcm"]), tmp_path,
+                          plan_dicom(spec_for(["e/*.dcm"]), tmp_path)[0][0])
+    assert np.array_equal(sitk.GetArrayFromImage(multi.image), sitk.GetArrayFromImage(series.image))
+    assert multi.image.GetSpacing() == pytest.approx(series.image.GetSpacing())
+    assert multi.image.GetOrigin() == pytest.approx(series.image.GetOrigin())

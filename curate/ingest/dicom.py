@@ -261,13 +261,26 @@ def _volume(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules) ->
 def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta) -> VolumeCase:
     """Enhanced CT/MR: one file, per-frame positions, shared orientation and spacing."""
     shared = ds.SharedFunctionalGroupsSequence[0]
-    frames = _frames(ds)
     per = ds.PerFrameFunctionalGroupsSequence
+    try:
+        raw = ds.pixel_array.astype(np.float32)
+    except Exception as exc:  # noqa: BLE001
+        raise IngestError(f"pixel data not decodable: {str(exc).strip()[:300]}",
+                          file=getattr(ds, "curate_rel", None)) from exc
+    raw = raw if raw.ndim == 3 else raw[None]
+    frames = []
+    for frame, group in zip(raw, per, strict=True):
+        # enhanced objects keep the rescale in the functional groups, per frame or shared
+        where = next((g for g in (group, shared) if "PixelValueTransformationSequence" in g),
+                     None)
+        t = where.PixelValueTransformationSequence[0] if where is not None else ds
+        frames.append(frame * float(t.get("RescaleSlope", 1) or 1)
+                      + float(t.get("RescaleIntercept", 0) or 0))
     positions = [np.array([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient])
                  for f in per]
     iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
     spacing = shared.PixelMeasuresSequence[0].PixelSpacing
-    vol, _ = _assemble(list(frames), positions, iop, spacing, meta)
+    vol, _ = _assemble(frames, positions, iop, spacing, meta)
     return VolumeCase(image=vol, label=None, meta=meta)
 
 
