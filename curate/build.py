@@ -43,10 +43,27 @@ class Plan:
     units_per_source: Counter = field(default_factory=Counter)
 
 
+def weights_identity(recipe: Recipe) -> list:
+    """Size and mtime of files that expert params point at (model weights, bundles), so
+    replacing a model under the same path redoes the units it touched."""
+    out = []
+    for cfg in recipe.experts:
+        for key, value in sorted(cfg.params.items()):
+            if not isinstance(value, str) or not value or not Path(value).exists():
+                continue
+            root = Path(value)
+            files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                         if p.is_file())[:500]
+            out.append([cfg.name, key, [(str(f.relative_to(root.parent)), f.stat().st_size,
+                                         f.stat().st_mtime_ns) for f in files]])
+    return out
+
+
 def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
     """What a unit's output depends on besides its files; changing any of it redoes it."""
     parts = {
         "pipeline": PIPELINE_VERSION, "seed": recipe.seed, "salt": recipe.salt,
+        "weights": weights_identity(recipe),
         "sections": {s: recipe.fingerprint(s)
                      for s in ("normalize", "ground", "ask", "experts")},
         "source": spec.model_dump(mode="json", exclude={"path", "generate", "notes", "citation",

@@ -102,3 +102,20 @@ def test_volume_experts_are_sliced_onto_the_views(tmp_path, monkeypatch):
     truth = __import__("json").loads((root / "truth" / "case000.json").read_text())
     assert {r["laterality"] for r in rois} == {truth["side"]}
     assert {r["origin"] for r in rois} == {"expert:bright3d"}
+
+
+def test_replacing_expert_weights_changes_the_unit_fingerprint(tmp_path):
+    import os
+
+    from curate.build import unit_fingerprint
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(b"v1")
+    spec = SourceSpec(name="s", format="nifti", layout={"images": ["*.nii"]})
+    recipe = Recipe.model_validate({"name": "t", "sources": [], "experts": [
+        {"name": "monai_bundle", "params": {"path": str(bundle)}}]})
+    before = unit_fingerprint(recipe, spec)
+    weights.write_bytes(b"v2-larger")
+    os.utime(weights, ns=(1, 1))
+    assert unit_fingerprint(recipe, spec) != before
