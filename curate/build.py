@@ -20,6 +20,7 @@ from curate import PIPELINE_VERSION, __version__, describe_stage
 from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
 from curate.datacard import write_datacard
 from curate.errors import CurateError
+from curate.figures import contact_sheet
 from curate.finalize import ship
 from curate.ingest import ADAPTERS, adapter
 from curate.phantoms import ensure_phantoms
@@ -252,7 +253,11 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         "shards": sums,
     }
     (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs)
+    sheet = contact_sheet(out / "shards", kept.select(
+        ["sample_id", "source", "shard", "rois", "caption"]).to_pylist(),
+        out / "figures" / "samples.png")
+    write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs,
+                   figure="figures/samples.png" if sheet else None)
     if not kept.num_rows:
         log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
     log(f"kept {kept.num_rows} samples in {len(sums)} shards; filtered {dropped.num_rows}; "

@@ -34,7 +34,7 @@ def commercial_note(specs: list[SourceSpec]) -> str:
 
 
 def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
-                   quarantine: pa.Table, specs: list[SourceSpec]) -> None:
+                   quarantine: pa.Table, specs: list[SourceSpec], figure: str | None = None) -> None:
     c = record["counts"]
     recipe = record["recipe"]
     per_source = Counter(kept.column("source").to_pylist())
@@ -69,6 +69,8 @@ def write_datacard(path: Path, record: dict, kept: pa.Table, dropped: pa.Table,
         f"- ROIs: {sum(origins.values())} ({dict(origins)}); VQA pairs: "
         f"{sum(len(v) for v in kept.column('vqa').to_pylist())}.",
         "",
+        *([f"![The first samples of each source, with their ROI boxes and captions]({figure})",
+           ""] if figure else []),
         "## Sources",
         "",
         _table(["source", "samples", "modality", "licence", "commercial use"], [

@@ -261,3 +261,13 @@ def test_every_pydicom_test_file_is_read_or_reported(tmp_path, write_recipe):
     assert "MR_small.dcm" not in errors  # its truncated twin is a duplicate, not its fault
     assert record["counts"]["filter"]["kept"] >= 50
     assert record["counts"]["validation"]["success"]
+
+
+@pytest.mark.slow
+def test_data_card_has_a_contact_sheet(demo):
+    from PIL import Image
+    out, *_ = demo
+    sheet = out / "figures" / "samples.png"
+    assert "figures/samples.png" in (out / "DATACARD.md").read_text()
+    with Image.open(sheet) as im:
+        assert im.width >= 4 * 256  # four tiles across: several sources are shown
