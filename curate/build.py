@@ -209,7 +209,7 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
                                    store.load(keys, quarantine=True)]
                                   + ([store.load(keys, quarantine=True, variant=variant)]
                                      if variant else []))
-    shipped = ship(store, keys, variant, recipe, out)
+    shipped = ship(store, keys, variant, recipe, out, Path(recipe_path).resolve().parent)
     pq.write_table(quarantine, out / "quarantine.parquet")
     kept, dropped = pq.read_table(out / "manifest.parquet"), pq.read_table(out / "filtered.parquet")
     validation = validate_manifest(kept)

@@ -66,6 +66,17 @@ def verify(out: Path, shallow: bool) -> None:
     click.echo(f"{out}: verified")
 
 
+@main.command(help="Hash every image under DIR (a benchmark's test images) into a JSONL list "
+              "that recipes use to drop matching samples (decontaminate.lists).")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The JSONL file to write.")
+def hashes(folder: Path, out: Path) -> None:
+    from curate.decontam import hash_folder
+
+    click.echo(f"{hash_folder(folder, out)} images hashed into {out}")
+
+
 @main.command(help="Write the JSON Schemas for sources/ and recipes/ into DEST.")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"))
 def schemas(dest: Path) -> None:

@@ -150,6 +150,16 @@ class FilterConfig(Strict):
     )
 
 
+class DecontaminateConfig(Strict):
+    lists: list[str] = Field(
+        default_factory=list,
+        description="JSONL hash lists of benchmark images (`curate hashes DIR --out F`), "
+        "relative to the recipe's folder",
+    )
+    max_distance: int = Field(default=4, ge=0, le=16,
+                              description="pHash bits that may differ and still match")
+
+
 class SplitConfig(Strict):
     train: float = 0.8
     val: float = 0.1
@@ -196,6 +206,7 @@ class Recipe(Strict):
     describe: DescribeConfig = DescribeConfig()
     ask: AskConfig = AskConfig()
     filters: FilterConfig = FilterConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
     split: SplitConfig = SplitConfig()
     shard: ShardConfig = ShardConfig()
     run: RunConfig = RunConfig()

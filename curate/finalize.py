@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from curate.config import FilterConfig, Recipe, SplitConfig
+from curate.decontam import HashIndex, load_index
 from curate.quality import decide
 from curate.records import MANIFEST, to_table
 from curate.shard import ShardSink
@@ -35,9 +36,10 @@ def split_of(case_id: str, salt: str, cfg: SplitConfig) -> str:
 
 
 def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: FilterConfig,
-               salt: str, splits: SplitConfig) -> dict[str, tuple[dict, str]]:
+               salt: str, splits: SplitConfig,
+               benchmarks: HashIndex | None = None) -> dict[str, tuple[dict, str]]:
     """sample_id -> (quality with keep/reasons, split), from small columns only."""
-    cols = ["sample_id", "image_sha256", "case_id", "quality"]
+    cols = ["sample_id", "image_sha256", "image_phash", "case_id", "quality"]
     rows = []
     for key in keys:
         rows += store.load(key=key, variant=variant, columns=cols).to_pylist()
@@ -54,6 +56,10 @@ def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: 
         if first != r["sample_id"]:
             d["keep"] = False
             d["reasons"] = d["reasons"] + [f"duplicate: same image as {first}"]
+        hit = benchmarks.match(r["image_phash"]) if benchmarks else None
+        if hit:
+            d["keep"] = False
+            d["reasons"] = d["reasons"] + [f"benchmark: matches an image listed in {hit}"]
         out[r["sample_id"]] = (d, split_of(r["case_id"], salt, splits))
     return out
 
@@ -67,9 +73,12 @@ class Shipped:
 
 
 def ship(store: UnitStore, keys: list[Key], variant: str | None, recipe: Recipe,
-         out: Path) -> Shipped:
+         out: Path, recipe_dir: Path = Path(".")) -> Shipped:
     """Stream every unit into shards/, manifest.parquet and filtered.parquet."""
-    decisions = decide_all(store, keys, variant, recipe.filters, recipe.salt, recipe.split)
+    benchmarks = load_index(recipe.decontaminate.lists, recipe.decontaminate.max_distance,
+                            recipe_dir)
+    decisions = decide_all(store, keys, variant, recipe.filters, recipe.salt, recipe.split,
+                           benchmarks)
     sink = ShardSink(out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
     result = Shipped()
     with pq.ParquetWriter(out / "manifest.parquet", MANIFEST) as manifest, \

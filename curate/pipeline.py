@@ -17,6 +17,7 @@ import numpy as np
 from curate.ask import ask
 from curate.config import Recipe, SourceSpec
 from curate.consistency import check_text
+from curate.decontam import phash_hex
 from curate.deid import salted_hash
 from curate.describe import describe
 from curate.ground import encode_png, ground, relations
@@ -110,6 +111,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     return {
         "sample_id": sample_id, "unit_id": unit.unit_id, "source": spec.name,
         "image_sha256": hashlib.sha256(image_png).hexdigest(),
+        "image_phash": phash_hex(view.image),
         "case_id": salted_hash(f"{spec.name}/{patient}", recipe.salt),
         "series": salted_hash(f"{spec.name}/{view.meta.series_id or unit.key}", recipe.salt),
         "license": (spec.license.spdx or spec.license.name) if spec.license else None,

@@ -83,7 +83,8 @@ SAMPLE_FIELDS = [
     ("source", pa.string()),
     ("case_id", pa.string()),  # salted hash of the patient id
     ("series", pa.string()),  # salted hash of the series/file identity
-    ("image_sha256", pa.string()),  # of the shipped PNG: dedup and benchmark decontamination
+    ("image_sha256", pa.string()),  # of the shipped PNG: exact-duplicate removal
+    ("image_phash", pa.string()),  # perceptual hash: benchmark decontamination
     ("license", pa.string()),
     ("modality", pa.string()),
     ("anatomy", pa.string()),
