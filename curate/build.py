@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from curate import PIPELINE_VERSION, __version__, describe_stage
 from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
+from curate.croissant import write_croissant
 from curate.datacard import write_datacard
 from curate.errors import CurateError
 from curate.figures import contact_sheet
@@ -258,6 +259,8 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         out / "figures" / "samples.png")
     write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs,
                    figure="figures/samples.png" if sheet else None)
+    write_croissant(out, record, sorted({(s.license.spdx or s.license.name) if s.license
+                                         else "unknown" for s in specs}))
     if not kept.num_rows:
         log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
     log(f"kept {kept.num_rows} samples in {len(sums)} shards; filtered {dropped.num_rows}; "

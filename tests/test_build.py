@@ -271,3 +271,15 @@ def test_data_card_has_a_contact_sheet(demo):
     assert "figures/samples.png" in (out / "DATACARD.md").read_text()
     with Image.open(sheet) as im:
         assert im.width >= 4 * 256  # four tiles across: several sources are shown
+
+
+@pytest.mark.slow
+def test_croissant_metadata_loads_the_manifest(demo):
+    import itertools
+
+    import mlcroissant as mlc
+    out, first, *_ = demo
+    ds = mlc.Dataset(jsonld=str(out / "croissant.json"))
+    rows = list(itertools.islice(ds.records("samples"), 100))
+    assert len(rows) == first["counts"]["filter"]["kept"]
+    assert {r["samples/source"].decode() for r in rows} >= {"phantom-ct-lesion"}
