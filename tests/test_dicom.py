@@ -171,16 +171,20 @@ def test_rtstruct_contours_are_rasterised(tmp_path):
     assert case.meta.label_map == {1: "GTV"}
 
 
-@pytest.mark.parametrize("rule", ["resample", "median", "reject"])
-def test_uneven_spacing_follows_the_declared_rule(tmp_path, rule):
-    from curate.errors import IngestError
-    hu = np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100
-    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
-    # move the last slice from z=8 to z=12: steps 2, 2, 2, 6
+def write_uneven_series(folder, hu):
+    """A 5-slice series 2 mm apart whose last slice moved from z=8 to z=12 (steps 2,2,2,6)."""
+    paths = write_dicom_series(folder, hu, (1.0, 1.0, 2.0))
     last = max(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     ds = pydicom.dcmread(last)
     ds.ImagePositionPatient = [0.0, 0.0, 12.0]
     ds.save_as(last)
+
+
+@pytest.mark.parametrize("rule", ["resample", "median", "reject"])
+def test_uneven_spacing_follows_the_declared_rule(tmp_path, rule):
+    from curate.errors import IngestError
+    write_uneven_series(tmp_path / "s",
+                        np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100)
     spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"],
                                                          "volume": {"uneven_spacing": rule}})
     units, _ = plan_dicom(spec, tmp_path)
@@ -259,12 +263,7 @@ def test_gantry_tilt_is_detected_and_follows_the_rule(tmp_path, rule):
 def test_rule_decisions_reach_the_record(tmp_path):
     from curate.config import Recipe
     from curate.pipeline import process_unit
-    hu = np.full((5, 16, 16), 40, np.float32)
-    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
-    last = max(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
-    ds = pydicom.dcmread(last)
-    ds.ImagePositionPatient = [0.0, 0.0, 12.0]
-    ds.save_as(last)
+    write_uneven_series(tmp_path / "s", np.full((5, 16, 16), 40, np.float32))
     spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"]})
     (unit,), _ = plan_dicom(spec, tmp_path)
     res = process_unit(spec, tmp_path, unit.stamp(tmp_path, "x"), Recipe(name="t", sources=[]))
