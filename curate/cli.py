@@ -74,7 +74,10 @@ def verify(out: Path, shallow: bool) -> None:
 def hashes(folder: Path, out: Path) -> None:
     from curate.decontam import hash_folder
 
-    click.echo(f"{hash_folder(folder, out)} images hashed into {out}")
+    n, skipped = hash_folder(folder, out)
+    for line in skipped:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"{n} images hashed into {out}")
 
 
 @main.command(help="Write the JSON Schemas for sources/ and recipes/ into DEST.")

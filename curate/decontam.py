@@ -54,21 +54,22 @@ def _file_image(path: Path) -> np.ndarray:
     return arr
 
 
-def hash_folder(folder: Path, out: Path) -> int:
-    """Write one JSON line {path, sha256, phash} per image under folder; returns the count."""
-    n = 0
+def hash_folder(folder: Path, out: Path) -> tuple[int, list[str]]:
+    """Write one JSON line {path, sha256, phash} per image under folder; returns the count
+    and the files that could not be read (with the reason)."""
+    n, skipped = 0, []
     with open(out, "w") as f:
         for path in sorted(p for p in Path(folder).rglob("*")
                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
             try:
                 ph = phash_hex(_file_image(path))
             except Exception as exc:  # noqa: BLE001 - report and go on
-                print(f"skipped {path.relative_to(folder)}: {exc}")
+                skipped.append(f"{path.relative_to(folder)}: {exc}")
                 continue
             f.write(json.dumps({"path": str(path.relative_to(folder)), "phash": ph,
                                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}) + "\n")
             n += 1
-    return n
+    return n, skipped
 
 
 class HashIndex:

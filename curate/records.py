@@ -120,7 +120,7 @@ MANIFEST = pa.schema(SAMPLE_FIELDS)
 QUARANTINE = pa.schema([
     ("source", pa.string()),
     ("unit_id", pa.string()),
-    ("file", pa.string()),  # path relative to the source root
+    ("file", pa.string()),  # path relative to the source root; the sample id for describe rows
     ("stage", pa.string()),
     ("error", pa.string()),  # exception class
     ("message", pa.string()),
