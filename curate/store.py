@@ -53,6 +53,8 @@ class UnitStore:
         base = self._base(source, unit_id)
         tmp_suffix = f".tmp{os.getpid()}"
         for suffix, table in ((f".{key}.parquet", samples), (f".{key}.q.parquet", quarantine)):
+            if table.num_rows == 0 and suffix.endswith(".q.parquet"):
+                continue  # no file means no quarantine rows: one write less per unit
             tmp = base.with_name(base.name + suffix + tmp_suffix)
             pq.write_table(table, tmp)
             os.replace(tmp, base.with_name(base.name + suffix))
@@ -72,6 +74,8 @@ class UnitStore:
         if columns:
             schema = pa.schema([schema.field(c) for c in columns])
         units = [key] if key is not None else list(units)
-        tables = [pq.read_table(self._base(s, u).with_name(u + suffix), schema=schema,
-                                columns=columns) for s, u in units]
+        paths = [self._base(s, u).with_name(u + suffix) for s, u in units]
+        if quarantine:
+            paths = [p for p in paths if p.exists()]
+        tables = [pq.read_table(p, schema=schema, columns=columns) for p in paths]
         return pa.concat_tables(tables) if tables else schema.empty_table()

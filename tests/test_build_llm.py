@@ -94,3 +94,24 @@ def test_an_unreachable_endpoint_stops_with_a_clear_message(tmp_path, small_reci
     llm = {"base_url": f"http://127.0.0.1:{port}/v1", "model": "x"}
     with pytest.raises(CurateError, match="no answer from http://127.0.0.1"):
         build(small_recipe, tmp_path / "out", executor="local", llm=llm, log=lambda m: None)
+
+
+def test_colour_overlays_travel_as_jpeg_grey_as_png():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curate.generate.prompt import data_url, roi_overlay_png
+
+    def png(arr):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rois = [{"bbox": [2, 2, 10, 10]}]
+    colour = roi_overlay_png(png(np.full((32, 32, 3), 120, np.uint8)), rois)
+    grey = roi_overlay_png(png(np.full((32, 32), 120, np.uint8)), rois)
+    assert data_url(colour).startswith("data:image/jpeg;base64,")
+    assert data_url(grey).startswith("data:image/png;base64,")
+    assert Image.open(io.BytesIO(colour)).size == (32, 32)
