@@ -152,7 +152,7 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     shared = first.get("SharedFunctionalGroupsSequence")
     if len(datasets) == 1 and "PerFrameFunctionalGroupsSequence" in first and shared and \
             "PlaneOrientationSequence" in shared[0]:
-        return [_enhanced_volume(first, meta)]
+        return [_enhanced_volume(first, meta, spec.layout.volume)]
     if len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
         return _frame_images(first, meta, spec)
     if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
@@ -194,12 +194,11 @@ def first_per_position(positions: list[np.ndarray], normal: np.ndarray, rules: V
 
 def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacing_rc,
               meta: CaseMeta, rules: VolumeRules | None = None) -> tuple[sitk.Image, np.ndarray]:
+    """A volume from slices at distinct positions (callers drop duplicates first)."""
     rules = rules or VolumeRules()
     row = np.array([float(v) for v in iop[:3]])
     col = np.array([float(v) for v in iop[3:]])
     normal = np.cross(row, col)
-    keep = first_per_position(positions, normal, rules, meta)
-    slices, positions = [slices[i] for i in keep], [positions[i] for i in keep]
     along = np.array([float(p @ normal) for p in positions])
     order = np.argsort(along, kind="stable")
     along = along[order]
@@ -258,7 +257,7 @@ def _volume(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules) ->
     return VolumeCase(image=vol, label=label, meta=meta)
 
 
-def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta) -> VolumeCase:
+def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta, rules: VolumeRules) -> VolumeCase:
     """Enhanced CT/MR: one file, per-frame positions, shared orientation and spacing."""
     shared = ds.SharedFunctionalGroupsSequence[0]
     per = ds.PerFrameFunctionalGroupsSequence
@@ -280,7 +279,11 @@ def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta) -> VolumeCase:
                  for f in per]
     iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
     spacing = shared.PixelMeasuresSequence[0].PixelSpacing
-    vol, _ = _assemble(frames, positions, iop, spacing, meta)
+    keep = first_per_position(positions, np.cross([float(v) for v in iop[:3]],
+                                                  [float(v) for v in iop[3:]]),
+                              rules, meta)
+    vol, _ = _assemble([frames[i] for i in keep], [positions[i] for i in keep], iop, spacing,
+                       meta, rules)
     return VolumeCase(image=vol, label=None, meta=meta)
 
 
