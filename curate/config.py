@@ -148,6 +148,12 @@ class FilterConfig(Strict):
     min_contrast: float = Field(
         default=12.0, ge=0, description="reject when p99 - p1 (0-255 scale) below"
     )
+    cross_case_duplicate_bits: int | None = Field(
+        default=None, ge=0, le=16,
+        description="drop a sample whose pHash is within this many bits of a sample of "
+        "another case (the same scan re-published in two sources would otherwise put one "
+        "patient in two splits); off by default; near-identical slices of one case stay",
+    )
 
 
 class DecontaminateConfig(Strict):

@@ -90,11 +90,13 @@ class HashIndex:
         for table, chunk in zip(self.tables, self._chunks(h), strict=True):
             table[chunk].append((h, label))
 
-    def match(self, phash: str) -> str | None:
+    def match(self, phash: str, ignore: str | None = None) -> str | None:
+        """The label of a listed hash within the distance (labels starting with `ignore`
+        do not count), or None."""
         h = int(phash, 16)
         for table, chunk in zip(self.tables, self._chunks(h), strict=True):
             for other, label in table.get(chunk, ()):
-                if (h ^ other).bit_count() <= self.k:
+                if (h ^ other).bit_count() <= self.k and not (ignore and label.startswith(ignore)):
                     return label
         return None
 

@@ -47,8 +47,10 @@ def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: 
     for r in rows:
         h = r["image_sha256"]
         first_of[h] = min(first_of.get(h, r["sample_id"]), r["sample_id"])
+    seen = HashIndex(filters.cross_case_duplicate_bits) \
+        if filters.cross_case_duplicate_bits is not None else None
     out = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["sample_id"]):  # the first of a pair is kept
         q = r["quality"]
         d = decide({"std": q["std"], "contrast": q["contrast"],
                     "text_flags": q["text_flags"] or []}, filters)
@@ -60,6 +62,14 @@ def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: 
         if hit:
             d["keep"] = False
             d["reasons"] = d["reasons"] + [f"benchmark: matches an image listed in {hit}"]
+        if seen is not None and d["keep"]:
+            twin = seen.match(r["image_phash"], ignore=r["case_id"] + "|")
+            if twin:
+                d["keep"] = False
+                d["reasons"] = d["reasons"] + [
+                    f"near_duplicate: like {twin.split('|')[1]} of another case"]
+            else:
+                seen.add(r["image_phash"], f"{r['case_id']}|{r['sample_id']}")
         out[r["sample_id"]] = (d, split_of(r["case_id"], salt, splits))
     return out
 

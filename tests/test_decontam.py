@@ -43,3 +43,28 @@ def test_benchmark_images_are_dropped_even_resized(tmp_path, write_recipe):
     assert record["counts"]["filter"]["reasons"] == {"benchmark": 1}
     dropped = pl.read_parquet(out / "filtered.parquet")
     assert "listed in b" in dropped["quality"][0]["reasons"][0]
+
+
+def test_cross_case_near_duplicates_are_dropped_when_asked(tmp_path, write_recipe):
+    """The same scan in two sources (LiTS inside MSD Task03, say) must not land in two
+    splits; near-identical images of one case stay."""
+    yy, xx = np.mgrid[:96, :96]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    base = (127 + 100 * np.sin(xx / 7) * np.cos(yy / 9)).astype(np.uint8)
+    other = (127 + 100 * np.sin(xx / 13) * np.cos(yy / 4)).astype(np.uint8)
+    Image.fromarray(base).save(a / "p1_s1.png")
+    Image.fromarray(np.clip(base.astype(int) + 2, 0, 255).astype(np.uint8)).save(a / "p1_s2.png")
+    Image.fromarray(other).save(a / "p2_s1.png")
+    Image.fromarray(base).resize((120, 120)).save(b / "copy.png")  # republished elsewhere
+    sources = [{"name": "a", "path": str(a), "format": "image_mask",
+                "layout": {"images": ["*.png"], "patient_id": r"(p\d)_"}},
+               {"name": "b", "path": str(b), "format": "image_mask",
+                "layout": {"images": ["*.png"]}}]
+    off = build(write_recipe(sources), tmp_path / "off", executor="local", log=lambda m: None)
+    assert off["counts"]["filter"]["kept"] == 4
+    on = build(write_recipe(sources, filters={"cross_case_duplicate_bits": 4}),
+               tmp_path / "on", executor="local", log=lambda m: None)
+    assert on["counts"]["filter"] == {"kept": 3, "dropped": 1,
+                                      "reasons": {"near_duplicate": 1}}
