@@ -1,7 +1,7 @@
 """Committed work units on disk: a unit is done when its marker exists.
 
 units/<source>/<unit_id>.parquet    samples (with image and mask bytes)
-units/<source>/<unit_id>.q.parquet  quarantine rows
+units/<source>/<unit_id>.q.parquet  quarantine rows (absent when there are none)
 units/<source>/<unit_id>.json       marker: counts and timings, written last (atomic rename)
 """
 
@@ -28,20 +28,26 @@ class UnitStore:
     def is_done(self, source: str, unit_id: str) -> bool:
         return self._base(source, unit_id).with_suffix(".json").exists()
 
+    def _write(self, base: Path, suffix: str, table: pa.Table) -> None:
+        """Write base+suffix atomically; no quarantine file means no quarantine rows."""
+        target = base.with_name(base.name + suffix)
+        if table.num_rows == 0 and suffix.endswith(".q.parquet"):
+            target.unlink(missing_ok=True)  # a redone unit must not keep old rows
+            return
+        tmp = base.with_name(f"{base.name}{suffix}.tmp{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+
     def commit(self, source: str, result: UnitResult) -> dict:
         base = self._base(source, result.unit_id)
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp_suffix = f".tmp{os.getpid()}"
-        for suffix, rows, schema in ((".parquet", result.samples, SAMPLE),
-                                     (".q.parquet", result.quarantine, QUARANTINE)):
-            tmp = base.with_name(base.name + suffix + tmp_suffix)
-            pq.write_table(to_table(rows, schema), tmp)
-            os.replace(tmp, base.with_name(base.name + suffix))
+        self._write(base, ".parquet", to_table(result.samples, SAMPLE))
+        self._write(base, ".q.parquet", to_table(result.quarantine, QUARANTINE))
         summary = {"unit_id": result.unit_id, "source": source, "counts": dict(result.counts),
                    "seconds": dict(result.seconds)}
-        tmp = base.with_name(base.name + ".json" + tmp_suffix)
+        tmp = base.with_name(f"{base.name}.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(summary, sort_keys=True))
-        os.replace(tmp, base.with_suffix(".json"))
+        os.replace(tmp, base.with_suffix(".json"))  # the marker comes last
         return summary
 
     def has_variant(self, source: str, unit_id: str, key: str) -> bool:
@@ -51,13 +57,8 @@ class UnitStore:
                        quarantine: pa.Table) -> None:
         """Samples rewritten by a later stage (e.g. describe), committed like a unit."""
         base = self._base(source, unit_id)
-        tmp_suffix = f".tmp{os.getpid()}"
-        for suffix, table in ((f".{key}.parquet", samples), (f".{key}.q.parquet", quarantine)):
-            if table.num_rows == 0 and suffix.endswith(".q.parquet"):
-                continue  # no file means no quarantine rows: one write less per unit
-            tmp = base.with_name(base.name + suffix + tmp_suffix)
-            pq.write_table(table, tmp)
-            os.replace(tmp, base.with_name(base.name + suffix))
+        self._write(base, f".{key}.parquet", samples)
+        self._write(base, f".{key}.q.parquet", quarantine)
         base.with_name(f"{unit_id}.{key}.done").write_text("")
 
     def summary(self, source: str, unit_id: str) -> dict:
