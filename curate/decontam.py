@@ -38,20 +38,22 @@ def phash_hex(image: np.ndarray | bytes) -> str:
 
 
 def _file_image(path: Path) -> np.ndarray:
+    """A benchmark file as 8-bit pixels; wider data is clipped at its 0.5/99.5 percentiles."""
+    from curate.normalize import scale_to_uint8
+
     if path.suffix.lower() == ".dcm":
         import pydicom
 
         arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
         arr = arr if arr.ndim == 2 else arr.reshape(-1, *arr.shape[-2:])[0]
-        lo, hi = np.percentile(arr, [0.5, 99.5])
-        return np.clip((arr - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-    from curate.ingest.image2d import load_image
+    else:
+        from curate.ingest.image2d import load_image
 
-    arr = load_image(path)
-    if arr.dtype != np.uint8:
-        lo, hi = np.percentile(arr, [0.5, 99.5])
-        arr = np.clip((arr - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-    return arr
+        arr = load_image(path)
+        if arr.dtype == np.uint8:
+            return arr
+    low, high = np.percentile(arr, [0.5, 99.5])
+    return scale_to_uint8(arr, float(low), float(high))
 
 
 def hash_folder(folder: Path, out: Path) -> tuple[int, list[str]]:
