@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.config import SourceSpec
+from curate.ingest.base import CaseMeta
 
 
 @dataclass
@@ -53,6 +54,14 @@ def annotation_path(template: str, rel: str, case_regex: str | None = None) -> s
     parent = p.parent.as_posix()
     return template.format(stem=stem(p.name), name=p.name, parent="" if parent == "." else parent,
                            case=case_name(rel, case_regex))
+
+
+def file_meta(spec: SourceSpec, key: str, series_id: str | None = None, **extra) -> CaseMeta:
+    """What a file-based source says about a case: its declared modality and anatomy,
+    the patient id from the path (when declared) and the file as its series."""
+    return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
+                    patient_id=patient_from_path(spec, key), series_id=series_id or key,
+                    **extra)
 
 
 def patient_from_path(spec: SourceSpec, rel: str) -> str | None:

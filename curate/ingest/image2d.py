@@ -10,8 +10,8 @@ from PIL import Image, UnidentifiedImageError
 from curate.config import SourceSpec, View
 from curate.errors import IngestError
 from curate.ingest.annotations import read_box_table, read_class_labels, read_qa_table, read_voc
-from curate.ingest.base import Box, CaseMeta, ImageCase, Unit
-from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path, stem
+from curate.ingest.base import Box, ImageCase, Unit
+from curate.ingest.files import Problem, annotation_path, file_meta, list_images, stem
 
 
 def _tiff_first_page(path: Path, why: Exception) -> np.ndarray:
@@ -137,10 +137,8 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         if not (x1 > x0 and y1 > y0):
             raise IngestError(f"box {b['xyxy']} is empty or inverted")
         boxes.append(Box(b["label"], x0, y0, x1, y1))
-    meta = CaseMeta(
-        modality=spec.modality, anatomy=spec.anatomy,
-        patient_id=patient_from_path(spec, unit.key), series_id=unit.key,
-        image_labels=list(unit.extra.get("classes", [])),
+    meta = file_meta(
+        spec, unit.key, image_labels=list(unit.extra.get("classes", [])),
         source_qa=list(unit.extra.get("qa", [])),
     )
     modalities = {q["modality"] for q in meta.source_qa if q.get("modality")}

@@ -12,18 +12,13 @@ import numpy as np
 
 from curate.config import SourceSpec, View
 from curate.errors import IngestError, MissingDependency
-from curate.ingest.base import CaseMeta, ImageCase, Unit
-from curate.ingest.files import Problem, list_images, patient_from_path
+from curate.ingest.base import ImageCase, Unit
+from curate.ingest.files import Problem, file_meta, list_images
 
 
 def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     """One unit per file (a video or a slide)."""
     return [Unit(spec.name, key=rel, files=[rel]) for rel in list_images(spec, root)], []
-
-
-def _meta(spec: SourceSpec, unit: Unit) -> CaseMeta:
-    return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
-                    patient_id=patient_from_path(spec, unit.key), series_id=unit.key)
 
 
 def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
@@ -50,8 +45,8 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
                 if frame is None:
                     continue
                 cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"),
-                                       meta=_meta(spec, unit), view=spec.layout.view or View.none,
-                                       index=i))
+                                       meta=file_meta(spec, unit.key),
+                                       view=spec.layout.view or View.none, index=i))
     except (av.error.FFmpegError, StopIteration) as exc:
         raise IngestError(f"video not readable: {exc}") from exc
     if not cases:
@@ -109,6 +104,6 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             region = slide.read_region((int(tx * tile_down), int(ty * tile_down)), lay.tile_level,
                                        (ts, ts))
             cases.append(ImageCase(pixels=np.ascontiguousarray(np.asarray(region)[..., :3]),
-                                   meta=_meta(spec, unit), view=View.none, spacing=spacing,
-                                   index=int(i)))
+                                   meta=file_meta(spec, unit.key), view=View.none,
+                                   spacing=spacing, index=int(i)))
     return cases

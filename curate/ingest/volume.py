@@ -9,8 +9,8 @@ import SimpleITK as sitk
 
 from curate.config import SourceSpec
 from curate.errors import IngestError
-from curate.ingest.base import CaseMeta, Unit, VolumeCase
-from curate.ingest.files import Problem, annotation_path, list_images, patient_from_path
+from curate.ingest.base import Unit, VolumeCase
+from curate.ingest.files import Problem, annotation_path, file_meta, list_images
 
 
 def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
@@ -99,9 +99,7 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
             raise IngestError("label volume orientation differs from the image's")
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
-    def meta(t: int) -> CaseMeta:
-        return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
-                        patient_id=patient_from_path(spec, unit.key),
-                        series_id=unit.key if len(images) == 1 else f"{unit.key}#t{t}")
-
-    return [VolumeCase(image=img, label=label, meta=meta(t)) for t, img in enumerate(images)]
+    return [VolumeCase(image=img, label=label,
+                       meta=file_meta(spec, unit.key, None if len(images) == 1 else
+                                      f"{unit.key}#t{t}"))
+            for t, img in enumerate(images)]
