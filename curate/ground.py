@@ -21,6 +21,13 @@ from curate.normalize import View2D
 PATIENT_FRAME = {View.axial, View.frontal}
 
 
+def box_mask(shape: tuple[int, int], bbox: list[int]) -> np.ndarray:
+    """A bool mask of the box [x0, y0, x1, y1] (x1/y1 exclusive) on a grid of `shape`."""
+    region = np.zeros(shape, bool)
+    region[bbox[1]:bbox[3], bbox[0]:bbox[2]] = True
+    return region
+
+
 def encode_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", optimize=False, compress_level=6)
@@ -171,8 +178,7 @@ def ground(view: View2D, label_map: Mapping[int, str], findings: Mapping[str, st
         x1, y1 = min(w, int(np.ceil(b.x1))), min(h, int(np.ceil(b.y1)))
         if x1 <= x0 or y1 <= y0:
             continue
-        region = np.zeros((h, w), bool)
-        region[y0:y1, x0:x1] = True
+        region = box_mask((h, w), [x0, y0, x1, y1])
         rois.append(roi_facts(view, region, b.label, findings.get(b.label, b.label), "box"))
         masks.append(None)  # a box is not a mask; never ship a rectangle as one
     order = sorted(range(len(rois)), key=lambda i: (rois[i]["label"], rois[i]["bbox"]))

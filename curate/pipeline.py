@@ -20,7 +20,7 @@ from curate.consistency import check_text
 from curate.decontam import phash_hex
 from curate.deid import salted_hash
 from curate.describe import describe
-from curate.ground import encode_png, ground, relations
+from curate.ground import box_mask, encode_png, ground, relations
 from curate.ingest import ImageCase, Unit, VolumeCase, adapter
 from curate.normalize import View2D, image_view, volume_views
 from curate.quality import image_scores
@@ -184,7 +184,7 @@ def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: lis
         return
     organs = [r for _, found in ran for r in found if r.kind == "organ"]
     for roi, mask in zip(rois, masks, strict=True):
-        region = mask if mask is not None else _box_mask(view, roi["bbox"])
+        region = mask if mask is not None else box_mask(view.image.shape[:2], roi["bbox"])
         organ = assign_organ(region, organs) if organs else None
         if organ:
             roi["relations"].append(f"in the {organ}")
@@ -208,12 +208,6 @@ def volume_experts(spec: SourceSpec, case: VolumeCase, models: WorkerModels) -> 
         return []
     return [(name, roi) for name, rois in run_experts(to_lps(case.image), experts)
             for roi in rois]
-
-
-def _box_mask(view: View2D, bbox: list[int]) -> np.ndarray:
-    region = np.zeros(view.image.shape[:2], bool)
-    region[bbox[1]:bbox[3], bbox[0]:bbox[2]] = True
-    return region
 
 
 def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
