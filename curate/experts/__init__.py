@@ -15,7 +15,14 @@ from curate.experts.base import (
     assign_organ,
     expert_rois_to_facts,
 )
-from curate.experts.registry import EXPERTS, ExpertConfig, run_experts, select_experts
+from curate.experts.registry import (
+    EXPERTS,
+    ExpertConfig,
+    build_expert,
+    expert_errors,
+    run_experts,
+    select_experts,
+)
 
 __all__ = [
     "EXPERTS",
@@ -28,6 +35,8 @@ __all__ = [
     "Kind",
     "Resources",
     "assign_organ",
+    "build_expert",
+    "expert_errors",
     "expert_rois_to_facts",
     "run_experts",
     "select_experts",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from curate.config import DescribeConfig
 from curate.errors import ConfigError
 from curate.generate.grounded import GroundedGenerator
 from curate.generate.openai_chat import API_KEY_ENV, OpenAIChatGenerator
@@ -31,6 +32,21 @@ VLLM_KEYS = {
     "temperature": "temperature", "max_tokens": "max_tokens", "cache_dir": "cache_dir",
     "prompt_version": "prompt_version", "check_sizes": "check_sizes",
 }
+
+
+BACKEND_KEYS: dict[str, dict[str, str]] = {"grounded": {}, "openai": OPENAI_KEYS,
+                                           "vllm": VLLM_KEYS}
+
+
+def describe_errors(describe: DescribeConfig) -> list[str]:
+    """A recipe's `describe` options checked against its backend's keys (run at load by
+    curate.load; the recipe model does not know the generators)."""
+    allowed = BACKEND_KEYS[describe.backend]
+    unknown = sorted(set(describe.options) - set(allowed))
+    if unknown:
+        return [f"describe: unknown options for backend {describe.backend!r}: {unknown}; "
+                f"allowed: {sorted(allowed)}"]
+    return []
 
 
 def _kwargs(cfg: dict[str, Any], allowed: dict[str, str], backend: str) -> dict[str, Any]:
