@@ -3,7 +3,6 @@ catalogues and loaders can read it; checked with mlcroissant before it is writte
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -18,22 +17,42 @@ SCALARS = {  # manifest column -> Croissant data type name
 SPDX_URL = "https://spdx.org/licenses/{}.html"
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_croissant(out: Path, record: dict, licences: list[str]) -> Path:
+    """Write out/croissant.json. It depends only on the build's outputs and record (no
+    clock), so two identical builds write the same file; manifest.parquet may be one file
+    or a folder of parts."""
     try:
         import mlcroissant as mlc
     except ImportError as exc:
         raise MissingDependency("mlcroissant") from exc
     manifest = out / "manifest.parquet"
+    if manifest.is_dir():  # one Parquet part per shard
+        table = mlc.FileSet(id="manifest", name="manifest.parquet",
+                            encoding_formats=["application/x-parquet"],
+                            includes=["manifest.parquet/*.parquet"],
+                            description="the manifest: one Parquet part per shard")
+    else:
+        table = mlc.FileObject(id="manifest", name="manifest.parquet",
+                               content_url="manifest.parquet",
+                               encoding_formats=["application/x-parquet"],
+                               sha256=_sha256(manifest))
+    source = ({"file_set": "manifest"} if manifest.is_dir() else {"file_object": "manifest"})
     dist = [
-        mlc.FileObject(id="manifest", name="manifest.parquet", content_url="manifest.parquet",
-                       encoding_formats=["application/x-parquet"],
-                       sha256=hashlib.sha256(manifest.read_bytes()).hexdigest()),
+        table,
         mlc.FileSet(id="shards", name="shards", encoding_formats=["application/x-tar"],
                     includes=["shards/*.tar"],
                     description="WebDataset shards: <id>.png, <id>.roi_NNN.png, <id>.json"),
     ]
     fields = [mlc.Field(id=f"samples/{col}", name=col, data_types=[getattr(mlc.DataType, dt)],
-                        source=mlc.Source(file_object="manifest", extract=mlc.Extract(column=col)))
+                        source=mlc.Source(**source, extract=mlc.Extract(column=col)))
               for col, dt in SCALARS.items()]
     recipe = record["recipe"]
     metadata = mlc.Metadata(
@@ -43,7 +62,6 @@ def write_croissant(out: Path, record: dict, licences: list[str]) -> Path:
         url="https://github.com/curate-medical/curate",
         license=[SPDX_URL.format(x) if " " not in x else x for x in licences],
         version=record["curate_version"],
-        date_published=datetime.date.today().isoformat(),
         cite_as=f"curate {record['curate_version']} build of {recipe['name']}; cite each "
                 "source as listed in DATACARD.md",
         distribution=dist,

@@ -33,24 +33,35 @@ def _tile(png: bytes, rois: list[dict], caption: str, source: str) -> Image.Imag
     return tile
 
 
-def contact_sheet(shards: Path, manifest_rows: list[dict], dest: Path, per_source: int = 2,
+def contact_sheet(shards: Path, examples: list[dict], dest: Path, per_source: int = 2,
                   max_tiles: int = 12) -> Path | None:
-    """Write dest (PNG) from the first samples of each source; None when there are none."""
+    """Write dest (PNG) from the smallest sample ids of each source; None when there are none.
+
+    examples are manifest rows with sample_id, source, shard, rois and caption, such as the
+    bounded `examples` of merged data card stats (curate.datacard.card_stats); only the
+    shards that hold a picked sample are opened, each once.
+    """
     import tarfile
 
     picked: list[dict] = []
     counts: dict[str, int] = {}
-    for row in sorted(manifest_rows, key=lambda r: (r["source"], r["sample_id"])):
+    for row in sorted(examples, key=lambda r: (r["source"] or "", r["sample_id"])):
         if counts.get(row["source"], 0) < per_source and len(picked) < max_tiles:
             counts[row["source"]] = counts.get(row["source"], 0) + 1
             picked.append(row)
     if not picked:
         return None
-    tiles = []
-    for row in picked:
-        with tarfile.open(shards / row["shard"]) as tar:
-            png = tar.extractfile(f"{row['sample_id']}.png").read()
-        tiles.append(_tile(png, row["rois"], row["caption"], row["source"]))
+    images: dict[str, bytes] = {}
+    for shard in sorted({row["shard"] for row in picked}):
+        wanted = {f"{row['sample_id']}.png" for row in picked if row["shard"] == shard}
+        with tarfile.open(shards / shard) as tar:
+            for member in tar:  # stream: stop once every wanted image is read
+                if member.name in wanted:
+                    images[member.name] = tar.extractfile(member).read()
+                    if wanted <= images.keys():
+                        break
+    tiles = [_tile(images[f"{row['sample_id']}.png"], row["rois"], row["caption"], row["source"])
+             for row in picked]
     cols = min(4, len(tiles))
     rows = (len(tiles) + cols - 1) // cols
     w, h = tiles[0].size
