@@ -86,12 +86,38 @@ def _read(path: Path, pixel_type: int, four_d: str = "first") -> list[sitk.Image
     return [sitk.Cast(mean, pixel_type)]
 
 
+# stored pixel types whose every value the wanted type holds exactly: read as stored, so a
+# 16-bit CT stays 2 bytes a voxel in memory (normalize converts only the slices it ships)
+EXACT_IN = {
+    sitk.sitkFloat32: {sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16,
+                       sitk.sitkFloat32},
+    sitk.sitkUInt16: {sitk.sitkUInt8, sitk.sitkUInt16},
+}
+
+
+def stored_or(path: Path, wanted: int) -> int:
+    """The file's own scalar pixel type where it holds the same values as `wanted` (3D or
+    2D files; a 4D one is combined in `wanted`), else `wanted`."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return wanted  # _read reports it, or reads it through nibabel
+    if reader.GetDimension() in (2, 3) and reader.GetNumberOfComponents() == 1 \
+            and reader.GetPixelID() in EXACT_IN[wanted]:
+        return reader.GetPixelID()
+    return wanted
+
+
 def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
-    images = _read(root / unit.files[0], sitk.sitkFloat32, spec.layout.volume.four_d)
+    path = root / unit.files[0]
+    images = _read(path, stored_or(path, sitk.sitkFloat32), spec.layout.volume.four_d)
     image = images[0]
     label = None
     if "label" in unit.extra:
-        label = _read(root / unit.extra["label"], sitk.sitkUInt16)[0]
+        path = root / unit.extra["label"]
+        label = _read(path, stored_or(path, sitk.sitkUInt16))[0]
         if label.GetSize() != image.GetSize():
             raise IngestError(
                 f"label volume size {label.GetSize()} differs from image size {image.GetSize()}"
