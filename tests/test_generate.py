@@ -350,7 +350,8 @@ def test_vllm_rows_are_pure_and_checked(tmp_path):
     assert cut["error"].startswith("truncated: ")
     eng = gen.result_from_row({**row, "__inference_error__": "CUDA OOM"})
     assert eng.error == "engine: CUDA OOM"
-    # the answer is cached: a re-run needs no vLLM at all
+    # the answer is cached (committed at the next flush): a re-run needs no vLLM at all
+    gen.cache.flush()
     (again,) = VLLMRayGenerator("org/some-vlm", cache_dir=tmp_path, max_tokens=64) \
         .generate_many([req])
     assert again.levels == answer and again.generation["backend"] == "vllm-ray"

@@ -13,10 +13,11 @@ that reason. See docs/generation.md.
 """
 
 from curate.generate.answer import AnswerError, Levels, check_answer, parse_levels
-from curate.generate.cache import DiskCache, cache_key
+from curate.generate.cache import AnswerCache, DiskCache, cache_key
 from curate.generate.factory import make_generator
 from curate.generate.grounded import GroundedGenerator
-from curate.generate.openai_chat import EndpointError, OpenAIChatGenerator, TokenBucket
+from curate.generate.limits import LimiterState, LocalLimit, SharedLimit, TokenBucket
+from curate.generate.openai_chat import EndpointError, OpenAIChatGenerator
 from curate.generate.prompt import (
     DEFAULT_PROMPT,
     PromptSpec,
@@ -37,9 +38,9 @@ from curate.generate.types import (
 from curate.generate.vllm_ray import VLLMRayGenerator, require_vllm
 
 __all__ = [
-    "DEFAULT_PROMPT", "LEVEL_KEYS", "Accounting", "AnswerError", "DescribeRequest",
+    "DEFAULT_PROMPT", "LEVEL_KEYS", "Accounting", "AnswerCache", "AnswerError", "DescribeRequest",
     "DescribeResult", "DiskCache", "EndpointError", "Generator", "GroundedGenerator",
-    "Levels", "OpenAIChatGenerator", "PromptSpec", "TokenBucket", "VLLMRayGenerator",
+    "LimiterState", "LocalLimit", "SharedLimit", "Levels", "OpenAIChatGenerator", "PromptSpec", "TokenBucket", "VLLMRayGenerator",
     "build_messages", "cache_key", "check_answer", "empty_levels", "load_prompt",
     "make_generator", "merge_stats", "parse_levels", "prompt_facts", "require_vllm",
     "roi_overlay_png",

@@ -28,7 +28,8 @@ from openai.types.chat import ChatCompletion
 from curate.describe import caption_from
 from curate.errors import CurateError
 from curate.generate.answer import AnswerError, check_answer
-from curate.generate.cache import DiskCache, cache_key
+from curate.generate.cache import AnswerCache, cache_key
+from curate.generate.limits import Limit, LocalLimit, TokenBucket  # noqa: F401 (re-export)
 from curate.generate.prompt import (
     DEFAULT_PROMPT,
     build_messages,
@@ -53,32 +54,6 @@ class EndpointError(CurateError):
 
     Answers that already succeeded are cached, so the re-run after the fix repeats none.
     """
-
-
-class TokenBucket:
-    """Request-rate limit: `rate` tokens per second, at most `burst` saved up."""
-
-    def __init__(self, rate: float | None, burst: float = 1.0):
-        self.rate = rate if rate and rate > 0 else None
-        self.burst = max(1.0, burst)
-        self.tokens = self.burst
-        self.last = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * (self.rate or 0))
-        self.last = now
-
-    async def acquire(self) -> None:
-        if self.rate is None:
-            return
-        async with self._lock:  # waiters queue in order, so the pace holds under contention
-            self._refill()
-            if self.tokens < 1:
-                await asyncio.sleep((1 - self.tokens) / self.rate)
-                self._refill()
-            self.tokens -= 1
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -108,9 +83,7 @@ class _Run:
     """State of one `generate_many` call; lives inside its event loop."""
 
     client: openai.AsyncOpenAI
-    sem: asyncio.Semaphore
-    bucket: TokenBucket
-    pause_until: float = 0.0
+    limit: Limit
 
 
 class _Fault(Exception):
@@ -151,7 +124,7 @@ class OpenAIChatGenerator:
         self.timeout_s = timeout_s
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.cache = DiskCache(cache_dir)
+        self.cache = AnswerCache(cache_dir)
         self.prompt = load_prompt(prompt_version)
         self.check_sizes = check_sizes
         self.backoff_base_s = backoff_base_s
@@ -159,6 +132,8 @@ class OpenAIChatGenerator:
         self.response_mode = "json_schema"  # becomes json_object when the server rejects it
         self._rng = random.Random(seed)  # jitter only; never affects an answer
         self._acct = Accounting(price_per_1k_prompt, price_per_1k_completion)
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return (f"OpenAIChatGenerator(base_url={self.base_url!r}, model={self.model!r}, "
@@ -175,19 +150,50 @@ class OpenAIChatGenerator:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.agenerate_many(requests))
+            return asyncio.run(self._generate_and_close(requests))
         raise CurateError("generate_many was called inside a running event loop; "
                           "use `await generator.agenerate_many(requests)` there")
 
-    async def agenerate_many(self, requests: Sequence[DescribeRequest]) -> list[DescribeResult]:
-        """The async form of generate_many, for callers that already run an event loop."""
+    async def _generate_and_close(self, requests: Sequence[DescribeRequest]
+                                  ) -> list[DescribeResult]:
+        try:
+            return await self.agenerate_many(requests)
+        finally:
+            await self.aclose()
+
+    def client(self) -> openai.AsyncOpenAI:
+        """This event loop's HTTP client: made once per loop, so its connection pool (and
+        its TLS context, ~80 ms to build) serves every call from that loop."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = openai.AsyncOpenAI(base_url=self.base_url,
+                                              api_key=self._resolve_key(), max_retries=0,
+                                              timeout=self.timeout_s)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close this loop's client and flush the answer cache."""
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.close()
+        self._client, self._client_loop = None, None
+        self.cache.flush()
+
+    def local_limit(self) -> LocalLimit:
+        return LocalLimit(self.concurrency, self.requests_per_second, self.burst)
+
+    async def agenerate_many(self, requests: Sequence[DescribeRequest], *,
+                             limit: Limit | None = None) -> list[DescribeResult]:
+        """The async form of generate_many, for callers that already run an event loop.
+
+        `limit` bounds concurrency and request rate; by default this call's own
+        (`concurrency`, `rps`, `burst`). Many calls may run at once on one loop when they
+        share a limit (curate.describe_ray does, with a cluster-wide SharedLimit).
+        """
         t0 = time.perf_counter()
         results: list[DescribeResult | None] = [None] * len(requests)
         self._acct.samples += len(requests)
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._resolve_key(),
-                                    max_retries=0, timeout=self.timeout_s)
-        run = _Run(client, asyncio.Semaphore(self.concurrency),
-                   TokenBucket(self.requests_per_second, self.burst))
+        run = _Run(self.client(), limit or self.local_limit())
         todo = iter(enumerate(requests))
 
         async def worker() -> None:
@@ -203,7 +209,6 @@ class OpenAIChatGenerator:
             fatal = [e for e in group.exceptions if isinstance(e, CurateError)]
             raise (fatal[0] if fatal else group.exceptions[0]) from None
         finally:
-            await client.close()
             self._acct.seconds += time.perf_counter() - t0
         return [r for r in results if r is not None]
 
@@ -280,13 +285,9 @@ class OpenAIChatGenerator:
     async def _attempt(self, run: _Run, body: dict[str, Any], roi_facts: list[dict[str, Any]],
                        usage: dict[str, int]) -> tuple[dict[str, str], str]:
         """One call: (levels, response mode used), or a _Fault saying what went wrong."""
-        loop = asyncio.get_running_loop()
         mode = self.response_mode
         try:
-            async with run.sem:
-                while (wait := run.pause_until - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                await run.bucket.acquire()
+            async with run.limit.slot():
                 mode = self.response_mode  # read last: a fallback found meanwhile applies
                 if mode != "json_schema":
                     body = {**body, "response_format": {"type": "json_object"}}
@@ -340,9 +341,7 @@ class OpenAIChatGenerator:
         retry_after = retry_after_seconds(exc.response.headers)
         if status == 429:
             if retry_after is not None:  # the server says when: every request waits
-                loop = asyncio.get_running_loop()
-                run.pause_until = max(run.pause_until,
-                                      loop.time() + min(retry_after, self.max_backoff_s))
+                run.limit.pause(min(retry_after, self.max_backoff_s))
             return _Fault("rate_limit", f"HTTP 429: {message}", retry_after)
         if status == 408:
             return _Fault("timeout", f"HTTP 408: {message}", retry_after)

@@ -18,7 +18,7 @@ from typing import Any
 from curate.describe import caption_from
 from curate.errors import MissingDependency
 from curate.generate.answer import AnswerError, check_answer
-from curate.generate.cache import DiskCache, cache_key
+from curate.generate.cache import AnswerCache, cache_key
 from curate.generate.prompt import DEFAULT_PROMPT, build_messages, load_prompt, prompt_facts
 from curate.generate.types import Accounting, DescribeRequest, DescribeResult, empty_levels
 
@@ -63,7 +63,7 @@ class VLLMRayGenerator:
         self.accelerator_type = accelerator_type
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.cache = DiskCache(cache_dir)
+        self.cache = AnswerCache(cache_dir)
         self.prompt = load_prompt(prompt_version)
         self.check_sizes = check_sizes
         self._acct = Accounting()
@@ -176,6 +176,7 @@ class VLLMRayGenerator:
         if todo:
             for out in self._run(todo):
                 results[int(out["index"])] = self.result_from_row(out)
+            self.cache.flush()
         return [results[i] for i in range(len(rows))]
 
     def _run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
