@@ -173,14 +173,20 @@ def quarantine_stats(table: pa.Table) -> dict:
                    "errors": _nested(table, ["stage", "error"])}, {})
 
 
+def _as_stats(kept, dropped, quarantine) -> tuple[dict, dict, dict]:
+    if isinstance(kept, pa.Table):  # whole tables, from a caller not yet passing stats
+        kept, dropped, quarantine = (card_stats(kept), dropped_stats(dropped),
+                                     quarantine_stats(quarantine))
+    return merge_stats(kept, {}), merge_stats(dropped, {}), merge_stats(quarantine, {})
+
+
 def write_datacard(path: Path, record: dict, kept_stats: dict, dropped_stats: dict,
                    quarantine_stats: dict, specs: list[SourceSpec],
                    figure: str | None = None) -> None:
     """Render DATACARD.md from the run record and the merged statistics of the kept,
     filtered and quarantined rows (merge_stats of card_stats, dropped_stats and
     quarantine_stats over every part; {} stands for none)."""
-    kept, dropped, quarantine = (merge_stats(s, {}) for s in (kept_stats, dropped_stats,
-                                                              quarantine_stats))
+    kept, dropped, quarantine = _as_stats(kept_stats, dropped_stats, quarantine_stats)
     c = record["counts"]
     recipe = record["recipe"]
     per_source = kept.get("per_source", {})
