@@ -194,8 +194,8 @@ def value_boxes(labels: np.ndarray) -> list[tuple]:
     else:
         found = [(v, ndimage.find_objects((sub == v).view(np.uint8))[0])
                  for v in np.unique(sub) if v != 0]
-    return [(v, tuple(slice(c.start + s.start, c.start + s.stop) for c, s in zip(crop, b)))
-            for v, b in found]
+    return [(v, tuple(slice(c.start + s.start, c.start + s.stop)
+                      for c, s in zip(crop, b, strict=True))) for v, b in found]
 
 
 @dataclass
