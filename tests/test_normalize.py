@@ -87,3 +87,108 @@ def test_volume_views_record_window_and_hu():
     assert views[0].window["name"] == "brain"
     assert views[0].spacing == pytest.approx((0.7, 0.7))
     assert views[0].raw.max() == 40
+
+
+# ---- the bounded-memory path against the whole-volume one (issue 13, item 9) -----------
+
+ORIENTATIONS = [a + b + c for a in "LR" for b in "PA" for c in "SI"]
+ORIENTATIONS = [("".join(o[i] for i in p)) for o in ORIENTATIONS
+                for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))]
+
+
+def test_lps_array_is_to_lps_in_all_48_orientations():
+    from curate.normalize import lps_array
+    arr = np.random.default_rng(0).integers(-1000, 1000, (4, 5, 6)).astype(np.int16)
+    lps = sitk.GetImageFromArray(arr)
+    lps.SetSpacing((0.7, 0.9, 2.5))
+    assert len(set(ORIENTATIONS)) == 48
+    for code in ORIENTATIONS:
+        img = sitk.DICOMOrient(lps, code)
+        ref = to_lps(img)
+        ours, spacing = lps_array(img)
+        assert np.array_equal(ours, sitk.GetArrayViewFromImage(ref)), code
+        assert ours.dtype == np.int16 and spacing == ref.GetSpacing(), code
+    oblique = sitk.Image(lps)
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique.SetDirection((c, -s, 0, s, c, 0, 0, 0, 1))  # not a signed permutation: to_lps
+    ours, spacing = lps_array(oblique)
+    assert np.array_equal(ours, sitk.GetArrayFromImage(to_lps(oblique)))
+
+
+def test_label_components_on_boxes_are_the_whole_volume_components():
+    from curate.normalize import components_3d, label_components, slice_areas
+    labels = np.zeros((9, 12, 14), np.uint16)
+    labels[1:4, 2:5, 3:6] = 1
+    labels[6:8, 8:11, 9:13] = 1  # a second component of value 1
+    labels[7, 11, 13] = 1  # touches it only by a corner: 26-connected, the same component
+    labels[2:7, 6:9, 0:2] = 3
+    labels[0, 0, 0] = 3  # a one-voxel component at the volume's corner
+    spacing = (0.8, 0.9, 2.0)
+    whole, mm3 = components_3d(labels, spacing)
+    ours = label_components(labels, spacing)
+    assert ours.mm3 == mm3 and len(mm3) == 4
+    for k in range(labels.shape[0]):
+        assert np.array_equal(ours.at(k), whole[k]), k
+    ref = slice_areas(labels)
+    assert ref.keys() == ours.areas.keys()
+    assert all(np.array_equal(ref[v], ours.areas[v]) for v in ref)
+
+
+def _whole_volume_views(image, label, meta, cfg, rng):
+    """volume_views as it was: everything reoriented, copied to float32, labelled whole."""
+    from curate.normalize import components_3d, pick_window, scale_to_uint8
+    img = to_lps(image)
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    labels = sitk.GetArrayFromImage(to_lps(label))
+    if meta.modality == "CT":
+        name = pick_window("CT", meta.anatomy, None)
+        body = arr > -500
+        def intensity(sl):  # noqa: E306
+            return window_ct(sl, name)
+    else:
+        low, high = percentile_range(arr, cfg.mr_percentiles)
+        body = arr > (low + 0.1 * (high - low))
+        def intensity(sl):  # noqa: E306
+            return scale_to_uint8(sl, low, high), {"low": low, "high": high}
+    comps, mm3 = components_3d(labels, img.GetSpacing())
+    picks = choose_slices(labels, body.reshape(body.shape[0], -1).mean(axis=1), cfg, rng)
+    return [(k, *intensity(arr[k]), arr[k], labels[k], body[k], comps[k], mm3) for k in picks]
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_volume_views_of_a_reoriented_phantom_match_the_whole_volume_path(tmp_path, modality):
+    from curate.config import SourceSpec
+    from curate.ingest import adapter
+    spacing = (0.8, 0.9, 2.0)
+    z, y, x = np.mgrid[:20, :40, :48]
+    hu = np.where(((x - 24) / 22) ** 2 + ((y - 20) / 17) ** 2 <= 1, 40, -1000)
+    hu = (hu + np.random.default_rng(1).integers(-20, 20, hu.shape)).astype(np.int16)
+    lesion = ((x - 34) * 0.8) ** 2 + ((y - 18) * 0.9) ** 2 + ((z - 9) * 2.0) ** 2 <= 36
+    hu[lesion] = 130
+    for name, arr in (("img", hu), ("lab", lesion.astype(np.uint8))):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(spacing)
+        (tmp_path / name).mkdir()  # stored with axes swapped and flipped: not LPS
+        sitk.WriteImage(sitk.DICOMOrient(img, "SRA"), str(tmp_path / name / "c.nii.gz"))
+    spec = SourceSpec(name="p", format="nifti", modality=modality, anatomy="abdomen",
+                      layout={"images": ["img/*.nii.gz"], "masks": "lab/{name}"})
+    plan, read = adapter(spec.format)
+    (unit,), _ = plan(spec, tmp_path)
+    (case,) = read(spec, tmp_path, unit)
+    assert case.image.GetPixelID() == sitk.sitkInt16  # read as stored, not as float32
+    cfg = NormalizeConfig(max_size=4096, roi_slices=3, normal_slices=2)
+    views = volume_views(case, cfg, np.random.default_rng(7))
+    ref = _whole_volume_views(sitk.ReadImage(str(tmp_path / "img" / "c.nii.gz"), sitk.sitkFloat32),
+                              sitk.ReadImage(str(tmp_path / "lab" / "c.nii.gz"), sitk.sitkUInt16),
+                              case.meta, cfg, np.random.default_rng(7))
+    assert [v.index for v in views] == [r[0] for r in ref] and len(views) == 5
+    for v, (k, u8, win, raw, labels, body, comps, mm3) in zip(views, ref, strict=True):
+        assert np.array_equal(v.image, u8) and np.array_equal(v.raw, raw), k
+        assert v.raw.dtype == np.float32 and {**v.window, **win} == v.window, k
+        assert np.array_equal(v.labels, labels) and np.array_equal(v.body, body), k
+        assert np.array_equal(v.components, comps) and v.component_mm3 == mm3, k
+        assert v.spacing == pytest.approx((0.9, 0.8))  # NIfTI holds float32 spacing
+    # the phantom's truth: one lesion, its volume, on the patient's left (high x)
+    assert list(views[0].component_mm3.values()) == pytest.approx([lesion.sum() * np.prod(spacing)])
+    shown = [v for v in views if v.labels.any()]
+    assert len(shown) == 3 and all(np.nonzero(v.labels)[1].min() > 24 for v in shown)
