@@ -6,8 +6,9 @@ generation settings (units/<source>/<unit>.<key>.parquet): levels, caption, gene
 provenance, knowledge_refs and the text-fact flags are replaced; a sample whose answer
 stayed malformed after retries becomes a quarantine row with the reason. Variants are
 committed per unit, and model answers are cached on disk by content hash, so a re-run
-or a resumed crash repeats no call. It runs in the driver: a single async client keeps
-the endpoint's concurrency and rate limits global instead of per worker.
+or a resumed crash repeats no call. `run_describe` runs in the driver (the local
+executor); on Ray, `curate.describe_ray.describe_parts` runs the same per-part steps
+(`prepare_part`, `commit_part`) as a stage of the streaming dataset.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from curate.store import UnitStore
 # settings that change what a model writes; concurrency, rates and prices do not
 NEUTRAL_OPTIONS = {"concurrency", "rps", "burst", "max_retries", "timeout_s", "cache_dir",
                    "price_per_1k_prompt", "price_per_1k_completion", "api_key_env",
-                   "backoff_base_s", "max_backoff_s", "batch_size", "accelerator_type"}
+                   "backoff_base_s", "max_backoff_s", "batch_size", "accelerator_type",
+                   "actors", "parts_in_flight"}
 MIN_BATCH = 128  # requests per generate_many call: several x concurrency keeps it full
 
 
@@ -91,21 +93,32 @@ def apply_results(rows: list[dict], requests: list, results: list | None, backen
     return kept, failed
 
 
+def ensure_kb(recipe: Recipe, out: Path, log) -> Path | None:
+    """The knowledge base's folder, built from the packaged corpus when the recipe asks
+    for the default one and it is not there yet (once, before any worker opens it)."""
+    cfg = recipe.describe.knowledge
+    if cfg is None:
+        return None
+    if cfg.kb != "default":
+        return resolve_path(cfg.kb, Path.cwd())
+    from curate.kb import build_kb, default_corpus_dir
+
+    path = Path(out) / "kb"
+    if not (path / "kb.json").is_file():
+        log(f"building the knowledge base from the packaged corpus into {path}")
+        build_kb(default_corpus_dir(), path, model=cfg.model)
+    return path
+
+
 def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
     """ctx -> passages ({id, title, text}) from the recipe's knowledge base, or None."""
     cfg = recipe.describe.knowledge
     if cfg is None:
         return None
-    from curate.kb import KnowledgeBase, build_kb, default_corpus_dir
-
-    if cfg.kb == "default":
-        path = out / "kb"
-        if not (path / "kb.json").is_file():
-            log(f"building the knowledge base from the packaged corpus into {path}")
-            build_kb(default_corpus_dir(), path, model=cfg.model)
-    else:
-        path = resolve_path(cfg.kb, Path.cwd())
+    from curate.kb import KnowledgeBase
     from curate.kb.sample import sample_queries
+
+    path = ensure_kb(recipe, out, log)
 
     kb = KnowledgeBase.open(path)
     # retrieval depends only on the sample's queries (modality, region, findings,
@@ -124,6 +137,27 @@ def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
     return retrieve
 
 
+def generator_config(recipe: Recipe, out: Path) -> dict:
+    """make_generator's config for the recipe: answers cached under out/llm-cache."""
+    return {"backend": recipe.describe.backend, "cache_dir": str(Path(out) / "llm-cache"),
+            **recipe.describe.options}
+
+
+def prepare_part(store: UnitStore, source: str, part: str, spec: SourceSpec,
+                 retrieve: Callable | None, overlays: bool) -> tuple[list[dict], list]:
+    """One committed part's rows and their describe requests."""
+    rows = store.load(key=(source, part)).to_pylist()
+    return rows, make_requests(rows, spec, retrieve, overlays=overlays)
+
+
+def commit_part(store: UnitStore, key: str, source: str, part: str, rows: list[dict],
+                requests: list, results: list | None, backend: str) -> tuple[int, int]:
+    """Commit one part's variant; (samples described, samples quarantined)."""
+    kept, failed = apply_results(rows, requests, results, backend, part, source)
+    store.commit_variant(source, part, key, to_table(kept, SAMPLE), to_table(failed, QUARANTINE))
+    return len(kept), len(failed)
+
+
 def chunks(store: UnitStore, todo: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     """Consecutive units holding at least MIN_BATCH samples each (from the unit markers)."""
     out: list[list[tuple[str, str]]] = [[]]
@@ -137,11 +171,16 @@ def chunks(store: UnitStore, todo: list[tuple[str, str]]) -> list[list[tuple[str
     return [c for c in out if c]
 
 
+def all_unreachable(results: list | None) -> bool:
+    """Every result failed to connect or timed out (and there was at least one)."""
+    return bool(results) and all(
+        r.error is not None and r.error.startswith(("connection", "timeout")) for r in results)
+
+
 def unreachable(results: list | None, recipe: Recipe) -> None:
     """Stop when a whole chunk failed to connect: the endpoint is down or mistyped, and
     quarantining every sample for it would only hide that."""
-    if not results or any(r.error is None or not r.error.startswith(("connection", "timeout"))
-                          for r in results):
+    if not all_unreachable(results):
         return
     where = recipe.describe.options.get("base_url") or recipe.describe.backend
     raise CurateError(f"describe: no answer from {where} for {len(results)} requests in a "
@@ -169,26 +208,20 @@ def run_describe(keys: list[tuple[str, str]], specs: dict[str, SourceSpec], reci
     if recipe.describe.backend != "grounded":
         from curate.generate import make_generator
 
-        options = {"cache_dir": str(out / "llm-cache"), **recipe.describe.options}
-        gen = make_generator({"backend": recipe.describe.backend, **options})
+        gen = make_generator(generator_config(recipe, out))
     backend = recipe.describe.backend
 
     def prepare(chunk: list[tuple[str, str]]) -> list[tuple]:
-        items = []
-        for src, uid in chunk:
-            rows = store.load(key=(src, uid)).to_pylist()
-            items.append(((src, uid), rows,
-                          make_requests(rows, specs[src], retrieve, overlays=gen is not None)))
-        return items
+        return [((src, uid), *prepare_part(store, src, uid, specs[src], retrieve,
+                                           overlays=gen is not None))
+                for src, uid in chunk]
 
     def commit(items: list[tuple], results: list | None, bar) -> None:
         offset = 0
         for (src, uid), rows, reqs in items:
             part = results[offset:offset + len(reqs)] if results is not None else None
             offset += len(reqs)
-            kept, failed = apply_results(rows, reqs, part, backend, uid, src)
-            store.commit_variant(src, uid, key, to_table(kept, SAMPLE),
-                                 to_table(failed, QUARANTINE))
+            commit_part(store, key, src, uid, rows, reqs, part, backend)
             bar.update(1)
 
     t = time.perf_counter()

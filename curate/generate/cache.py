@@ -184,6 +184,14 @@ class AnswerCache:
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
                 self._lock_fd, self.slot = None, None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the folder travels (a generator shipped to Ray workers): each copy claims
+        its own slot when it first writes."""
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"])
+
     def __del__(self) -> None:
         try:
             self.close()

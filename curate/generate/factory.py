@@ -16,6 +16,8 @@ from curate.generate.prompt import DEFAULT_PROMPT
 from curate.generate.types import Generator
 from curate.generate.vllm_ray import VLLMRayGenerator
 
+# settings of the describe stage itself (curate.describe_ray), not of a generator
+STAGE_KEYS = {"actors": "actors", "parts_in_flight": "parts_in_flight"}
 OPENAI_KEYS = {
     "base_url": "base_url", "model": "model", "api_key_env": "api_key_env",
     "concurrency": "concurrency", "rps": "requests_per_second", "burst": "burst",
@@ -24,13 +26,13 @@ OPENAI_KEYS = {
     "price_per_1k_prompt": "price_per_1k_prompt",
     "price_per_1k_completion": "price_per_1k_completion", "prompt_version": "prompt_version",
     "check_sizes": "check_sizes", "backoff_base_s": "backoff_base_s",
-    "max_backoff_s": "max_backoff_s",
+    "max_backoff_s": "max_backoff_s", **STAGE_KEYS,
 }
 VLLM_KEYS = {
     "model": "model_source", "batch_size": "batch_size", "concurrency": "concurrency",
     "engine_kwargs": "engine_kwargs", "accelerator_type": "accelerator_type",
     "temperature": "temperature", "max_tokens": "max_tokens", "cache_dir": "cache_dir",
-    "prompt_version": "prompt_version", "check_sizes": "check_sizes",
+    "prompt_version": "prompt_version", "check_sizes": "check_sizes", **STAGE_KEYS,
 }
 
 
@@ -66,6 +68,7 @@ def make_generator(cfg: dict[str, Any]) -> Generator:
     `model` (a Hugging Face id or a local path).
     """
     backend = cfg.get("backend", "grounded")
+    cfg = {k: v for k, v in cfg.items() if k not in STAGE_KEYS}
     if backend == "grounded":
         _kwargs(cfg, {}, backend)
         return GroundedGenerator()

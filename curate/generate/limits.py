@@ -93,6 +93,7 @@ class LimiterState:
         self.pause_until = 0.0  # time.time(): comparable across processes on one cluster
         self.clients: dict[str, dict[str, float]] = {}
         self.calls = {"sync": 0, "tokens": 0}
+        self.seen: set[str] = set()
         self.peak_in_use = 0
 
     def _shares(self) -> dict[str, int]:
@@ -112,6 +113,7 @@ class LimiterState:
     def sync(self, client: str, in_use: int, demand: int) -> tuple[int, float]:
         now = time.time()
         self.calls["sync"] += 1
+        self.seen.add(client)
         self.clients = {c: s for c, s in self.clients.items() if now - s["seen"] < IDLE_S}
         me = self.clients.setdefault(client, {"allowed": 0, "in_use": 0, "demand": 0,
                                               "seen": now})
@@ -132,7 +134,7 @@ class LimiterState:
         self.pause_until = max(self.pause_until, until)
 
     def stats(self) -> dict[str, Any]:
-        return {"calls": dict(self.calls), "clients_seen": sorted(self.clients),
+        return {"calls": dict(self.calls), "clients_seen": sorted(self.seen),
                 "peak_in_use": self.peak_in_use, "concurrency": self.concurrency}
 
 

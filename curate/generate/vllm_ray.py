@@ -39,6 +39,18 @@ def require_vllm() -> None:
         raise MissingDependency("ray[data,llm]", extra="gpu") from exc
 
 
+def build_processor(config: dict[str, Any], preprocess, postprocess):
+    """`ray.data.llm.build_processor` over `vLLMEngineProcessorConfig(**config)`: a
+    callable Dataset -> Dataset whose engines start when the dataset runs. Every processor
+    curate builds comes from here (tests replace it to count builds)."""
+    require_vllm()
+    from ray.data.llm import build_processor as build
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    return build(vLLMEngineProcessorConfig(**config), preprocess=preprocess,
+                 postprocess=postprocess)
+
+
 class VLLMRayGenerator:
     """Describe samples with vLLM engines managed by `ray.data.llm.build_processor`.
 
@@ -179,15 +191,32 @@ class VLLMRayGenerator:
             self.cache.flush()
         return [results[i] for i in range(len(rows))]
 
+    def processor(self, passthrough: Sequence[str] = ("index",)):
+        """One processor for a whole dataset of `request_row` rows; the `passthrough`
+        columns travel to the output unchanged. A row with `sentinel` true is no request:
+        it only carries its columns through (curate.describe_ray uses one for a part with
+        nothing to ask) and costs the engine a one-token answer to a one-word prompt."""
+        keep = tuple(passthrough)
+
+        def pre(row: dict[str, Any]) -> dict[str, Any]:
+            carried = {k: row[k] for k in keep}
+            if row.get("sentinel"):
+                return {**carried, "sample_id": "", "cache_key": "", "roi_facts_json": "[]",
+                        "messages": [{"role": "user", "content": "."}],
+                        "sampling_params": {"temperature": 0.0, "max_tokens": 1}}
+            return {**carried, **self.preprocess(row)}
+
+        def post(row: dict[str, Any]) -> dict[str, Any]:
+            carried = {k: row[k] for k in keep}
+            if row.get("sentinel"):
+                return {**carried, "sample_id": "", "cache_key": "", "levels_json": "{}",
+                        "error": "", "prompt_tokens": 0, "completion_tokens": 0}
+            return {**carried, **self.postprocess(row)}
+
+        return build_processor(self.processor_config(), pre, post)
+
     def _run(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         require_vllm()
         import ray
-        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-        config = vLLMEngineProcessorConfig(**self.processor_config())
-        processor = build_processor(
-            config,
-            preprocess=lambda row: {**self.preprocess(row), "index": row["index"]},
-            postprocess=lambda row: {**self.postprocess(row), "index": row["index"]},
-        )
-        return processor(ray.data.from_items(rows)).take_all()
+        return self.processor()(ray.data.from_items(rows)).take_all()
