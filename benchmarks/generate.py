@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import resource
 import subprocess
 import sys
@@ -104,12 +105,13 @@ def run_generator(base_url: str, reqs: list[DescribeRequest], concurrency: int,
     return seconds
 
 
-def stage_fixture(root: Path, n: int):
-    """n committed samples (phantom skin-lesion images through the real unit pipeline)."""
+def stage_fixture(root: Path, n: int, part_size: int = 1):
+    """n committed samples (phantom skin-lesion images through the real unit pipeline),
+    `part_size` work units to a committed part, as the build groups them."""
     from curate.config import Recipe, SourceSpec
     from curate.ingest import adapter
     from curate.phantoms import ensure_phantoms, phantom_layout
-    from curate.pipeline import process_unit
+    from curate.pipeline import UnitResult, process_unit
     from curate.store import UnitStore
 
     spec = SourceSpec(name="bench", format="image_mask", modality="dermoscopy",
@@ -120,31 +122,76 @@ def stage_fixture(root: Path, n: int):
     plan, _ = adapter(spec.format)
     units, _ = plan(spec, src)
     keys = []
-    for unit in units:
-        unit.stamp(src, "bench")
-        store.commit(spec.name, process_unit(spec, src, unit, Recipe(name="b", sources=[])))
-        keys.append((spec.name, unit.unit_id))
+    for start in range(0, len(units), part_size):
+        part = UnitResult(f"part{start // part_size:06d}")
+        for unit in units[start:start + part_size]:
+            unit.stamp(src, "bench")
+            done = process_unit(spec, src, unit, Recipe(name="b", sources=[]))
+            part.samples += done.samples
+            part.quarantine += done.quarantine
+            part.counts.update(done.counts)
+        store.commit(spec.name, part)
+        keys.append((spec.name, part.unit_id))
     return spec, store, keys
 
 
-def run_stage(base_url: str, spec, store, keys, concurrency: int, out: Path) -> float:
-    """The describe stage end to end: load units, build requests, call, validate, commit."""
+def stage_recipe(base_url: str, concurrency: int, actors: int = 1):
+    from curate.config import Recipe
+
+    return Recipe.model_validate({"name": "b", "sources": [], "describe": {
+        "backend": "openai", "options": {"base_url": base_url, "model": MODEL,
+                                         "concurrency": concurrency, "actors": actors}}})
+
+
+def forget(store, out: Path) -> None:
+    """Forget earlier variants and answers: the next run redoes every part."""
     import shutil
 
-    from curate.config import Recipe
-    from curate.describe_stage import run_describe
-
-    recipe = Recipe.model_validate({"name": "b", "sources": [], "describe": {
-        "backend": "openai", "options": {"base_url": base_url, "model": MODEL,
-                                         "concurrency": concurrency}}})
-    for old in store.root.glob("*/*.*.done"):  # forget earlier variants: redo every unit
+    for old in store.root.glob("*/*.*.done"):
         old.unlink()
     shutil.rmtree(out / "llm-cache", ignore_errors=True)
+
+
+def run_stage(base_url: str, spec, store, keys, concurrency: int, out: Path) -> float:
+    """The driver's describe stage (local executor): load, build requests, call, commit."""
+    from curate.describe_stage import run_describe
+
+    forget(store, out)
     t0 = time.perf_counter()
-    stats = run_describe(keys, {spec.name: spec}, recipe, store, out, lambda m: None)
+    stats = run_describe(keys, {spec.name: spec}, stage_recipe(base_url, concurrency), store,
+                         out, lambda m: None)
     seconds = time.perf_counter() - t0
     assert stats["generator"]["failed"] == 0, stats["generator"]
     return seconds
+
+
+def run_parts(base_url: str, spec, store, keys, concurrency: int, out: Path,
+              actors: int) -> tuple[float, float]:
+    """describe_parts on local Ray: (seconds from the first part described to the last,
+    seconds from the start including the actor pool's start-up)."""
+    import ray
+
+    from curate.describe_ray import describe_parts
+
+    forget(store, out)
+    recipe = stage_recipe(base_url, concurrency, actors)
+    parts = ray.data.from_items([{"source": s, "part": p,
+                                  "views": store.summary(s, p)["counts"]["views"]}
+                                 for s, p in keys])
+    t0 = time.perf_counter()
+    first, n, samples, failed = None, 0, 0, 0
+    for row in describe_parts(parts, {spec.name: spec}, recipe, out, lambda m: None,
+                              store_root=store.root).iter_rows():
+        n += 1
+        failed += row["failed"]
+        if first is None:
+            first, first_samples = time.perf_counter(), row["described"]
+        samples += row["described"]
+    end = time.perf_counter()
+    assert n == len(keys) and failed == 0, (n, failed)
+    # the rate after the first part is out, scaled to all samples (the pool's start-up
+    # is reported apart: it is paid once per build, not per sample)
+    return (end - first) * samples / max(1, samples - first_samples), end - t0
 
 
 def cpu_seconds() -> float:
@@ -160,13 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--part-size", type=int, default=16,
+                    help="work units (one sample each) per committed part")
     ap.add_argument("--cache-root", default=".",
                     help="where the temporary answer caches go (file creation speed differs "
                          "a lot between filesystems; on some VMs /tmp is 20x slower)")
     args = ap.parse_args(argv)
     reqs = make_requests(args.n, args.size)
     stage_root = Path(tempfile.mkdtemp(dir=args.cache_root, prefix=".bench-stage-"))
-    spec, store, keys = stage_fixture(stage_root, args.n)
+    spec, store, keys = stage_fixture(stage_root, args.n, args.part_size)
     from curate.describe_stage import make_requests as stage_requests
     stage_rows = [r for k in keys for r in store.load(key=k).to_pylist()]
     stage_bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r)
@@ -175,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r) for r in reqs]
     kb = sum(len(str(b)) for b in bodies) / len(bodies) / 1024
     proc, url = start_server()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
@@ -196,12 +249,19 @@ def main(argv: list[str] | None = None) -> None:
                 baseline(url, stage_bodies, args.concurrency)))
             measure("describe stage", lambda: run_stage(url, spec, store, keys, args.concurrency,
                                                         stage_root))
+            for actors in (1, 2):
+                steady, total = run_parts(url, spec, store, keys, args.concurrency, stage_root,
+                                          actors)
+                name = f"ray {actors} actor{'s' if actors > 1 else ''}"
+                wall[name] = min(wall.get(name, float("inf")), steady)
+                wall[name + " total"] = min(wall.get(name + " total", float("inf")), total)
             with tempfile.TemporaryDirectory(dir=args.cache_root, prefix=".bench-cache-") as tmp:
                 measure("generator+cache",
                         lambda: run_generator(url, reqs, args.concurrency, tmp))
                 measure("rerun (all cached)",
                         lambda: run_generator(url, reqs, args.concurrency, tmp))
     finally:
+        ray.shutdown()
         proc.terminate()
         proc.wait(5)
         import shutil
@@ -210,17 +270,36 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.n} requests, concurrency {args.concurrency}, {args.size}px images, "
           f"~{kb:.0f} KiB per request body, best of {args.repeat}")
     for name, seconds in wall.items():
-        if name.startswith("stage") or name == "describe stage":
+        if name.startswith(("stage", "ray")) or name == "describe stage":
             continue
         rate = args.n / seconds
         print(f"  {name:20s} {rate:8.1f} req/s   ratio to baseline {rate / base:5.2f}   "
               f"client CPU {cpu[name] / args.n * 1e3:5.2f} ms/request")
     stage_base = args.n / wall["stage baseline"]
-    stage = args.n / wall["describe stage"]
-    print(f"describe stage end to end (units loaded, requests built, answers validated and "
-          f"committed; {args.n} phantom samples):")
-    print(f"  {'plain asyncio loop':20s} {stage_base:8.1f} req/s")
-    print(f"  {'describe stage':20s} {stage:8.1f} req/s   ratio to baseline {stage / stage_base:5.2f}")
+    rates = {name: args.n / wall[name] for name in
+             ("describe stage", "ray 1 actor", "ray 2 actors", "ray 1 actor total",
+              "ray 2 actors total")}
+    print(f"describe stage end to end (parts loaded, requests built with ROI overlays, answers "
+          f"validated and committed; {args.n} one-sample phantom parts):")
+    print(f"  {'plain asyncio loop':28s} {stage_base:8.1f} req/s   (prebuilt bodies)")
+    for name, label in (("describe stage", "run_describe (local)"),
+                        ("ray 1 actor", "describe_parts, 1 actor"),
+                        ("ray 2 actors", "describe_parts, 2 actors")):
+        print(f"  {label:28s} {rates[name]:8.1f} req/s   ratio to plain "
+              f"{rates[name] / stage_base:5.2f}   with pool start-up "
+              f"{rates.get(name + ' total', rates[name]):7.1f} req/s")
+    print(f"  2 actors / 1 actor: {rates['ray 2 actors'] / rates['ray 1 actor']:.2f}")
+    print(json.dumps({
+        "n": args.n, "concurrency": args.concurrency,
+        "plain_asyncio_rps": round(stage_base, 1),
+        "run_describe_rps": round(rates["describe stage"], 1),
+        "curate_1_actor_rps": round(rates["ray 1 actor"], 1),
+        "curate_2_actors_rps": round(rates["ray 2 actors"], 1),
+        "curate_1_actor_with_startup_rps": round(rates["ray 1 actor total"], 1),
+        "curate_2_actors_with_startup_rps": round(rates["ray 2 actors total"], 1),
+        "ratio_vs_plain": round(rates["ray 2 actors"] / stage_base, 3),
+        "ratio_1_actor_vs_plain": round(rates["ray 1 actor"] / stage_base, 3),
+        "ratio_2_vs_1": round(rates["ray 2 actors"] / rates["ray 1 actor"], 3)}))
 
 
 if __name__ == "__main__":
