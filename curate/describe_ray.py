@@ -48,8 +48,8 @@ from curate.store import UnitStore
 
 OUTPUT_COLUMNS = ("source", "part", "described", "failed", "reused")
 DEFAULT_ACTORS = 2
-CALLS_PER_ACTOR = 4  # concurrent batches per actor: the next batch loads while one finishes
-MIN_PARTS_PER_CALL = 4
+DEFAULT_PARTS_IN_FLIGHT = 16  # per actor
+PARTS_PER_CALL = 2  # small batches, many calls at once: no batch waits on a slow part long
 
 
 @ray.remote(num_cpus=0)
@@ -216,7 +216,7 @@ def describe_parts(parts: ray.data.Dataset, specs: dict[str, SourceSpec], recipe
     RayTaskError whose message carries it). Refused credentials raise EndpointError.
 
     Options (recipe.describe.options, none changes the text): `actors` (client actors,
-    default 2), `parts_in_flight` (per actor, default 4 x concurrency / actors parts),
+    default 2), `parts_in_flight` (parts one actor works on at once, default 16),
     `concurrency`, `rps` and `burst` (for the whole build, held by one Limiter actor).
     The driver does no per-sample work: it only builds the knowledge base when the recipe
     asks for the default one and it is missing.
@@ -228,14 +228,12 @@ def describe_parts(parts: ray.data.Dataset, specs: dict[str, SourceSpec], recipe
         return _describe_vllm(parts, specs, recipe, out, root)
     opts = recipe.describe.options
     actors = int(opts.get("actors", DEFAULT_ACTORS))
-    concurrency = int(opts.get("concurrency", 16))
-    in_flight = int(opts.get("parts_in_flight", max(CALLS_PER_ACTOR * MIN_PARTS_PER_CALL,
-                                                    4 * concurrency // actors)))
-    per_call = max(1, in_flight // CALLS_PER_ACTOR)
+    in_flight = int(opts.get("parts_in_flight", DEFAULT_PARTS_IN_FLIGHT))
+    calls = max(1, -(-in_flight // PARTS_PER_CALL))
     limiter = make_limiter(recipe, out) if recipe.describe.backend == "openai" else None
-    compute, remote_args = _actor_pool(actors, CALLS_PER_ACTOR)
+    compute, remote_args = _actor_pool(actors, calls)
     return parts.map_batches(
-        PartDescriber, batch_size=per_call, batch_format="numpy", compute=compute,
+        PartDescriber, batch_size=PARTS_PER_CALL, batch_format="numpy", compute=compute,
         fn_constructor_kwargs={"specs": specs, "recipe": recipe, "out": str(out),
                                "store_root": root, "limiter": limiter},
         num_cpus=1, **remote_args)

@@ -23,7 +23,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from curate.describe import caption_from
 from curate.errors import CurateError
@@ -292,11 +291,12 @@ class OpenAIChatGenerator:
                 if mode != "json_schema":
                     body = {**body, "response_format": {"type": "json_object"}}
                 self._acct.requests += 1
-                # chat.completions.create(**body) minus its TypedDict transform, which is an
-                # identity for this plain-JSON body but the client's largest per-request cost
-                # (benchmarks/generate.py); errors and parsing are the SDK's own
+                # chat.completions.create(**body) minus its TypedDict transform (an identity
+                # for this plain-JSON body) and minus building a ChatCompletion model (the
+                # answer is validated below): together the client's largest per-request
+                # costs (benchmarks/generate.py); errors stay the SDK's own
                 completion = await run.client.post("/chat/completions", body=body,
-                                                   cast_to=ChatCompletion)
+                                                   cast_to=object)
         except openai.APIStatusError as exc:
             raise self._status_fault(run, exc, mode) from None
         except openai.APITimeoutError:
@@ -305,23 +305,39 @@ class OpenAIChatGenerator:
             raise _Fault("connection", str(exc) or "connection error") from None
         except openai.APIResponseValidationError as exc:
             raise _Fault("bad_response", str(exc)[:200]) from None
-        if completion.usage is not None:
-            p, c = completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0
+        content, finish, refusal = self._read_completion(completion, usage)
+        if refusal or finish == "content_filter":
+            raise _Fault("refusal", (refusal or "content filter")[:200])
+        if finish == "length":
+            raise _Fault("truncated", f"answer hit max_tokens={self.max_tokens}")
+        try:
+            return check_answer(content, roi_facts, self.check_sizes), mode
+        except AnswerError as exc:
+            raise _Fault(exc.kind, exc.detail) from None
+
+    def _read_completion(self, completion: Any, usage: dict[str, int]
+                         ) -> tuple[str | None, str | None, str | None]:
+        """(content, finish_reason, refusal) of a chat.completion body (parsed JSON); its
+        token usage is added to `usage` and the run's accounting."""
+        if not isinstance(completion, dict):
+            raise _Fault("bad_response", f"not a JSON object: {str(completion)[:120]}")
+        counts = completion.get("usage") or {}
+        if isinstance(counts, dict):
+            p = int(counts.get("prompt_tokens") or 0)
+            c = int(counts.get("completion_tokens") or 0)
             usage["prompt_tokens"] += p
             usage["completion_tokens"] += c
             self._acct.add_usage(p, c)
-        if not completion.choices:
+        choices = completion.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise _Fault("malformed", "no choices in the response")
-        choice = completion.choices[0]
-        refusal = getattr(choice.message, "refusal", None)
-        if refusal or choice.finish_reason == "content_filter":
-            raise _Fault("refusal", (refusal or "content filter")[:200])
-        if choice.finish_reason == "length":
-            raise _Fault("truncated", f"answer hit max_tokens={self.max_tokens}")
-        try:
-            return check_answer(choice.message.content, roi_facts, self.check_sizes), mode
-        except AnswerError as exc:
-            raise _Fault(exc.kind, exc.detail) from None
+        message = choices[0].get("message") or {}
+        if not isinstance(message, dict):
+            raise _Fault("bad_response", "the choice has no message object")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _Fault("bad_response", "the message content is not a string")
+        return content, choices[0].get("finish_reason"), message.get("refusal")
 
     def _status_fault(self, run: _Run, exc: openai.APIStatusError, mode: str) -> Exception:
         status = exc.status_code
