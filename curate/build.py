@@ -1,113 +1,47 @@
-"""`curate build`: plan work units, run them, and write the dataset and its record."""
+"""`curate build`: one dataflow from the file listing to the shards, on Ray or locally.
+
+plan (a worker per source: listing, header reads) -> parts -> unit stage (actor pools:
+ingest, normalize, ground, describe with templates, ask, score, commit; GPU experts in a
+pool of their own) -> describe stage (model or retrieval; streams behind the unit stage)
+-> whole-dataset steps (curate.finalize) -> reports from per-shard aggregates. The driver
+holds plans, counters and one small row per shard, never samples.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import PIPELINE_VERSION, __version__, describe_stage
-from curate.config import Recipe, SourceSpec, load_recipe, resolve_sources
+from curate.config import Recipe, SourceSpec, resolve_sources
 from curate.croissant import write_croissant
-from curate.datacard import write_datacard
+from curate.datacard import card_stats, dropped_stats, merge_all, quarantine_stats, write_datacard
 from curate.errors import CurateError
 from curate.figures import contact_sheet
-from curate.finalize import ship
-from curate.ingest import ADAPTERS, adapter
-from curate.phantoms import ensure_phantoms
-from curate.pipeline import quarantine_row
-from curate.records import QUARANTINE, to_table
-from curate.runner import Task, execute
-from curate.shard import checksums
+from curate.finalize import global_counts, publish, ship
+from curate.load import load_recipe
+from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for callers
+    describe_plan,
+    plan_source,
+    plan_sources,
+    read_plan_records,
+    unit_fingerprint,
+)
+from curate.runner import Executor, RayFrame, UnitStage
 from curate.store import UnitStore
-from curate.validate import validate_manifest
+from curate.validate import combine_validation, validate_part
 
 PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
-
-
-@dataclass
-class Plan:
-    tasks: list[Task] = field(default_factory=list)
-    found: list[str] = field(default_factory=list)
-    missing: dict[str, str] = field(default_factory=dict)  # source -> why
-    problems: list[dict] = field(default_factory=list)  # quarantine rows from planning
-    units_per_source: Counter = field(default_factory=Counter)
-
-
-def weights_identity(recipe: Recipe) -> list:
-    """Size and mtime of files that expert params point at (model weights, bundles), so
-    replacing a model under the same path redoes the units it touched."""
-    out = []
-    for cfg in recipe.experts:
-        for key, value in sorted(cfg.params.items()):
-            if not isinstance(value, str) or not value or not Path(value).exists():
-                continue
-            root = Path(value)
-            files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
-                                                         if p.is_file())[:500]
-            out.append([cfg.name, key, [(str(f.relative_to(root.parent)), f.stat().st_size,
-                                         f.stat().st_mtime_ns) for f in files]])
-    return out
-
-
-def unit_fingerprint(recipe: Recipe, spec: SourceSpec) -> str:
-    """What a unit's output depends on besides its files; changing any of it redoes it."""
-    parts = {
-        "pipeline": PIPELINE_VERSION, "seed": recipe.seed, "salt": recipe.salt,
-        "weights": weights_identity(recipe),
-        "sections": {s: recipe.fingerprint(s)
-                     for s in ("normalize", "ground", "ask", "experts")},
-        "source": spec.model_dump(mode="json", exclude={"path", "generate", "notes", "citation",
-                                                       "homepage", "title", "access"}),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def make_plan(recipe: Recipe, specs: list[SourceSpec], generate: bool = True) -> Plan:
-    """Work units of every present source; absent or unreadable sources are noted, not fatal."""
-    plan = Plan()
-    for spec in specs:
-        if spec.format not in ADAPTERS:
-            plan.missing[spec.name] = f"format family {spec.format.value!r} has no adapter yet"
-            continue
-        if spec.generate is not None:
-            if not generate:  # dry run: a phantom will have exactly its declared cases
-                plan.found.append(spec.name)
-                plan.units_per_source[spec.name] = spec.generate.cases
-                continue
-            ensure_phantoms(spec.generate, Path(spec.path))
-        root = Path(spec.path)
-        if not root.is_dir():
-            plan.missing[spec.name] = f"no folder at {root}"
-            continue
-        planner, _ = adapter(spec.format)
-        try:
-            units, problems = planner(spec, root)
-        except CurateError as exc:  # e.g. a declared box table missing: skip this source only
-            plan.missing[spec.name] = f"cannot plan: {exc}"
-            continue
-        plan.problems += [quarantine_row(spec.name, "", p.file, p.stage, p.exc, root)
-                          for p in problems]
-        if not units:
-            plan.missing[spec.name] = f"no files match {spec.layout.images} under {root}"
-            continue
-        fp = unit_fingerprint(recipe, spec)
-        plan.found.append(spec.name)
-        for unit in units:
-            plan.tasks.append(Task(spec, root, unit.stamp(root, fp)))
-        plan.units_per_source[spec.name] = len(units)
-    return plan
 
 
 def versions() -> dict[str, str]:
@@ -118,16 +52,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def describe_plan(plan: Plan) -> str:
-    lines = [f"sources found: {len(plan.found)}, missing: {len(plan.missing)}, "
-             f"work units: {sum(plan.units_per_source.values())}"]
-    for name in plan.found:
-        lines.append(f"  + {name}: {plan.units_per_source[name]} units")
-    for name, why in plan.missing.items():
-        lines.append(f"  - {name}: skipped ({why})")
-    return "\n".join(lines)
 
 
 def describe_resources(recipe: Recipe, executor: str, address: str | None) -> str:
@@ -155,12 +79,103 @@ def describe_resources(recipe: Recipe, executor: str, address: str | None) -> st
     ])
 
 
+
+
+def part_counts(batch: pa.Table, store_root: str, run_id: str) -> pa.Table:
+    """Each part's marker as one JSON row: counts, stage seconds, run this time or not."""
+    store = UnitStore(Path(store_root))
+    rows = []
+    for source, part in zip(batch.column("source").to_pylist(),
+                            batch.column("part").to_pylist(), strict=True):
+        s = store.summary(source, part)
+        rows.append(json.dumps({"counts": s["counts"], "seconds": s["seconds"],
+                                "ran": s.get("run") == run_id}))
+    return pa.table({"summary": pa.array(rows, pa.string())})
+
+
+def part_reports(manifest: pa.Table) -> dict:
+    """Per-shard aggregates, computed on the shard writer: validation and card stats."""
+    return {"validation": validate_part(manifest), "card": card_stats(manifest)}
+
+
+def unit_stage(ex: Executor, plan, recipe: Recipe, specs: dict[str, SourceSpec], out: Path,
+               run_id: str):
+    """The per-part work as actor pools: CPU parts, and (when an expert needs a GPU)
+    the parts of sources such an expert may see, in a pool that reserves GPUs."""
+    from curate.pipeline import WorkerModels
+
+    gpu_sources = WorkerModels.gpu_sources(recipe, list(specs.values())) if recipe.experts \
+        else set()
+    budget = ex.budget(recipe)
+    args = (recipe, specs, str(out / "units"), run_id, budget)
+
+    def pick(gpu: bool):
+        return lambda t: t.filter(pa.array([(s in gpu_sources) == gpu
+                                            for s in t.column("source").to_pylist()]))
+
+    cpu = WorkerModels.resources(recipe, gpu=False)
+    cpu_parts = plan.map_batches(pick(False), num_cpus=0) if gpu_sources else plan
+    frames = [cpu_parts.map_batches(UnitStage, args=args, batch_size=1,
+                                    num_cpus=cpu["num_cpus"])]
+    if gpu_sources:
+        need = WorkerModels.resources(recipe, gpu=True)
+        n = int(ex.gpus() // max(need["num_gpus"], 1e-9)) if ex.kind == "ray" else 1
+        if n == 0:
+            raise CurateError(f"experts for {sorted(gpu_sources)} need {need['num_gpus']:g} "
+                              "GPU per worker and the cluster has none")
+        frames.append(plan.map_batches(pick(True), num_cpus=0).map_batches(
+            UnitStage, args=args, batch_size=1, num_cpus=need["num_cpus"],
+            num_gpus=need["num_gpus"], concurrency=n))
+    return frames[0].union(*frames[1:])
+
+
+def sum_part_counts(plan, store_root: str, run_id: str) -> tuple[Counter, Counter, dict]:
+    counts, seconds, runs = Counter(), Counter(), Counter()
+    for t in plan.map_batches(part_counts, args=(store_root, run_id)).tables_iter():
+        for raw in t.column("summary").to_pylist():
+            s = json.loads(raw)
+            counts.update(s["counts"])
+            seconds.update(s["seconds"])
+            runs["parts"] += 1
+            if s["ran"]:
+                runs["parts_run"] += 1
+                runs["units_run"] += s["counts"].get("units", 0)
+                runs["views_run"] += s["counts"].get("views", 0)
+    return counts, seconds, runs
+
+
+def run_describe_stage(ex: Executor, units, plan, recipe: Recipe, specs: dict, out: Path,
+                       log) -> tuple[float, dict]:
+    """Describe as a stage of the same stream on Ray; after the units when local."""
+    key = describe_stage.generation_key(recipe)
+    stats = {"key": key, "units": 0, "units_reused": 0, "failed": 0}
+    if ex.kind == "ray":
+        from curate.describe_ray import describe_parts
+
+        def tally(t: pa.Table) -> None:
+            reused = t.column("reused").to_pylist()
+            stats["units"] += reused.count(False)
+            stats["units_reused"] += reused.count(True)
+            stats["failed"] += sum(t.column("failed").to_pylist())
+
+        stream = RayFrame(describe_parts(units.ds, specs, recipe, str(out), log), ex.cpus)
+        return ex.consume(stream, "units + describe", tally), stats
+    seconds = ex.consume(units, "units")
+    keys = [(s, p) for t in plan.tables_iter()
+            for s, p in zip(t.column("source").to_pylist(), t.column("part").to_pylist(),
+                            strict=True)]
+    t = time.perf_counter()
+    stats = describe_stage.run_describe(keys, specs, recipe, UnitStore(out / "units"), out, log)
+    return seconds + time.perf_counter() - t, stats
+
+
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
           fresh: bool = False, dry_run: bool = False, data_root: str | None = None,
           llm: dict | None = None, log=print) -> dict:
     """Run a recipe into `out`; returns the run record that is also written to run.json.
 
-    dry_run plans only: nothing is written, no phantom is generated, Ray is not started.
+    dry_run plans only, in this process: nothing is written, no phantom is generated,
+    Ray is not started.
     """
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_path)
@@ -170,99 +185,112 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         recipe.describe = recipe.describe.model_validate(
             {**recipe.describe.model_dump(), "backend": "openai", "options": options})
     out = Path(out).resolve()
-    specs = resolve_sources(recipe, Path(recipe_path).resolve().parent, out, data_root=data_root)
+    recipe_dir = Path(recipe_path).resolve().parent
+    specs = resolve_sources(recipe, recipe_dir, out, data_root=data_root)
     if dry_run:
-        plan = make_plan(recipe, specs, generate=False)
-        text = describe_plan(plan) + "\n" + describe_resources(recipe, executor, address)
+        records = [plan_source(s, recipe, generate=False).record() for s in specs]
+        text = describe_plan(records) + "\n" + describe_resources(recipe, executor, address)
         log(text)
-        return {"plan": text, "units": sum(plan.units_per_source.values()), "found": plan.found,
-                "missing": plan.missing}
+        found = [r["source"] for r in records if not r["missing"]]
+        return {"plan": text, "units": sum(r["units"] for r in records if not r["missing"]),
+                "found": found, "missing": {r["source"]: r["missing"] for r in records
+                                            if r["missing"]}}
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(recipe, specs)
-    log(describe_plan(plan))
-    if not plan.tasks:
-        raise CurateError("nothing to build: no source in the recipe has files; see the list above")
-    t_plan = time.perf_counter() - t0
-
-    store = UnitStore(out / "units")
-    todo = [t for t in plan.tasks if not store.is_done(t.spec.name, t.unit.unit_id)]
-    log(f"{len(plan.tasks) - len(todo)} work units already committed, {len(todo)} to run")
-    summaries, t_run = execute(todo, recipe, out / "units", executor, address)
-    keys = [(t.spec.name, t.unit.unit_id) for t in plan.tasks]
-
-    t_desc = time.perf_counter()
+    run_id = uuid.uuid4().hex
+    by_name = {s.name: s for s in specs}
+    names = [s.name for s in specs]
     describe_stats, variant = {}, None
-    if describe_stage.needed(recipe):
-        describe_stats = describe_stage.run_describe(
-            keys, {s.name: s for s in specs}, recipe, store, out, log)
-        variant = describe_stats["key"]
-    t_desc = time.perf_counter() - t_desc
+    with Executor(executor, address, recipe.run.workers) as ex:
+        plan = ex.frame(pa.table({"source": names}), blocks=len(names)).map_batches(
+            plan_sources, args=(recipe, by_name, str(out)), batch_size=1).materialize()
+        records = read_plan_records(out, names)
+        log(describe_plan(records))
+        if not sum(r["parts"] for r in records):
+            raise CurateError("nothing to build: no source in the recipe has files; "
+                              "see the list above")
+        log(describe_resources(recipe, executor, address))
+        t_plan = time.perf_counter() - t0
+        units = unit_stage(ex, plan, recipe, by_name, out, run_id)
+        if describe_stage.needed(recipe):
+            t_run, describe_stats = run_describe_stage(ex, units, plan, recipe, by_name, out,
+                                                       log)
+            variant = describe_stats["key"]
+        else:
+            t_run = ex.consume(units, "units")
+        counts, seconds, runs = sum_part_counts(plan, str(out / "units"), run_id)
 
-    t1 = time.perf_counter()
-    counts, seconds = Counter(), Counter()
-    for s, u in keys:
-        summary = store.summary(s, u)
-        counts.update(summary["counts"])
-        seconds.update(summary["seconds"])
-    quarantine = pa.concat_tables([to_table(plan.problems, QUARANTINE),
-                                   store.load(keys, quarantine=True)]
-                                  + ([store.load(keys, quarantine=True, variant=variant)]
-                                     if variant else []))
-    shipped = ship(store, keys, variant, recipe, out, Path(recipe_path).resolve().parent)
-    pq.write_table(quarantine, out / "quarantine.parquet")
-    kept, dropped = pq.read_table(out / "manifest.parquet"), pq.read_table(out / "filtered.parquet")
-    validation = validate_manifest(kept)
-    (out / "validation.json").write_text(json.dumps(validation, indent=1))
-    sums = checksums(out / "shards")
-    (out / "shards" / "SHA256SUMS").write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
+        t1 = time.perf_counter()
+        shipped = ship(ex, plan, recipe, out, variant, recipe_dir, reports=part_reports,
+                       log=log)
+        staging = out / ".staging"
+        reports = [json.loads(s.pop("reports")) for s in shipped.shards]
+        checks = global_counts(ex, staging / "manifest.parquet")
+        dropped = merge_all(frame_stats(ex, staging / "filtered.parquet", dropped_stats))
+        quarantine = merge_all(frame_stats(ex, staging / "quarantine.parquet",
+                                           quarantine_stats))
+    validation = combine_validation([r["validation"] for r in reports], checks)
+    kept_stats = merge_all([r["card"] for r in reports])
+    publish(out)
     t_final = time.perf_counter() - t1
-
+    sums = {s["shard"]: s["sha256"] for s in shipped.shards}
     record = {
         "curate_version": __version__, "pipeline_version": PIPELINE_VERSION,
         "recipe_file": str(recipe_path), "recipe": recipe.model_dump(mode="json"),
         "sources": [s.model_dump(mode="json", exclude_none=True) for s in specs],
-        "sources_found": plan.found, "sources_missing": plan.missing,
+        "sources_found": [r["source"] for r in records if not r["missing"]],
+        "sources_missing": {r["source"]: r["missing"] for r in records if r["missing"]},
         "versions": versions(), "executor": executor, "command": " ".join(sys.argv),
         "counts": {
-            "units_planned": len(plan.tasks), "units_reused": len(plan.tasks) - len(todo),
-            "units_run": len(summaries),
-            "ingest": {"cases": counts["cases"], "units_run": len(summaries)},
+            "units_planned": counts["units"], "units_reused": counts["units"] - runs["units_run"],
+            "units_run": runs["units_run"], "parts": runs["parts"],
+            "parts_run": runs["parts_run"],
+            "ingest": {"cases": counts["cases"], "units_run": runs["units_run"]},
             "normalize": {"views": counts["views"]},
             "ground": {"rois": counts["rois"]},
             "describe": {"captions": shipped.kept + shipped.dropped,
                          "backend": recipe.describe.backend,
-                         "generated_this_run": sum(s["counts"].get("views", 0)
-                                                   for s in summaries)
-                         if variant is None else describe_stats.get("units", 0),
+                         "generated_this_run": runs["views_run"] if variant is None
+                         else describe_stats.get("units", 0),
                          **({"stage": describe_stats} if describe_stats else {})},
             "ask": {"vqa": counts["vqa"]},
             "filter": {"kept": shipped.kept, "dropped": shipped.dropped,
                        "reasons": dict(sorted(shipped.reasons.items()))},
-            "quarantine": quarantine.num_rows,
+            "quarantine": shipped.quarantined,
             "shard": {"shards": len(sums), "samples": shipped.kept},
             "splits": dict(sorted(shipped.splits.items())),
+            "linked_cases": shipped.linked_cases,
             "validation": {"success": validation["success"],
                            "expectations": len(validation["expectations"])},
         },
         "timings_s": {"plan": round(t_plan, 3), "run": round(t_run, 3),
-                      "describe": round(t_desc, 3),
                       "finalize": round(t_final, 3),
                       "total": round(time.perf_counter() - t0, 3),
                       "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},
         "shards": sums,
     }
+    (out / "validation.json").write_text(json.dumps(validation, indent=1))
     (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    sheet = contact_sheet(out / "shards", kept.select(
-        ["sample_id", "source", "shard", "rois", "caption"]).to_pylist(),
-        out / "figures" / "samples.png")
-    write_datacard(out / "DATACARD.md", record, kept, dropped, quarantine, specs,
+    sheet = contact_sheet(out / "shards", kept_stats.get("examples", []),
+                          out / "figures" / "samples.png")
+    write_datacard(out / "DATACARD.md", record, kept_stats, dropped, quarantine, specs,
                    figure="figures/samples.png" if sheet else None)
     write_croissant(out, record, sorted({(s.license.spdx or s.license.name) if s.license
                                          else "unknown" for s in specs}))
-    if not kept.num_rows:
+    if not shipped.kept:
         log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
-    log(f"kept {kept.num_rows} samples in {len(sums)} shards; filtered {dropped.num_rows}; "
-        f"quarantined {quarantine.num_rows} file(s) -> {out}")
+    log(f"kept {shipped.kept} samples in {len(sums)} shards; filtered {shipped.dropped}; "
+        f"quarantined {shipped.quarantined} file(s) -> {out}")
     return record
+
+
+def frame_stats(ex: Executor, path: Path, fn) -> list[dict]:
+    """fn over each batch of a Parquet folder on the executor: mergeable stats dicts."""
+    frame = ex.read_parquet(path)
+    if frame is None:
+        return []
+    out = []
+    for t in frame.map_batches(lambda b: pa.table({"s": [json.dumps(fn(b))]})).tables_iter():
+        out += [json.loads(x) for x in t.column("s").to_pylist()]
+    return out

@@ -157,6 +157,12 @@ class SplitConfig(Strict):
     train: float = 0.8
     val: float = 0.1
     test: float = 0.1
+    link_near_duplicates_bits: int | None = Field(
+        default=None, ge=0, le=16,
+        description="before splitting, link cases whose images are within this many pHash "
+        "bits of each other (one patient republished by two sources) so they share a split; "
+        "off by default, on in recipes/medtrinity.yaml",
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -167,8 +173,10 @@ class SplitConfig(Strict):
 
 
 class ShardConfig(Strict):
-    max_samples: int = Field(default=1000, ge=1)
-    max_bytes: int = Field(default=500_000_000, ge=1000)
+    max_samples: int = Field(default=1_000_000, ge=1,
+                             description="at most this many samples per shard")
+    max_bytes: int = Field(default=1_000_000_000, ge=1000,
+                           description="about this many bytes per shard (image and masks)")
 
 
 class RunConfig(Strict):
@@ -179,6 +187,13 @@ class RunConfig(Strict):
     )
     min_units_for_error_check: int = 50
     max_in_flight: int | None = Field(default=None, description="default: 2 x cluster CPUs")
+    units_per_part: int = Field(
+        default=64, ge=1,
+        description="work units committed together as one part (the unit of resume): a "
+        "part is a deterministic run of one source's units in case order",
+    )
+    workers: int | None = Field(default=None, ge=1,
+                                description="unit-stage actors; default: one per CPU")
 
 
 class Recipe(Strict):

@@ -1,77 +1,40 @@
-"""Whole-dataset steps over committed units, streaming: decide, dedup, split, ship.
+"""Whole-dataset steps as distributed operations: decide, dedup, link, split, shard.
 
-Pass 1 reads only small columns of every unit (ids, image hashes, case ids, scores) to
-take the global decisions: filter thresholds, exact-duplicate images (the smallest
-sample_id of each image hash is kept), patient-level splits. Pass 2 streams units one by
-one into the WebDataset shards, the manifest and the filtered table, so memory holds one
-unit's bytes at a time, whatever the dataset's size.
+Every step is a map over parts or a group-by on the executor (curate.runner); the driver
+only gathers per-split counts, the pairs of cases that share a scan, and one small row per
+shard. Outputs are written into a staging folder and moved into place at the end, so a
+build killed here leaves the previous outputs intact.
+
+  parts ──map──► decisions (small columns: ids, hashes, filter verdicts)   [materialized]
+  decisions ──group by image_sha256──► duplicate reasons
+  decisions ──bands──group by band──► near-duplicate pairs ─► reasons; case links (driver:
+                                                               union-find over linked cases)
+  decisions + reasons ──group by part──► kept rows (dropped rows → filtered.parquet/)
+  kept rows ──group by shard──► shards/*.tar + manifest.parquet/*.parquet + per-shard stats
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from curate.config import FilterConfig, Recipe, SplitConfig
-from curate.decontam import HashIndex, load_index
-from curate.quality import decide
-from curate.records import MANIFEST, to_table
-from curate.shard import ShardSink
+from curate.config import Recipe
+from curate.dataset import decide as D
+from curate.dataset.ship import atomic_parquet, attach_decisions, write_shard
+from curate.decontam import load_index
 from curate.store import UnitStore
 
-Key = tuple[str, str]
-
-
-def split_of(case_id: str, salt: str, cfg: SplitConfig) -> str:
-    """Patient-level split: every sample of a case_id lands in the same split."""
-    u = int(hashlib.sha256(f"{salt}\0split\0{case_id}".encode()).hexdigest()[:12], 16) / 16**12
-    if u < cfg.train:
-        return "train"
-    return "val" if u < cfg.train + cfg.val else "test"
-
-
-def decide_all(store: UnitStore, keys: list[Key], variant: str | None, filters: FilterConfig,
-               salt: str, splits: SplitConfig,
-               benchmarks: HashIndex | None = None) -> dict[str, tuple[dict, str]]:
-    """sample_id -> (quality with keep/reasons, split), from small columns only."""
-    cols = ["sample_id", "image_sha256", "image_phash", "case_id", "quality"]
-    rows = []
-    for key in keys:
-        rows += store.load(key=key, variant=variant, columns=cols).to_pylist()
-    first_of: dict[str, str] = {}
-    for r in rows:
-        h = r["image_sha256"]
-        first_of[h] = min(first_of.get(h, r["sample_id"]), r["sample_id"])
-    seen = HashIndex(filters.cross_case_duplicate_bits) \
-        if filters.cross_case_duplicate_bits is not None else None
-    out = {}
-    for r in sorted(rows, key=lambda r: r["sample_id"]):  # the first of a pair is kept
-        q = r["quality"]
-        d = decide({"std": q["std"], "contrast": q["contrast"],
-                    "text_flags": q["text_flags"] or []}, filters)
-        first = first_of[r["image_sha256"]]
-        if first != r["sample_id"]:
-            d["keep"] = False
-            d["reasons"] = d["reasons"] + [f"duplicate: same image as {first}"]
-        hit = benchmarks.match(r["image_phash"]) if benchmarks else None
-        if hit:
-            d["keep"] = False
-            d["reasons"] = d["reasons"] + [f"benchmark: matches an image listed in {hit}"]
-        if seen is not None and d["keep"]:
-            twin = seen.match(r["image_phash"], ignore=r["case_id"] + "|")
-            if twin:
-                d["keep"] = False
-                d["reasons"] = d["reasons"] + [
-                    f"near_duplicate: like {twin.split('|')[1]} of another case"]
-            else:
-                seen.add(r["image_phash"], f"{r['case_id']}|{r['sample_id']}")
-        out[r["sample_id"]] = (d, split_of(r["case_id"], salt, splits))
-    return out
+SMALL = ["sample_id", "case_id", "image_sha256", "image_phash", "quality"]
+EVENT = pa.schema([("source", pa.string()), ("part", pa.string()), ("sample_id", pa.string()),
+                   ("case_id", pa.string()), ("keep", pa.bool_()),
+                   ("reasons", pa.list_(pa.string()))])
+OUTPUTS = ["shards", "manifest.parquet", "filtered.parquet", "quarantine.parquet"]
 
 
 @dataclass
@@ -80,37 +43,199 @@ class Shipped:
     dropped: int = 0
     reasons: Counter = field(default_factory=Counter)
     splits: Counter = field(default_factory=Counter)
+    shards: list[dict] = field(default_factory=list)  # one small row per shard
+    quarantined: int = 0
+    linked_cases: int = 0
 
 
-def ship(store: UnitStore, keys: list[Key], variant: str | None, recipe: Recipe,
-         out: Path, recipe_dir: Path = Path(".")) -> Shipped:
-    """Stream every unit into shards/, manifest.parquet and filtered.parquet."""
-    benchmarks = load_index(recipe.decontaminate.lists, recipe.decontaminate.max_distance,
-                            recipe_dir)
-    decisions = decide_all(store, keys, variant, recipe.filters, recipe.salt, recipe.split,
-                           benchmarks)
-    sink = ShardSink(out / "shards", recipe.shard.max_samples, recipe.shard.max_bytes)
+def decide_parts(batch: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
+                 recipe_dir: str) -> pa.Table:
+    """Plan rows (source, part) -> DECISION rows from each part's small columns."""
+    store = UnitStore(Path(store_root))
+    d = recipe.decontaminate
+    benchmarks = load_index(d.lists, d.max_distance, Path(recipe_dir))
+    out = [D.DECISION.empty_table()]
+    for source, part in zip(batch.column("source").to_pylist(),
+                            batch.column("part").to_pylist(), strict=True):
+        summary = store.summary(source, part)
+        samples = store.load(key=(source, part), variant=variant, columns=SMALL)
+        per_row = summary.get("bytes", 0) // max(1, summary["counts"].get("views", 1))
+        out.append(D.row_decisions(samples, source, part, recipe.filters, benchmarks, per_row))
+    return pa.concat_tables(out)
+
+
+def to_events(t: pa.Table) -> pa.Table:
+    return t.select(EVENT.names).cast(EVENT)
+
+
+def reasons_to_events(t: pa.Table) -> pa.Table:
+    n = t.num_rows
+    return pa.table({"source": pa.nulls(n, pa.string()), "part": t.column("part"),
+                     "sample_id": t.column("sample_id"), "case_id": pa.nulls(n, pa.string()),
+                     "keep": pa.nulls(n, pa.bool_()),
+                     "reasons": pa.array([[r] for r in t.column("reason").to_pylist()],
+                                         pa.list_(pa.string()))}, schema=EVENT)
+
+
+def near_reasons(pairs: pa.Table, bits: int) -> pa.Table:
+    close = pairs.filter(pa.compute.less_equal(pairs.column("dist"), bits))
+    return D.near_duplicate_reasons(close)
+
+
+def linked_case_pairs(pairs: pa.Table, bits: int) -> pa.Table:
+    return D.case_pairs(pairs.filter(pa.compute.less_equal(pairs.column("dist"), bits)))
+
+
+def copy_quarantine(batch: pa.Table, store_root: str, variant: str | None,
+                    staging: str) -> pa.Table:
+    """Each part's quarantine rows (and its describe variant's) into quarantine.parquet/."""
+    store, rows = UnitStore(Path(store_root)), 0
+    for source, part in zip(batch.column("source").to_pylist(),
+                            batch.column("part").to_pylist(), strict=True):
+        for v in (None, variant) if variant else (None,):
+            path = store.path(source, part, v, quarantine=True)
+            if path.exists():
+                t = pq.read_table(path)
+                rows += t.num_rows
+                name = f"{source}-{part}" + (f".{v}" if v else "") + ".parquet"
+                atomic_parquet(t, Path(staging) / "quarantine.parquet" / name)
+    return pa.table({"rows": pa.array([rows], pa.int64())})
+
+
+def count_dropped(t: pa.Table) -> pa.Table:
+    reasons = Counter(r.split(":")[0] for q in t.column("quality").to_pylist()
+                      for r in q["reasons"])
+    return pa.table({"reason": pa.array(list(reasons) + [""], pa.string()),
+                     "n": pa.array(list(reasons.values()) + [t.num_rows], pa.int64())})
+
+
+def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: Path,
+         reports=None, log=print) -> Shipped:
+    """Decide, dedup, link, split and shard every committed part of `parts` (a frame of
+    plan rows) into out/; returns counts and one row per shard."""
+    store_root = str(out / "units")
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     result = Shipped()
-    with pq.ParquetWriter(out / "manifest.parquet", MANIFEST) as manifest, \
-            pq.ParquetWriter(out / "filtered.parquet", MANIFEST) as filtered:
-        for key in tqdm(keys, desc="ship", unit="unit", dynamic_ncols=True, mininterval=0.5):
-            rows = sorted(store.load(key=key, variant=variant).to_pylist(),
-                          key=lambda r: r["sample_id"])
-            kept, dropped = [], []
-            for row in rows:
-                row["quality"], row["split"] = decisions[row["sample_id"]]
-                if row["quality"]["keep"]:
-                    sink.add(row)
-                    kept.append(row)
-                    result.splits[row["split"]] += 1
+    keys = parts.map_batches(lambda t: t.select(["source", "part"]), num_cpus=0)
+
+    decisions = keys.map_batches(decide_parts, args=(recipe, store_root, variant,
+                                                     str(recipe_dir))).materialize()
+    extra = [decisions.groupby_map("image_sha256", D.exact_duplicates)]
+    removal, linking = recipe.filters.cross_case_duplicate_bits, recipe.split.link_near_duplicates_bits
+    groups: dict[str, str] = {}
+    if removal is not None or linking is not None:
+        bits = max(b for b in (removal, linking) if b is not None)
+        pairs = decisions.map_batches(D.bands, args=(bits,)).groupby_map(
+            "band", D.band_pairs, args=(bits,)).materialize()
+        if removal is not None:
+            extra.append(pairs.map_batches(near_reasons, args=(removal,)))
+        if linking is not None:
+            links = []
+            for t in pairs.map_batches(linked_case_pairs, args=(linking,)).tables_iter():
+                links += zip(t.column("a_case").to_pylist(), t.column("b_case").to_pylist(),
+                             strict=True)
+            groups = D.link_groups(links)
+            result.linked_cases = len(groups)
+            log(f"linked {len(groups)} cases that share near-identical images into "
+                f"{len(set(groups.values()))} groups before the split")
+
+    totals: dict[str, list[int]] = {}
+    for t in decisions.map_batches(D.split_counts, args=(groups, recipe.salt,
+                                                         recipe.split)).tables_iter():
+        for split, n, size in zip(*(t.column(c).to_pylist() for c in ("split", "samples",
+                                                                       "bytes")), strict=True):
+            totals.setdefault(split, [0, 0])
+            totals[split][0] += n
+            totals[split][1] += size
+    shards = D.shard_counts({k: tuple(v) for k, v in totals.items()},
+                            recipe.shard.max_samples, recipe.shard.max_bytes)
+
+    events = decisions.map_batches(to_events, num_cpus=0).union(
+        *[e.map_batches(reasons_to_events, num_cpus=0) for e in extra])
+    kept = events.groupby_map("part", attach_decisions,
+                              args=(recipe, store_root, variant, groups, shards, str(staging)))
+    written = kept.groupby_map("shard", write_shard, args=(staging, reports))
+    for t in written.tables_iter():
+        result.shards += t.drop_columns([]).to_pylist()
+    result.shards.sort(key=lambda r: r["shard"])
+    for s in result.shards:
+        result.kept += s["samples"]
+        result.splits[s["split"]] += s["samples"]
+
+    dropped = ex.read_parquet(staging / "filtered.parquet", columns=["quality"])
+    if dropped is not None:
+        for t in dropped.map_batches(count_dropped).tables_iter():
+            for reason, n in zip(t.column("reason").to_pylist(), t.column("n").to_pylist(),
+                                 strict=True):
+                if reason:
+                    result.reasons[reason] += n
                 else:
-                    dropped.append(row)
-                    result.reasons.update(r.split(":")[0] for r in row["quality"]["reasons"])
-            for writer, part in ((manifest, kept), (filtered, dropped)):
-                if part:
-                    writer.write_table(to_table([{k: r[k] for k in MANIFEST.names} for r in part],
-                                                MANIFEST))
-            result.kept += len(kept)
-            result.dropped += len(dropped)
-    sink.close()
+                    result.dropped += n
+    for t in keys.map_batches(copy_quarantine, args=(store_root, variant,
+                                                     str(staging))).tables_iter():
+        result.quarantined += sum(t.column("rows").to_pylist())
+    for p in sorted((out / "plan").glob("*.q.parquet")):  # one file per source
+        t = pq.read_table(p)
+        result.quarantined += t.num_rows
+        atomic_parquet(t, staging / "quarantine.parquet" / f"plan-{p.name}")
+    write_indexes(staging / "shards", result.shards)
     return result
+
+
+def write_indexes(dest: Path, shards: list[dict]) -> None:
+    """SHA256SUMS, and a `wids` shard index per split ({split}.wids.json)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "SHA256SUMS").write_text("".join(f"{s['sha256']}  {s['shard']}\n" for s in shards))
+    for split in sorted({s["split"] for s in shards}):
+        index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": split,
+                 "shardlist": [{"url": s["shard"], "nsamples": s["samples"]}
+                               for s in shards if s["split"] == split]}
+        (dest / f"{split}.wids.json").write_text(json.dumps(index, indent=1))
+
+
+def publish(out: Path) -> None:
+    """Move the staged outputs into place (each a rename; the old one is removed first)."""
+    staging = out / ".staging"
+    for name in OUTPUTS:
+        new, old = staging / name, out / name
+        if not new.exists():
+            new.mkdir(parents=True)
+        trash = out / f".old-{name}"
+        shutil.rmtree(trash, ignore_errors=True)
+        if old.is_dir():
+            old.rename(trash)
+        elif old.exists():
+            old.unlink()
+        new.rename(old)
+        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _dup_ids(group: pa.Table) -> pa.Table:
+    return pa.table({"n": pa.array([group.num_rows if group.num_rows > 1 else 0], pa.int64())})
+
+
+def _split_count(group: pa.Table) -> pa.Table:
+    several = len(set(group.column("split").to_pylist())) > 1
+    return pa.table({"n": pa.array([int(several)], pa.int64())})
+
+
+def _rows(t: pa.Table) -> pa.Table:
+    return pa.table({"n": pa.array([t.num_rows], pa.int64())})
+
+
+def global_counts(ex, manifest: Path) -> dict:
+    """The checks no single part can make, as distributed counts over the manifest:
+    rows sharing a sample_id, and cases found in more than one split."""
+    frame = ex.read_parquet(manifest, columns=["sample_id", "case_id", "split"])
+    if frame is None:
+        return {"duplicate_sample_ids": 0, "cases_in_several_splits": 0, "rows": 0}
+
+    def total(f) -> int:
+        return sum(sum(t.column("n").to_pylist()) for t in f.tables_iter())
+
+    return {"duplicate_sample_ids": total(frame.groupby_map("sample_id", _dup_ids)),
+            "cases_in_several_splits": total(frame.groupby_map("case_id", _split_count)),
+            "rows": total(frame.map_batches(_rows))}

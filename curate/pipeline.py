@@ -142,14 +142,30 @@ class WorkerModels:
         self._built: dict[int, object] = {}
 
     @staticmethod
-    def resources(recipe: Recipe) -> dict[str, float]:
-        """What one worker needs: the most any configured expert declares."""
+    def resources(recipe: Recipe, gpu: bool | None = None) -> dict[str, float]:
+        """What one worker needs: the most any configured expert declares; gpu=False
+        counts only CPU experts, gpu=True only the experts that need a GPU."""
+        from curate.experts import build_expert
+
         need = {"num_cpus": 1.0, "num_gpus": 0.0}
         for cfg in recipe.experts:
-            res = cfg.build().resources
+            res = build_expert(cfg).resources
+            if gpu is not None and (res.num_gpus > 0) != gpu:
+                continue
             need["num_cpus"] = max(need["num_cpus"], res.num_cpus)
             need["num_gpus"] = max(need["num_gpus"], res.num_gpus)
         return need
+
+    @staticmethod
+    def gpu_sources(recipe: Recipe, specs: list[SourceSpec]) -> set[str]:
+        """Sources that an expert needing a GPU may see: their parts run in the GPU pool,
+        so parts no GPU expert touches never wait for a GPU."""
+        from curate.experts import build_expert
+
+        gpu = [cfg for cfg in recipe.experts if build_expert(cfg).resources.num_gpus > 0]
+        return {s.name for s in specs
+                if any(cfg.applies_to(s.name, s.modality) or (s.modality is None and (
+                    cfg.sources is None or s.name in cfg.sources)) for cfg in gpu)}
 
     def experts_for(self, source: str, modality: str | None) -> list:
         out = []
@@ -157,7 +173,9 @@ class WorkerModels:
             if not cfg.applies_to(source, modality):
                 continue
             if i not in self._built:
-                expert = cfg.build()
+                from curate.experts import build_expert
+
+                expert = build_expert(cfg)
                 expert.setup()
                 self._built[i] = expert
             out.append(self._built[i])

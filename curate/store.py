@@ -1,8 +1,14 @@
-"""Committed work units on disk: a unit is done when its marker exists.
+"""Committed parts on disk: a part is done when its marker exists.
 
-units/<source>/<unit_id>.parquet    samples (with image and mask bytes)
-units/<source>/<unit_id>.q.parquet  quarantine rows (absent when there are none)
-units/<source>/<unit_id>.json       marker: counts and timings, written last (atomic rename)
+A part is a deterministic run of one source's work units (curate.plan), processed and
+committed together, so a 25M-sample build writes thousands of files, not millions, and a
+resumed build redoes only the parts that have no marker.
+
+units/<source>/<part_id>.parquet    samples (with image and mask bytes)
+units/<source>/<part_id>.q.parquet  quarantine rows (absent when there are none)
+units/<source>/<part_id>.json       marker: counts and timings, written last (atomic rename)
+
+The API names a part by (source, id); `unit_id` in a result is the part's id.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.pipeline import UnitResult
 from curate.records import QUARANTINE, SAMPLE, to_table
 
 
@@ -38,13 +43,17 @@ class UnitStore:
         pq.write_table(table, tmp)
         os.replace(tmp, target)
 
-    def commit(self, source: str, result: UnitResult) -> dict:
+    def commit(self, source: str, result) -> dict:
+        """Commit a part (a curate.pipeline.UnitResult whose unit_id is the part id)."""
         base = self._base(source, result.unit_id)
         base.parent.mkdir(parents=True, exist_ok=True)
-        self._write(base, ".parquet", to_table(result.samples, SAMPLE))
+        samples = to_table(result.samples, SAMPLE)
+        self._write(base, ".parquet", samples)
         self._write(base, ".q.parquet", to_table(result.quarantine, QUARANTINE))
         summary = {"unit_id": result.unit_id, "source": source, "counts": dict(result.counts),
-                   "seconds": dict(result.seconds)}
+                   "seconds": dict(result.seconds), "run": getattr(result, "run", None),
+                   "bytes": samples.column("image").nbytes + samples.column("roi_masks").nbytes
+                   if samples.num_rows else 0}
         tmp = base.with_name(f"{base.name}.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(summary, sort_keys=True))
         os.replace(tmp, base.with_suffix(".json"))  # the marker comes last
@@ -60,6 +69,11 @@ class UnitStore:
         self._write(base, f".{key}.parquet", samples)
         self._write(base, f".{key}.q.parquet", quarantine)
         base.with_name(f"{unit_id}.{key}.done").write_text("")
+
+    def path(self, source: str, unit_id: str, variant: str | None = None,
+             quarantine: bool = False) -> Path:
+        suffix = (f".{variant}" if variant else "") + (".q.parquet" if quarantine else ".parquet")
+        return self._base(source, unit_id).with_name(unit_id + suffix)
 
     def summary(self, source: str, unit_id: str) -> dict:
         return json.loads(self._base(source, unit_id).with_suffix(".json").read_text())

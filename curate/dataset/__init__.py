@@ -1,0 +1,1 @@
+"""Whole-dataset steps: decisions, dedup, linking, split, shards (plain functions)."""

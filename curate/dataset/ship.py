@@ -1,0 +1,143 @@
+"""Bring the global decisions back to each part's rows, and write one shard (no Ray here).
+
+`attach_decisions` runs once per part: it reads the part's committed rows (with bytes),
+sets each sample's keep decision, reasons and split, writes the dropped rows to
+filtered.parquet/<part>.parquet and returns the kept rows with their shard name and order.
+`write_shard` runs once per shard, on a worker: it writes {split}-{index}.tar (members
+in the shard's seeded order, fixed mtime, so bytes repeat), the shard's manifest part
+manifest.parquet/{split}-{index}.parquet, and returns its counts and sha256 (hashed as
+it is written, never re-read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from webdataset import TarWriter
+
+from curate.config import Recipe
+from curate.dataset.decide import shard_of, split_of
+from curate.records import MANIFEST, SAMPLE
+from curate.store import UnitStore
+
+MTIME = 0.0  # fixed so that the same samples give byte-identical shards
+ORDER = pa.field("_order", pa.string())
+KEPT = SAMPLE.append(ORDER)
+
+
+def atomic_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def merged_reasons(base: list[str], extra: list[str]) -> list[str]:
+    """The row's own reasons, then at most one of each global kind (first by name)."""
+    out, kinds = list(base), set()
+    for r in sorted(extra):
+        kind = r.split(":")[0]
+        if kind not in kinds:
+            kinds.add(kind)
+            out.append(r)
+    return out
+
+
+def attach_decisions(events: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
+                     groups: dict[str, str], shards: dict[str, int], staging: str) -> pa.Table:
+    """One part's decision rows and extra-reason rows -> its dropped rows written to
+    filtered.parquet/, its kept rows (with bytes, split, shard, order) returned."""
+    source = next(s for s in events.column("source").to_pylist() if s)
+    part = events.column("part")[0].as_py()
+    base, extra = {}, {}
+    for r in events.select(["sample_id", "case_id", "keep", "reasons"]).to_pylist():
+        if r["keep"] is None:
+            extra.setdefault(r["sample_id"], []).extend(r["reasons"])
+        else:
+            base[r["sample_id"]] = r
+    rows = UnitStore(Path(store_root)).load(key=(source, part), variant=variant).to_pylist()
+    kept, dropped = [], []
+    for row in sorted(rows, key=lambda r: r["sample_id"]):
+        d = base[row["sample_id"]]
+        reasons = merged_reasons(d["reasons"], extra.get(row["sample_id"], []))
+        keep = d["keep"] and not extra.get(row["sample_id"])
+        row["quality"] = dict(row["quality"], keep=keep, reasons=reasons)
+        case = row["case_id"]
+        row["split"] = split_of(groups.get(case, case), recipe.salt, recipe.split)
+        if keep:
+            index, order = shard_of(row["sample_id"], recipe.seed, shards[row["split"]])
+            row["shard"], row["_order"] = f"{row['split']}-{index:06d}.tar", order
+            kept.append(row)
+        else:
+            dropped.append(row)
+    if dropped:
+        atomic_parquet(pa.Table.from_pylist([{k: r[k] for k in MANIFEST.names}
+                                             for r in dropped], schema=MANIFEST),
+                       Path(staging) / "filtered.parquet" / f"{source}-{part}.parquet")
+    return pa.Table.from_pylist(kept, schema=KEPT)
+
+
+def sample_json(row: dict) -> dict:
+    """The record as shipped beside the image: every manifest field, masks by member name."""
+    out = {k: v for k, v in row.items() if k not in ("image", "roi_masks", "_order")}
+    out["rois"] = [dict(r, mask=f"roi_{i:03d}.png" if m is not None else None)
+                   for i, (r, m) in enumerate(zip(row["rois"], row["roi_masks"], strict=True))]
+    return out
+
+
+class _Hashing:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, f):
+        self.f, self.h, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        pass  # the caller closes the real file
+
+
+SHARD_RESULT = pa.schema([("shard", pa.string()), ("split", pa.string()),
+                          ("samples", pa.int64()), ("bytes", pa.int64()),
+                          ("sha256", pa.string()), ("reports", pa.string())])
+
+
+def write_shard(rows: pa.Table, staging: Path, reports=None) -> pa.Table:
+    """Write one shard's tar and manifest part; `reports(manifest_part) -> dict` adds the
+    per-part aggregates (validation, card statistics) computed here, on the worker."""
+    rows = rows.sort_by("_order")
+    name = rows.column("shard")[0].as_py()
+    split = rows.column("split")[0].as_py()
+    dest = staging / "shards" / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as raw:
+        stream = _Hashing(raw)
+        writer = TarWriter(stream, mtime=MTIME, encoder=False)
+        for row in rows.to_pylist():
+            record = {"__key__": row["sample_id"], "png": row["image"],
+                      "json": json.dumps(sample_json(row), sort_keys=True).encode()}
+            for i, mask in enumerate(row["roi_masks"]):
+                if mask is not None:
+                    record[f"roi_{i:03d}.png"] = mask
+            writer.write(record)
+        writer.close()
+    os.replace(tmp, dest)
+    manifest = rows.select(MANIFEST.names).cast(MANIFEST)
+    atomic_parquet(manifest, staging / "manifest.parquet" / name.replace(".tar", ".parquet"))
+    extra = reports(manifest) if reports else {}
+    return pa.Table.from_pylist([{"shard": name, "split": split, "samples": rows.num_rows,
+                                  "bytes": stream.size, "sha256": stream.h.hexdigest(),
+                                  "reports": json.dumps(extra, sort_keys=True)}],
+                                schema=SHARD_RESULT)
