@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stage-only", action="store_true",
+                    help="only the describe stage figures (skip the generator's own)")
     ap.add_argument("--part-size", type=int, default=16,
                     help="work units (one sample each) per committed part")
     ap.add_argument("--cache-root", default=".",
@@ -244,9 +246,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(baseline(url, bodies[:50], args.concurrency))
         for _ in range(args.repeat):  # interleaved, best of N: the machine's noise cancels
             measure("baseline", lambda: asyncio.run(baseline(url, bodies, args.concurrency)))
-            measure("generator", lambda: run_generator(url, reqs, args.concurrency, None))
-            measure("generator+overlays",
-                    lambda: run_generator(url, bare, args.concurrency, None))
+            if not args.stage_only:
+                measure("generator", lambda: run_generator(url, reqs, args.concurrency, None))
+                measure("generator+overlays",
+                        lambda: run_generator(url, bare, args.concurrency, None))
             measure("stage baseline", lambda: asyncio.run(
                 baseline(url, stage_bodies, args.concurrency)))
             measure("describe stage", lambda: run_stage(url, spec, store, keys, args.concurrency,
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                 wall[name] = min(wall.get(name, float("inf")), args.n / steady)
                 wall[name + " total"] = min(wall.get(name + " total", float("inf")),
                                             args.n / total)
+            if args.stage_only:
+                continue
             with tempfile.TemporaryDirectory(dir=args.cache_root, prefix=".bench-cache-") as tmp:
                 measure("generator+cache",
                         lambda: run_generator(url, reqs, args.concurrency, tmp))

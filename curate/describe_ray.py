@@ -90,17 +90,21 @@ class _RayLimiterHandle:
         self.actor.pause.remote(until)  # fire and forget: the local pause already holds
 
 
-def limiter_name(out: str | os.PathLike[str], key: str) -> str:
-    """The limiter's actor name: one per output folder and generation settings."""
+def limiter_prefix(out: str | os.PathLike[str], key: str) -> str:
+    """The start of the limiter's actor name: the output folder and generation settings."""
     digest = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:10]
     return f"curate-describe-limiter-{digest}-{key}"
 
 
 def make_limiter(recipe: Recipe, out: str | os.PathLike[str]):
-    """The build's Limiter actor (created on the first call, found on later ones)."""
+    """A new Limiter actor for this build, named `<limiter_prefix>-<random>`.
+
+    New on every call: an earlier build's limiter may be shutting down (it goes when the
+    last handle does), so finding it by name would race. The returned dataset's plan
+    holds the handle, which keeps the actor up while the dataset runs."""
     o = recipe.describe.options
-    return Limiter.options(name=limiter_name(out, generation_key(recipe)),
-                           get_if_exists=True).remote(
+    name = f"{limiter_prefix(out, generation_key(recipe))}-{uuid.uuid4().hex[:8]}"
+    return Limiter.options(name=name).remote(
         int(o.get("concurrency", 16)), o.get("rps"), float(o.get("burst", 1.0)))
 
 

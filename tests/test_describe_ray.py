@@ -115,7 +115,7 @@ def run_stage(ray, store, keys, spec, recipe, out, actors=2):
     recipe.describe.options["actors"] = actors
     ds = describe_parts(parts, {spec.name: spec}, recipe, out, log=lambda m: None,
                         store_root=store.root)
-    return sorted(ds.take_all(), key=lambda r: r["part"])
+    return sorted(ds.take_all(), key=lambda r: r["part"]), ds  # ds keeps the limiter up
 
 
 @pytest.mark.slow
@@ -130,14 +130,17 @@ def test_describe_parts_matches_run_describe_and_shares_one_limiter(tmp_path, lo
         server.reset()
         server.script("ermoscopy", "ok", "bad_json")
         recipe2 = openai_recipe(server.base_url, concurrency=4, parts_in_flight=4)
-        rows = run_stage(local_ray, store2, keys2, spec2, recipe2, tmp_path / "b")
+        rows, ds = run_stage(local_ray, store2, keys2, spec2, recipe2, tmp_path / "b")
         sent = server.count
         assert server.max_in_flight <= 4
-        from curate.describe_ray import limiter_name
+        from ray.util import list_named_actors
 
-        limiter = local_ray.get_actor(limiter_name(tmp_path / "b", generation_key(recipe2)))
-        stats = local_ray.get(limiter.stats.remote())
-        again = run_stage(local_ray, store2, keys2, spec2, recipe2, tmp_path / "b")
+        from curate.describe_ray import limiter_prefix
+
+        prefix = limiter_prefix(tmp_path / "b", generation_key(recipe2))
+        (name,) = [n for n in list_named_actors() if n.startswith(prefix)]  # one per build
+        stats = local_ray.get(local_ray.get_actor(name).stats.remote())
+        again, _ = run_stage(local_ray, store2, keys2, spec2, recipe2, tmp_path / "b")
         assert server.count == sent  # a re-run repeats no call
     assert len(rows) == len(keys2) and {(r["source"], r["part"]) for r in rows} == set(keys2)
     assert sum(r["described"] for r in rows) == len(keys2) - 1
@@ -160,7 +163,7 @@ def test_grounded_retrieval_runs_without_a_model(tmp_path, local_ray):
     spec, store, keys = committed_parts(tmp_path, 3)
     recipe = Recipe.model_validate({"name": "t", "sources": [],
                                     "describe": {"knowledge": {"k": 2}}})
-    rows = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
+    rows, _ = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
     assert sum(r["described"] for r in rows) == 3
     text = variant_text(store, keys, recipe)
     assert all(len(r["knowledge_refs"]) == 2 for r in text)
@@ -190,11 +193,11 @@ def test_vllm_processor_is_built_once_for_many_parts(tmp_path, local_ray, monkey
     spec, store, keys = committed_parts(tmp_path, 12)
     recipe = Recipe.model_validate({"name": "t", "sources": [], "describe": {
         "backend": "vllm", "options": {"model": "org/some-vlm"}}})
-    rows = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
+    rows, _ = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
     assert len(builds) == 1
     assert len(rows) == 12 and sum(r["described"] for r in rows) == 12
     assert {r["generation"]["backend"] for r in variant_text(store, keys, recipe)} \
         == {"vllm-ray"}
     # a re-run: every part reused, still one processor per build
-    again = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
+    again, _ = run_stage(local_ray, store, keys, spec, recipe, tmp_path)
     assert all(r["reused"] for r in again) and len(builds) == 2
