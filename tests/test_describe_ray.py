@@ -64,21 +64,50 @@ def test_limiter_shares_are_fair_and_never_oversubscribed():
     assert state.sync("a", 4, 3)[0] == 3 and state.sync("b", 4, 100)[0] == 4  # a still runs 4
 
 
+class Handle:
+    """A LimiterHandle over a LimiterState in the same loop (what the Ray actor wraps)."""
+
+    def __init__(self, state: LimiterState):
+        self.state = state
+
+    async def sync(self, client, in_use, demand):
+        return self.state.sync(client, in_use, demand)
+
+    async def tokens(self, want):
+        return await self.state.tokens(want)
+
+    def pause(self, until):
+        self.state.pause(until)
+
+
+def test_shared_limit_holds_the_rate_across_clients():
+    import time
+
+    rps, n = 20.0, 25
+    state = LimiterState(concurrency=8, rps=rps)
+
+    async def main():
+        limits = [SharedLimit(Handle(state), name, rate_limited=True) for name in "ab"]
+        starts = []
+
+        async def one(limit):
+            async with limit.slot():
+                starts.append(time.monotonic())
+
+        await asyncio.gather(*(one(limits[i % 2]) for i in range(n)))
+        return sorted(starts)
+
+    starts = asyncio.run(main())
+    assert starts[-1] - starts[0] >= (n - 1) / rps * 0.9
+    for t in starts:  # no window of 0.5 s holds more than the bucket allows
+        assert sum(t <= s < t + 0.5 for s in starts) <= 1 + 0.5 * rps + 1
+
+
 def test_shared_limit_keeps_the_total_under_the_concurrency():
     state = LimiterState(concurrency=3)
 
-    class Handle:
-        async def sync(self, client, in_use, demand):
-            return state.sync(client, in_use, demand)
-
-        async def tokens(self, want):
-            return await state.tokens(want)
-
-        def pause(self, until):
-            state.pause(until)
-
     async def main():
-        limits = [SharedLimit(Handle(), name, rate_limited=False) for name in "ab"]
+        limits = [SharedLimit(Handle(state), name, rate_limited=False) for name in "ab"]
         running, peak = 0, 0
 
         async def one(limit):

@@ -254,6 +254,30 @@ def test_cache_makes_a_rerun_free_and_a_resume_repeat_only_failures(server, tmp_
     assert stats["cache_hits"] == 5 and stats["requests"] == 0 and stats["prompt_tokens"] == 0
 
 
+def test_answer_cache_files_per_writer_and_old_json_entries(tmp_path):
+    from curate.generate import AnswerCache
+
+    a, b = AnswerCache(tmp_path), AnswerCache(tmp_path)
+    a.put("k1", {"levels": {"x": "1"}})
+    b.put("k2", {"levels": {"x": "2"}})
+    assert a.get("k1") == {"levels": {"x": "1"}}  # buffered entries are read back at once
+    a.flush()
+    b.flush()
+    assert (a.slot, b.slot) == (0, 1)  # two writers never share a file
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "ab" / "ab3.json").write_text(json.dumps({"levels": {"x": "old"}}))
+    reader = AnswerCache(tmp_path)
+    assert reader.get("k1")["levels"] == {"x": "1"} and reader.get("k2")["levels"] == {"x": "2"}
+    assert reader.get("ab3")["levels"] == {"x": "old"} and reader.get("zz") is None
+    a.close()
+    c = AnswerCache(tmp_path)
+    c.put("k3", {"levels": {}})
+    c.flush()
+    assert c.slot == 0  # a closed writer's slot is reused
+    assert sorted(p.name for p in tmp_path.glob("*.sqlite")) == ["answers-0.sqlite",
+                                                                "answers-1.sqlite"]
+
+
 def test_concurrency_limit_is_respected():
     with FakeLLMServer(latency_s=0.1) as server:
         generator(server, concurrency=3).generate_many([request(i) for i in range(12)])
