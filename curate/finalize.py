@@ -77,13 +77,23 @@ def reasons_to_events(t: pa.Table) -> pa.Table:
                                          pa.list_(pa.string()))}, schema=EVENT)
 
 
-def near_reasons(pairs: pa.Table, bits: int) -> pa.Table:
-    close = pairs.filter(pa.compute.less_equal(pairs.column("dist"), bits))
-    return D.near_duplicate_reasons(close)
+def close_pairs(pairs: pa.Table, bits: int, kept_only: bool) -> pa.Table:
+    mask = pa.compute.less_equal(pairs.column("dist"), bits)
+    if kept_only:
+        mask = pa.compute.and_(mask, pa.compute.and_(pairs.column("a_keep"),
+                                                     pairs.column("b_keep")))
+    return pairs.filter(mask)
 
 
-def linked_case_pairs(pairs: pa.Table, bits: int) -> pa.Table:
-    return D.case_pairs(pairs.filter(pa.compute.less_equal(pairs.column("dist"), bits)))
+def linked_cases(pairs, bits: int, kept_only: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(case -> group, group -> owner case) from the pairs within `bits`; the driver holds
+    only the linked cases."""
+    rows = []
+    for t in pairs.map_batches(lambda p: D.case_pairs(close_pairs(p, bits, kept_only)),
+                               num_cpus=0).tables_iter():
+        rows += t.to_pylist()
+    groups = D.link_groups((r["a_case"], r["b_case"]) for r in rows)
+    return groups, D.owners(rows, groups)
 
 
 def copy_quarantine(batch: pa.Table, store_root: str, variant: str | None,
@@ -130,13 +140,12 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
         pairs = decisions.map_batches(D.bands, args=(bits,)).groupby_map(
             "band", D.band_pairs, args=(bits,)).materialize()
         if removal is not None:
-            extra.append(pairs.map_batches(near_reasons, args=(removal,)))
+            near, owner = linked_cases(pairs, removal, kept_only=True)
+            extra.append(pairs.map_batches(
+                lambda p: D.near_duplicate_reasons(close_pairs(p, removal, True), near, owner),
+                num_cpus=0))
         if linking is not None:
-            links = []
-            for t in pairs.map_batches(linked_case_pairs, args=(linking,)).tables_iter():
-                links += zip(t.column("a_case").to_pylist(), t.column("b_case").to_pylist(),
-                             strict=True)
-            groups = D.link_groups(links)
+            groups, _ = linked_cases(pairs, linking, kept_only=False)
             result.linked_cases = len(groups)
             log(f"linked {len(groups)} cases that share near-identical images into "
                 f"{len(set(groups.values()))} groups before the split")

@@ -39,3 +39,12 @@ def mask_folder(tmp_path) -> Path:
         Image.fromarray(mask).save(root / "seg" / f"p{i}_seg.png")
     (root / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     return root
+
+
+def tree_bytes(path: Path) -> dict[str, bytes]:
+    """A file's bytes, or every file under a folder (e.g. manifest.parquet/ parts) by name."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.build import build
+from tests.conftest import tree_bytes
 from tests.conftest import ROOT
 from tests.llm_server import FakeLLMServer
 
@@ -44,10 +45,10 @@ def test_llm_endpoint_describes_caches_and_quarantines(tmp_path, small_recipe):
         # nothing identifying: only facts and metadata are sent
         assert not any("case000" in json.dumps(r["body"]) for r in server.requests)
         # a second run repeats no call and gives the same manifest
-        manifest = (out / "manifest.parquet").read_bytes()
+        manifest = tree_bytes(out / "manifest.parquet")
         second = build(small_recipe, out, executor="local", llm=llm, log=lambda m: None)
         assert len(server.requests) == sent
-        assert (out / "manifest.parquet").read_bytes() == manifest
+        assert tree_bytes(out / "manifest.parquet") == manifest
     m = pl.read_parquet(out / "manifest.parquet")
     assert set(m["generation"].struct.field("backend")) == {"openai-chat"}
     assert all(m["caption"].str.len_chars() > 0)

@@ -36,11 +36,16 @@ def test_lungs_on_a_real_ct_slice_have_the_right_sides():
 
 
 def test_unknown_expert_or_bad_params_fail_when_the_recipe_loads():
-    with pytest.raises(ValueError, match="unknown expert"):
-        Recipe.model_validate({"name": "t", "sources": [], "experts": [{"name": "nope"}]})
-    with pytest.raises(ValueError, match="params"):
-        Recipe.model_validate({"name": "t", "sources": [],
-                               "experts": [{"name": "ct_lungs", "params": {"bogus": 1}}]})
+    from curate.errors import ConfigError
+    from curate.load import check_plugins
+
+    with pytest.raises(ConfigError, match="unknown expert"):
+        check_plugins(Recipe.model_validate({"name": "t", "sources": [],
+                                             "experts": [{"name": "nope"}]}))
+    with pytest.raises(ConfigError, match="params"):
+        check_plugins(Recipe.model_validate({
+            "name": "t", "sources": [], "experts": [{"name": "ct_lungs",
+                                                     "params": {"bogus": 1}}]}))
 
 
 def test_expert_lesions_do_not_override_annotations(tmp_path):

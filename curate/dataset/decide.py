@@ -38,7 +38,8 @@ DECISION = pa.schema([
 REASON = pa.schema([("part", pa.string()), ("sample_id", pa.string()), ("reason", pa.string())])
 BAND = pa.schema([("band", pa.string()), ("sample_id", pa.string()), ("case_id", pa.string()),
                   ("part", pa.string()), ("phash", pa.uint64()), ("keep", pa.bool_())])
-PAIR = pa.schema([("a", pa.string()), ("a_case", pa.string()), ("a_keep", pa.bool_()),
+PAIR = pa.schema([("a", pa.string()), ("a_case", pa.string()), ("a_part", pa.string()),
+                  ("a_keep", pa.bool_()),
                   ("b", pa.string()), ("b_case", pa.string()), ("b_part", pa.string()),
                   ("b_keep", pa.bool_()), ("dist", pa.int32())])
 MAX_BAND_GROUP = 2000  # a larger band group is compared against its first FIRST_OF_BIG only
@@ -111,29 +112,54 @@ def band_pairs(group: pa.Table, bits: int) -> pa.Table:
         for b in rows[i + 1:]:
             dist = (a["phash"] ^ b["phash"]).bit_count()
             if a["case_id"] != b["case_id"] and dist <= bits:
-                out.append({"a": a["sample_id"], "a_case": a["case_id"], "a_keep": a["keep"],
+                out.append({"a": a["sample_id"], "a_case": a["case_id"], "a_part": a["part"],
+                            "a_keep": a["keep"],
                             "b": b["sample_id"], "b_case": b["case_id"], "b_part": b["part"],
                             "b_keep": b["keep"], "dist": dist})
     return pa.Table.from_pylist(out, schema=PAIR)
 
 
-def near_duplicate_reasons(pairs: pa.Table) -> pa.Table:
-    """REASON rows: a kept sample that has a kept twin with a smaller id in another case."""
-    out = {}
-    for p in pairs.to_pylist():
-        if p["a_keep"] and p["b_keep"] and (p["b"] not in out or p["a"] < out[p["b"]][1]):
-            out[p["b"]] = (p["b_part"], p["a"])
-    return pa.Table.from_pylist(
-        [{"part": part, "sample_id": b, "reason": f"near_duplicate: like {a} of another case"}
-         for b, (part, a) in sorted(out.items())], schema=REASON)
-
-
 def case_pairs(pairs: pa.Table) -> pa.Table:
-    """Distinct (case, case) pairs, smaller first: what links patients across sources."""
-    seen = {tuple(sorted(x)) for x in zip(pairs.column("a_case").to_pylist(),
-                                          pairs.column("b_case").to_pylist(), strict=True)}
-    a, b = zip(*sorted(seen), strict=True) if seen else ((), ())
-    return pa.table({"a_case": pa.array(a, pa.string()), "b_case": pa.array(b, pa.string())})
+    """Distinct (case, case) pairs (smaller first), each with the smallest sample id seen
+    in its pairs and that sample's case: what links patients across sources."""
+    best: dict[tuple[str, str], tuple[str, str]] = {}
+    for p in pairs.select(["a", "a_case", "b", "b_case"]).to_pylist():
+        key = tuple(sorted((p["a_case"], p["b_case"])))
+        first = min((p["a"], p["a_case"]), (p["b"], p["b_case"]))
+        if key not in best or first < best[key]:
+            best[key] = first
+    rows = [{"a_case": a, "b_case": b, "first": f, "first_case": fc}
+            for (a, b), (f, fc) in sorted(best.items())]
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("a_case", pa.string()), ("b_case", pa.string()), ("first", pa.string()),
+        ("first_case", pa.string())]))
+
+
+def owners(rows: list[dict], groups: dict[str, str]) -> dict[str, str]:
+    """Linked group -> the case that holds the group's smallest linked sample id."""
+    best: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        g = groups[r["a_case"]]
+        if g not in best or (r["first"], r["first_case"]) < best[g]:
+            best[g] = (r["first"], r["first_case"])
+    return {g: case for g, (_, case) in best.items()}
+
+
+def near_duplicate_reasons(pairs: pa.Table, groups: dict[str, str],
+                           owner: dict[str, str]) -> pa.Table:
+    """REASON rows: in each group of cases linked by near-identical images, the case that
+    holds the smallest sample id keeps its images; a linked image of any other case is
+    dropped, naming its twin. Independent of order and of how work was split."""
+    out = []
+    for p in pairs.to_pylist():
+        if not (p["a_keep"] and p["b_keep"]):
+            continue
+        for x, case, part, twin in ((p["a"], p["a_case"], p.get("a_part"), p["b"]),
+                                    (p["b"], p["b_case"], p["b_part"], p["a"])):
+            if owner.get(groups.get(case, case), case) != case:
+                out.append({"part": part, "sample_id": x,
+                            "reason": f"near_duplicate: like {twin} of another case"})
+    return pa.Table.from_pylist(out, schema=REASON)
 
 
 def link_groups(pairs) -> dict[str, str]:
@@ -148,6 +174,8 @@ def link_groups(pairs) -> dict[str, str]:
         return x
 
     for a, b in pairs:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
