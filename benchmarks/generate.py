@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     proc, url = start_server()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}

@@ -48,6 +48,7 @@ from curate.store import UnitStore
 
 OUTPUT_COLUMNS = ("source", "part", "described", "failed", "reused")
 DEFAULT_ACTORS = 2
+DEFAULT_ACTOR_CPUS = 0.5  # a client mostly waits; whole CPUs would starve the stages upstream
 DEFAULT_PARTS_IN_FLIGHT = 16  # per actor
 PARTS_PER_CALL = 2  # small batches, many calls at once: no batch waits on a slow part long
 
@@ -220,7 +221,8 @@ def describe_parts(parts: ray.data.Dataset, specs: dict[str, SourceSpec], recipe
     RayTaskError whose message carries it). Refused credentials raise EndpointError.
 
     Options (recipe.describe.options, none changes the text): `actors` (client actors,
-    default 2), `parts_in_flight` (parts one actor works on at once, default 16),
+    default 2), `actor_cpus` (CPUs each reserves, default 0.5), `parts_in_flight` (parts
+    one actor works on at once, default 16),
     `concurrency`, `rps` and `burst` (for the whole build, held by one Limiter actor).
     The driver does no per-sample work: it only builds the knowledge base when the recipe
     asks for the default one and it is missing.
@@ -240,7 +242,7 @@ def describe_parts(parts: ray.data.Dataset, specs: dict[str, SourceSpec], recipe
         PartDescriber, batch_size=PARTS_PER_CALL, batch_format="numpy", compute=compute,
         fn_constructor_kwargs={"specs": specs, "recipe": recipe, "out": str(out),
                                "store_root": root, "limiter": limiter},
-        num_cpus=1, **remote_args)
+        num_cpus=float(opts.get("actor_cpus", DEFAULT_ACTOR_CPUS)), **remote_args)
 
 
 # -- vLLM: one processor for the whole build ------------------------------------------------
@@ -344,13 +346,15 @@ def _describe_vllm(parts: ray.data.Dataset, specs, recipe: Recipe, out: Path,
     from curate.generate import make_generator
 
     opts = recipe.describe.options
+    cpus = float(opts.get("actor_cpus", DEFAULT_ACTOR_CPUS))
     gen = make_generator(generator_config(recipe, out))
     processor = gen.processor(passthrough=PASSTHROUGH)  # built once: engines start once
     kwargs = {"specs": specs, "recipe": recipe, "out": str(out), "store_root": root}
     requests = parts.map_batches(
         _VLLMRequests, batch_size=1, batch_format="numpy", fn_constructor_kwargs=kwargs,
-        compute=ray.data.ActorPoolStrategy(size=int(opts.get("actors", DEFAULT_ACTORS))))
+        compute=ray.data.ActorPoolStrategy(size=int(opts.get("actors", DEFAULT_ACTORS))),
+        num_cpus=cpus)
     answers = processor(requests)
     return answers.map_batches(_VLLMCommitter, batch_size=16, batch_format="numpy",
-                               fn_constructor_kwargs=kwargs,
+                               fn_constructor_kwargs=kwargs, num_cpus=cpus,
                                compute=ray.data.ActorPoolStrategy(size=1))

@@ -32,7 +32,7 @@ from curate.store import UnitStore
 NEUTRAL_OPTIONS = {"concurrency", "rps", "burst", "max_retries", "timeout_s", "cache_dir",
                    "price_per_1k_prompt", "price_per_1k_completion", "api_key_env",
                    "backoff_base_s", "max_backoff_s", "batch_size", "accelerator_type",
-                   "actors", "parts_in_flight"}
+                   "actors", "parts_in_flight", "actor_cpus"}
 MIN_BATCH = 128  # requests per generate_many call: several x concurrency keeps it full
 
 

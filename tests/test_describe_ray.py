@@ -132,7 +132,7 @@ def test_shared_limit_keeps_the_total_under_the_concurrency():
 @pytest.fixture
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -17,7 +17,8 @@ from curate.generate.types import Generator
 from curate.generate.vllm_ray import VLLMRayGenerator
 
 # settings of the describe stage itself (curate.describe_ray), not of a generator
-STAGE_KEYS = {"actors": "actors", "parts_in_flight": "parts_in_flight"}
+STAGE_KEYS = {"actors": "actors", "parts_in_flight": "parts_in_flight",
+              "actor_cpus": "actor_cpus"}
 OPENAI_KEYS = {
     "base_url": "base_url", "model": "model", "api_key_env": "api_key_env",
     "concurrency": "concurrency", "rps": "requests_per_second", "burst": "burst",
