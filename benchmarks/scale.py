@@ -43,8 +43,8 @@ def make_source(root: Path, n: int) -> None:
         (root / sub).mkdir(parents=True, exist_ok=True)
     copies = 0
     for i in range(n):
-        base = 60 + 40 * np.sin(xx / (3 + i % 7)) * np.cos(yy / (2 + i % 11))
-        base += rng.normal(0, 4, (64, 64))
+        coarse = rng.uniform(20, 140, (8, 8))  # a distinct low-frequency texture per case
+        base = np.kron(coarse, np.ones((8, 8))) + rng.normal(0, 4, (64, 64))
         cy, cx, r = rng.integers(16, 48), rng.integers(16, 48), rng.integers(4, 10)
         mask = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r
         img = np.clip(base + mask * 90, 0, 255).astype(np.uint8)
