@@ -67,17 +67,6 @@ class ExpertConfig(Strict):
             return (modality or "").upper() in wanted
         return True
 
-    def build(self):
-        """A new Expert instance. TRANSITIONAL: call curate.experts.registry.build_expert.
-
-        Kept only because curate.pipeline.WorkerModels still calls `cfg.build()`; the
-        import below is the one allowlisted edge in tests/test_imports.py. Delete this
-        method and that entry once pipeline calls build_expert(cfg).
-        """
-        from curate.experts.registry import build_expert
-
-        return build_expert(self)
-
 
 class NormalizeConfig(Strict):
     max_size: int = Field(default=512, ge=32, description="longest side after resize")

@@ -31,11 +31,6 @@ MODEL_LAYER = {"curate.config", "curate.spec", "curate.errors"}
 # edge goes. An entry that no longer exists in the code fails the test, so the list
 # cannot go stale.
 ALLOWED_EDGES: dict[tuple[str, str], str] = {
-    # TRANSITIONAL shim: ExpertConfig.build() imports the registry inside the method
-    # because curate/pipeline.py (WorkerModels) still calls `cfg.build()`. Removed when
-    # pipeline calls curate.experts.registry.build_expert(cfg) and the method goes.
-    ("curate.config", "curate.experts.registry"):
-        "config.ExpertConfig.build, until pipeline.WorkerModels calls build_expert",
     # curate/kb/ is not part of this change: KnowledgeBase.query_for_sample (a method)
     # imports kb.sample, whose load_default_kb imports kb.index inside a function.
     ("curate.kb.index", "curate.kb.sample"):

@@ -17,12 +17,13 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from webdataset import TarWriter
 
 from curate.config import Recipe
 from curate.dataset.decide import shard_of, split_of
-from curate.records import MANIFEST, SAMPLE
+from curate.records import MANIFEST, QUALITY, SAMPLE
 from curate.store import UnitStore
 
 MTIME = 0.0  # fixed so that the same samples give byte-identical shards
@@ -51,35 +52,53 @@ def merged_reasons(base: list[str], extra: list[str]) -> list[str]:
 def attach_decisions(events: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
                      groups: dict[str, str], shards: dict[str, int], staging: str) -> pa.Table:
     """One part's decision rows and extra-reason rows -> its dropped rows written to
-    filtered.parquet/, its kept rows (with bytes, split, shard, order) returned."""
+    filtered.parquet/, its kept rows (with bytes, split, shard, order) returned.
+
+    Only ids and decisions go through Python; the rows themselves (nested ROIs, VQA,
+    image bytes) stay Arrow columns."""
     source = next(s for s in events.column("source").to_pylist() if s)
     part = events.column("part")[0].as_py()
     base, extra = {}, {}
-    for r in events.select(["sample_id", "case_id", "keep", "reasons"]).to_pylist():
+    for r in events.select(["sample_id", "keep", "reasons"]).to_pylist():
         if r["keep"] is None:
             extra.setdefault(r["sample_id"], []).extend(r["reasons"])
         else:
             base[r["sample_id"]] = r
-    rows = UnitStore(Path(store_root)).load(key=(source, part), variant=variant).to_pylist()
-    kept, dropped = [], []
-    for row in sorted(rows, key=lambda r: r["sample_id"]):
-        d = base[row["sample_id"]]
-        reasons = merged_reasons(d["reasons"], extra.get(row["sample_id"], []))
-        keep = d["keep"] and not extra.get(row["sample_id"])
-        row["quality"] = dict(row["quality"], keep=keep, reasons=reasons)
-        case = row["case_id"]
-        row["split"] = split_of(groups.get(case, case), recipe.salt, recipe.split)
-        if keep:
-            index, order = shard_of(row["sample_id"], recipe.seed, shards[row["split"]])
-            row["shard"], row["_order"] = f"{row['split']}-{index:06d}.tar", order
-            kept.append(row)
+    rows = UnitStore(Path(store_root)).load(key=(source, part), variant=variant)
+    rows = rows.sort_by("sample_id")
+    keep, reasons, split, shard, order = [], [], [], [], []
+    for sid, case in zip(rows.column("sample_id").to_pylist(),
+                         rows.column("case_id").to_pylist(), strict=True):
+        d, more = base[sid], extra.get(sid, [])
+        k = d["keep"] and not more
+        keep.append(k)
+        reasons.append(merged_reasons(d["reasons"], more))
+        sp = split_of(groups.get(case, case), recipe.salt, recipe.split)
+        split.append(sp)
+        if k:
+            index, key = shard_of(sid, recipe.seed, shards[sp])
+            shard.append(f"{sp}-{index:06d}.tar")
+            order.append(key)
         else:
-            dropped.append(row)
-    if dropped:
-        atomic_parquet(pa.Table.from_pylist([{k: r[k] for k in MANIFEST.names}
-                                             for r in dropped], schema=MANIFEST),
+            shard.append(None)
+            order.append(None)
+    q = rows.column("quality").combine_chunks()
+    quality = pa.StructArray.from_arrays(
+        [q.field("std"), q.field("contrast"), q.field("text_flags"),
+         pa.array(keep, pa.bool_()), pa.array(reasons, pa.list_(pa.string()))],
+        fields=list(QUALITY))
+    rows = (rows.set_column(rows.schema.get_field_index("quality"), "quality", quality)
+            .set_column(rows.schema.get_field_index("split"), "split",
+                        pa.array(split, pa.string()))
+            .set_column(rows.schema.get_field_index("shard"), "shard",
+                        pa.array(shard, pa.string()))
+            .append_column(ORDER, pa.array(order, pa.string())))
+    mask = pa.array(keep, pa.bool_())
+    dropped = rows.filter(pc.invert(mask))
+    if dropped.num_rows:
+        atomic_parquet(dropped.select(MANIFEST.names).cast(MANIFEST),
                        Path(staging) / "filtered.parquet" / f"{source}-{part}.parquet")
-    return pa.Table.from_pylist(kept, schema=KEPT)
+    return rows.filter(mask).cast(KEPT)
 
 
 def sample_json(row: dict) -> dict:
