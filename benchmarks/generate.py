@@ -32,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curate.generate import DescribeRequest, OpenAIChatGenerator, roi_overlay_png  # noqa: E402
+from curate.describe.backends import DescribeRequest, OpenAIChatGenerator, roi_overlay_png  # noqa: E402
 
 MODEL = "fake-vlm"
 
@@ -108,11 +108,11 @@ def run_generator(base_url: str, reqs: list[DescribeRequest], concurrency: int,
 def stage_fixture(root: Path, n: int, part_size: int = 1):
     """n committed samples (phantom skin-lesion images through the real unit pipeline),
     `part_size` work units to a committed part, as the build groups them."""
-    from curate.config import Recipe, SourceSpec
     from curate.ingest import adapter
-    from curate.phantoms import ensure_phantoms, phantom_layout
-    from curate.pipeline import UnitResult, process_unit
-    from curate.store import UnitStore
+    from curate.model.recipe import Recipe, SourceSpec
+    from curate.sources.phantoms import ensure_phantoms, phantom_layout
+    from curate.unit.pipeline import UnitResult, process_unit
+    from curate.unit.store import UnitStore
 
     spec = SourceSpec(name="bench", format="image_mask", modality="dermoscopy",
                       generate={"kind": "rgb_mask", "cases": n, "seed": 0},
@@ -136,7 +136,7 @@ def stage_fixture(root: Path, n: int, part_size: int = 1):
 
 
 def stage_recipe(base_url: str, concurrency: int, actors: int = 1):
-    from curate.config import Recipe
+    from curate.model.recipe import Recipe
 
     return Recipe.model_validate({"name": "b", "sources": [], "describe": {
         "backend": "openai", "options": {"base_url": base_url, "model": MODEL,
@@ -154,7 +154,7 @@ def forget(store, out: Path) -> None:
 
 def run_stage(base_url: str, spec, store, keys, concurrency: int, out: Path) -> float:
     """The driver's describe stage (local executor): load, build requests, call, commit."""
-    from curate.describe_stage import run_describe
+    from curate.describe.stage import run_describe
 
     forget(store, out)
     t0 = time.perf_counter()
@@ -171,7 +171,7 @@ def run_parts(base_url: str, spec, store, keys, concurrency: int, out: Path,
     pool's start-up included."""
     import ray
 
-    from curate.describe_ray import describe_parts
+    from curate.describe.ray_stage import describe_parts
 
     forget(store, out)
     recipe = stage_recipe(base_url, concurrency, actors)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     reqs = make_requests(args.n, args.size)
     stage_root = Path(tempfile.mkdtemp(dir=args.cache_root, prefix=".bench-stage-"))
     spec, store, keys = stage_fixture(stage_root, args.n, args.part_size)
-    from curate.describe_stage import make_requests as stage_requests
+    from curate.describe.stage import make_requests as stage_requests
     stage_rows = [r for k in keys for r in store.load(key=k).to_pylist()]
     stage_bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r)
                     for r in stage_requests(stage_rows, spec, None)]

@@ -6,7 +6,7 @@ known centre and radius. Each path then runs in a fresh subprocess that imports 
 worker imports, notes its resident size (idle), reads the case with the nifti adapter,
 normalizes it with the recipe below (5 slices ship) and grounds the views:
 
-- ``current``: ``curate.ingest.volume.read_volume`` + ``curate.normalize.volume_views``;
+- ``current``: ``curate.ingest.volume.read_volume`` + ``curate.unit.normalize.volume_views``;
 - ``baseline``: the previous path, kept here: image read as float32, label as uint16,
   the whole volume reoriented and copied to float32, 3D components over the whole label.
 
@@ -80,8 +80,8 @@ def baseline_read(spec, root: Path, unit):
 def baseline_views(case, cfg, rng, window=None):
     import SimpleITK as sitk
 
-    from curate.config import View
-    from curate.normalize import (
+    from curate.model.recipe import View
+    from curate.unit.normalize import (
         View2D,
         choose_slices,
         components_3d,
@@ -121,7 +121,7 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 def digest(views, spec) -> tuple[str, list]:
     """A hash of everything the views ship (pixels, masks, facts) and the lesion facts."""
-    from curate.ground import ground
+    from curate.unit.ground import ground
 
     h, facts = hashlib.sha256(), []
     for v in views:
@@ -140,9 +140,9 @@ def digest(views, spec) -> tuple[str, list]:
 def worker(path: str, root: Path, repeat: int) -> None:
     from scipy import ndimage  # noqa: F401 - imported by normalize on first use
 
-    import curate.pipeline  # noqa: F401 - what a worker has imported before its first unit
-    from curate.config import Recipe, SourceSpec
+    import curate.unit.pipeline  # noqa: F401 - what a worker has imported before its first unit
     from curate.ingest import adapter
+    from curate.model.recipe import Recipe, SourceSpec
 
     idle = rss_mb()
     spec = SourceSpec(name="bench", format="nifti", modality="CT", anatomy="abdomen", layout={
@@ -154,7 +154,7 @@ def worker(path: str, root: Path, repeat: int) -> None:
     if path == "baseline":
         read, views_of = baseline_read, baseline_views
     else:
-        from curate.normalize import volume_views as views_of
+        from curate.unit.normalize import volume_views as views_of
     t = time.perf_counter()
     (case,) = read(spec, root, unit)  # as process_unit: adapter read, then volume_views
     ingest_s = time.perf_counter() - t

@@ -3,7 +3,7 @@
 plan (a worker per source: listing, header reads) -> parts -> unit stage (actor pools:
 ingest, normalize, ground, describe with templates, ask, score, commit; GPU experts in a
 pool of their own) -> describe stage (model or retrieval; streams behind the unit stage)
--> whole-dataset steps (curate.finalize) -> reports from per-shard aggregates. The driver
+-> whole-dataset steps (curate.dataset.finalize) -> reports from per-shard aggregates. The driver
 holds plans, counters and one small row per shard, never samples.
 """
 
@@ -21,14 +21,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate import PIPELINE_VERSION, __version__, describe_stage
-from curate.config import Recipe, SourceSpec, resolve_sources
-from curate.croissant import write_croissant
-from curate.datacard import card_stats, dropped_stats, merge_all, quarantine_stats, write_datacard
-from curate.errors import CurateError
-from curate.figures import contact_sheet
-from curate.finalize import global_counts, publish, ship
+from curate import PIPELINE_VERSION, __version__
+from curate.dataset.finalize import global_counts, publish, ship
+from curate.describe import stage as describe_stage
 from curate.load import load_recipe
+from curate.model.errors import CurateError
+from curate.model.recipe import Recipe, SourceSpec, resolve_sources
 from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for callers
     describe_plan,
     plan_source,
@@ -36,9 +34,18 @@ from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for ca
     read_plan_records,
     unit_fingerprint,
 )
+from curate.report.croissant import write_croissant
+from curate.report.datacard import (
+    card_stats,
+    dropped_stats,
+    merge_all,
+    quarantine_stats,
+    write_datacard,
+)
+from curate.report.figures import contact_sheet
+from curate.report.validate import combine_validation, validate_part
 from curate.runner import Executor, RayFrame, UnitStage
-from curate.store import UnitStore
-from curate.validate import combine_validation, validate_part
+from curate.unit.store import UnitStore
 
 PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
@@ -55,7 +62,7 @@ def versions() -> dict[str, str]:
 
 
 def describe_resources(recipe: Recipe, executor: str, address: str | None) -> str:
-    from curate.pipeline import WorkerModels
+    from curate.unit.pipeline import WorkerModels
 
     where = "in this process" if executor == "local" else (
         f"Ray cluster at {address}" if address else "Ray (RAY_ADDRESS if set, else a local instance)")
@@ -102,7 +109,7 @@ def unit_stage(ex: Executor, plan, recipe: Recipe, specs: dict[str, SourceSpec],
                run_id: str):
     """The per-part work as actor pools: CPU parts, and (when an expert needs a GPU)
     the parts of sources such an expert may see, in a pool that reserves GPUs."""
-    from curate.pipeline import WorkerModels
+    from curate.unit.pipeline import WorkerModels
 
     gpu_sources = WorkerModels.gpu_sources(recipe, list(specs.values())) if recipe.experts \
         else set()
@@ -150,7 +157,7 @@ def run_describe_stage(ex: Executor, units, plan, recipe: Recipe, specs: dict, o
     key = describe_stage.generation_key(recipe)
     stats = {"key": key, "units": 0, "units_reused": 0, "failed": 0}
     if ex.kind == "ray":
-        from curate.describe_ray import describe_parts
+        from curate.describe.ray_stage import describe_parts
 
         def tally(t: pa.Table) -> None:
             reused = t.column("reused").to_pylist()

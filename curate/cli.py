@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from curate.errors import CurateError
+from curate.model.errors import CurateError
 
 
 @click.group(help="curate: grounded image-ROI-text triplets and VQA from public medical data.")
@@ -38,7 +38,7 @@ def build(recipe: Path, out: Path | None, address: str | None, executor: str, fr
           dry_run: bool, data_root: str | None, llm_endpoint: str | None,
           llm_model: str | None) -> None:
     from curate.build import build as run_build
-    from curate.config import load_recipe
+    from curate.model.recipe import load_recipe
 
     try:
         out = out or Path("out") / load_recipe(recipe).name
@@ -56,7 +56,7 @@ def build(recipe: Path, out: Path | None, address: str | None, executor: str, fr
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--shallow", is_flag=True, help="Skip decoding images and records (faster).")
 def verify(out: Path, shallow: bool) -> None:
-    from curate.verify import verify as run_verify
+    from curate.report.verify import verify as run_verify
 
     problems = run_verify(out, deep=not shallow)
     for p in problems[:50]:
@@ -72,7 +72,7 @@ def verify(out: Path, shallow: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The JSONL file to write.")
 def hashes(folder: Path, out: Path) -> None:
-    from curate.decontam import hash_folder
+    from curate.dataset.decontam import hash_folder
 
     n, skipped = hash_folder(folder, out)
     for line in skipped:
@@ -83,7 +83,7 @@ def hashes(folder: Path, out: Path) -> None:
 @main.command(help="Write the JSON Schemas for sources/ and recipes/ into DEST.")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"))
 def schemas(dest: Path) -> None:
-    from curate.schemas import write_schemas
+    from curate.model.schemas import write_schemas
 
     for p in write_schemas(dest):
         click.echo(str(p))
@@ -98,7 +98,7 @@ def sources() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--modality", default=None, help="Only sources of this modality (e.g. CT).")
 def sources_list(as_json: bool, modality: str | None) -> None:
-    from curate.config import load_source_registry
+    from curate.model.recipe import load_source_registry
 
     try:
         reg = load_source_registry()
@@ -121,7 +121,7 @@ def sources_list(as_json: bool, modality: str | None) -> None:
 def sources_show(name: str) -> None:
     import yaml
 
-    from curate.config import load_source_registry
+    from curate.model.recipe import load_source_registry
 
     reg = load_source_registry()
     if name not in reg:
@@ -134,7 +134,7 @@ def sources_show(name: str) -> None:
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def sources_check(name: str, path: Path) -> None:
-    from curate.layout_check import check_command
+    from curate.sources.layout_check import check_command
 
     ok, text = check_command(name, path)
     click.echo(text)
@@ -147,7 +147,7 @@ def sources_check(name: str, path: Path) -> None:
 @click.argument("name")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 def sources_fetch(name: str, dest: Path) -> None:
-    from curate.fetch import fetch_command
+    from curate.sources.fetch import fetch_command
 
     try:
         click.echo(fetch_command(name, dest))

@@ -1,6 +1,6 @@
 """Load a recipe and check the plug-in names it gives against their registries.
 
-The recipe model (curate.config) imports nothing else in curate, so it cannot know
+The recipe model (curate.model.recipe) imports nothing else in curate, so it cannot know
 which experts or generator options exist. This module may import both sides: it
 validates the recipe, then asks the expert registry and the generator factory about
 the names the recipe uses, so a typo still fails when the recipe loads.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate import config
-from curate.errors import ConfigError
-from curate.experts.registry import expert_errors
-from curate.generate.factory import describe_errors
+from curate.describe.backends.factory import describe_errors
+from curate.model import recipe as config
+from curate.model.errors import ConfigError
+from curate.unit.experts.registry import expert_errors
 
 
 def plugin_errors(recipe: config.Recipe) -> list[str]:

@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import PIPELINE_VERSION
-from curate.config import Recipe, SourceSpec
-from curate.errors import CurateError
 from curate.ingest import ADAPTERS, Unit, adapter
-from curate.phantoms import ensure_phantoms
-from curate.pipeline import quarantine_row
-from curate.records import QUARANTINE, to_table
+from curate.model.errors import CurateError
+from curate.model.recipe import Recipe, SourceSpec
+from curate.model.records import QUARANTINE, to_table
+from curate.sources.phantoms import ensure_phantoms
+from curate.unit.pipeline import quarantine_row
 
 PART_SCHEMA = pa.schema([("source", pa.string()), ("part", pa.string()),
                          ("n_units", pa.int64()), ("units", pa.binary())])

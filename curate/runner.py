@@ -23,10 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.config import Recipe, SourceSpec
-from curate.errors import CurateError, TooManyErrors
-from curate.pipeline import UnitResult, WorkerModels, process_unit, quarantine_row
-from curate.store import UnitStore
+from curate.model.errors import CurateError, TooManyErrors
+from curate.model.recipe import Recipe, SourceSpec
+from curate.unit.pipeline import UnitResult, WorkerModels, process_unit, quarantine_row
+from curate.unit.store import UnitStore
 
 UNIT_OUT = pa.schema([("source", pa.string()), ("part", pa.string()), ("views", pa.int64())])
 

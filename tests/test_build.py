@@ -94,7 +94,7 @@ def test_second_run_reuses_units_and_gives_identical_manifest(demo):
 @pytest.mark.slow
 def test_no_patient_identifier_reaches_outputs(demo):
     """No value of any PS3.15 basic-profile attribute of the demo's DICOM files is written."""
-    from curate.deid import identifying_values
+    from curate.unit.deid import identifying_values
     out, *_ = demo
     ids = set()
     for name in ("CT_small.dcm", "MR_small.dcm"):
@@ -150,7 +150,7 @@ def test_fresh_starts_over_and_blank_images_are_filtered(tmp_path, write_recipe)
 
 
 def test_missing_source_folder_is_reported(tmp_path, write_recipe):
-    from curate.errors import CurateError
+    from curate.model.errors import CurateError
     recipe = write_recipe([{"name": "gone", "path": str(tmp_path / "nope"), "format": "nifti",
                             "layout": {"images": ["*.nii.gz"]}}])
     lines = []
@@ -223,7 +223,7 @@ def test_verify_passes_then_catches_a_corrupt_shard(demo, tmp_path):
 def test_a_worker_failure_outside_the_pipeline_is_quarantined(tmp_path, mask_folder,
                                                               write_recipe, monkeypatch):
     """A failure the pipeline cannot catch itself (here: the unit's commit) costs one unit."""
-    from curate import store as store_mod
+    from curate.unit import store as store_mod
     recipe = write_recipe([{"name": "f", "path": str(mask_folder), "format": "image_mask",
                             "layout": {"images": ["img/p*.png"], "masks": "seg/{stem}_seg.png"}}],
                           run={"units_per_part": 1})
@@ -235,7 +235,7 @@ def test_a_worker_failure_outside_the_pipeline_is_quarantined(tmp_path, mask_fol
         return real_commit(self, source, result)
 
     first_unit = []
-    from curate import pipeline
+    from curate.unit import pipeline
     real_process = pipeline.process_unit
 
     def remember(spec, root, unit, *a, **k):

@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.build import build
-from tests.conftest import tree_bytes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tree_bytes
 from tests.llm_server import FakeLLMServer
 
 
@@ -84,7 +83,7 @@ def test_llm_flags_need_each_other(tmp_path):
 def test_an_unreachable_endpoint_stops_with_a_clear_message(tmp_path, small_recipe):
     import socket
 
-    from curate.errors import CurateError
+    from curate.model.errors import CurateError
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -103,7 +102,7 @@ def test_colour_overlays_travel_as_jpeg_grey_as_png():
     import numpy as np
     from PIL import Image
 
-    from curate.generate.prompt import data_url, roi_overlay_png
+    from curate.describe.backends.prompt import data_url, roi_overlay_png
 
     def png(arr):
         buf = io.BytesIO()

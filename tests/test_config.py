@@ -3,9 +3,9 @@ import json
 import pytest
 import yaml
 
-from curate.config import Recipe, load_recipe, load_source_registry, resolve_path
-from curate.errors import ConfigError
-from curate.schemas import render_schemas
+from curate.model.errors import ConfigError
+from curate.model.recipe import Recipe, load_recipe, load_source_registry, resolve_path
+from curate.model.schemas import render_schemas
 from tests.conftest import ROOT
 
 

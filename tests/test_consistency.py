@@ -1,7 +1,7 @@
 import pytest
 
-from curate.consistency import check_text
-from curate.describe import describe
+from curate.unit.text.consistency import check_text
+from curate.unit.text.templates import describe
 
 
 def ctx(**kw):

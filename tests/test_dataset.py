@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from curate.build import build
-from curate.config import SplitConfig
 from curate.dataset import decide as D
+from curate.model.recipe import SplitConfig
 from tests.conftest import tree_bytes
 
 OUTPUTS = ["shards", "manifest.parquet", "filtered.parquet", "quarantine.parquet",

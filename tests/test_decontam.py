@@ -9,7 +9,7 @@ from PIL import Image
 
 from curate.build import build
 from curate.cli import main
-from curate.decontam import HashIndex
+from curate.dataset.decontam import HashIndex
 
 
 def test_index_finds_hashes_within_the_distance_only():

@@ -1,4 +1,4 @@
-"""The describe stage as a Ray Data stage (curate.describe_ray) against the loopback server."""
+"""The describe stage as a Ray Data stage (curate.describe.ray_stage) against the loopback server."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from curate.config import Recipe, SourceSpec
-from curate.describe_stage import generation_key, run_describe
-from curate.generate.limits import LimiterState, SharedLimit
-from curate.store import UnitStore
+from curate.describe.backends.limits import LimiterState, SharedLimit
+from curate.describe.stage import generation_key, run_describe
+from curate.model.recipe import Recipe, SourceSpec
+from curate.unit.store import UnitStore
 from tests.llm_server import FakeLLMServer
 
 MODEL = "fake-vlm"
@@ -20,8 +20,8 @@ TEXT = ["sample_id", "levels", "caption", "generation", "knowledge_refs"]
 def committed_parts(root, cases: int):
     """`cases` committed one-image parts of a phantom skin-lesion source."""
     from curate.ingest import adapter
-    from curate.phantoms import ensure_phantoms, phantom_layout
-    from curate.pipeline import process_unit
+    from curate.sources.phantoms import ensure_phantoms, phantom_layout
+    from curate.unit.pipeline import process_unit
 
     spec = SourceSpec(name="skin", format="image_mask", modality="dermoscopy",
                       generate={"kind": "rgb_mask", "cases": cases, "seed": 0},
@@ -138,7 +138,7 @@ def local_ray():
 
 
 def run_stage(ray, store, keys, spec, recipe, out, actors=2):
-    from curate.describe_ray import describe_parts
+    from curate.describe.ray_stage import describe_parts
 
     parts = ray.data.from_items([{"source": s, "part": p, "views": 1} for s, p in keys])
     recipe.describe.options["actors"] = actors
@@ -164,7 +164,7 @@ def test_describe_parts_matches_run_describe_and_shares_one_limiter(tmp_path, lo
         assert server.max_in_flight <= 4
         from ray.util import list_named_actors
 
-        from curate.describe_ray import limiter_prefix
+        from curate.describe.ray_stage import limiter_prefix
 
         prefix = limiter_prefix(tmp_path / "b", generation_key(recipe2))
         (name,) = [n for n in list_named_actors() if n.startswith(prefix)]  # one per build
@@ -201,7 +201,7 @@ def test_grounded_retrieval_runs_without_a_model(tmp_path, local_ray):
 
 @pytest.mark.slow
 def test_vllm_processor_is_built_once_for_many_parts(tmp_path, local_ray, monkeypatch):
-    import curate.generate.vllm_ray as vllm_ray
+    import curate.describe.backends.vllm_ray as vllm_ray
     from tests.llm_server import answer_from_facts
 
     builds = []

@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from curate.config import SourceSpec
 from curate.ingest.base import ImageCase
 from curate.ingest.dicom import BurnedInAnnotation, plan_dicom, read_dicom
-from curate.phantoms import write_dicom_series
+from curate.model.recipe import SourceSpec
+from curate.sources.phantoms import write_dicom_series
 
 TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
 
@@ -182,7 +182,7 @@ def write_uneven_series(folder, hu):
 
 @pytest.mark.parametrize("rule", ["resample", "median", "reject"])
 def test_uneven_spacing_follows_the_declared_rule(tmp_path, rule):
-    from curate.errors import IngestError
+    from curate.model.errors import IngestError
     write_uneven_series(tmp_path / "s",
                         np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100)
     spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"],
@@ -240,7 +240,7 @@ def test_real_monochrome1_chest_cr_reads_with_bone_bright_and_heart_on_image_rig
 
 @pytest.mark.parametrize("rule", ["keep", "reject"])
 def test_gantry_tilt_is_detected_and_follows_the_rule(tmp_path, rule):
-    from curate.errors import IngestError
+    from curate.model.errors import IngestError
     hu = np.zeros((4, 8, 8), np.float32)
     paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
     for p in paths:  # slide each slice's origin along y as z grows: a tilted gantry
@@ -261,8 +261,8 @@ def test_gantry_tilt_is_detected_and_follows_the_rule(tmp_path, rule):
 
 
 def test_rule_decisions_reach_the_record(tmp_path):
-    from curate.config import Recipe
-    from curate.pipeline import process_unit
+    from curate.model.recipe import Recipe
+    from curate.unit.pipeline import process_unit
     write_uneven_series(tmp_path / "s", np.full((5, 16, 16), 40, np.float32))
     spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"]})
     (unit,), _ = plan_dicom(spec, tmp_path)

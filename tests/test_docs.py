@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from curate.config import DescribeConfig, Recipe, SourceSpec
+from curate.model.recipe import DescribeConfig, Recipe, SourceSpec
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

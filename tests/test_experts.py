@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 from pydantic import ValidationError
 
-from curate.config import View
-from curate.errors import CurateError, MissingDependency
-from curate.experts import (
+from curate.model.errors import CurateError, MissingDependency
+from curate.model.recipe import View
+from curate.unit.experts import (
     EXPERTS,
     Expert,
     ExpertConfig,
@@ -26,7 +26,7 @@ from curate.experts import (
     run_experts,
     select_experts,
 )
-from curate.experts.phantoms import (
+from curate.unit.experts.phantoms import (
     abdomen_phantom,
     chest_phantom,
     ct_view,
@@ -201,7 +201,7 @@ def test_he_nuclei_finds_nothing_without_haematoxylin():
 def test_he_nuclei_on_real_ihc_image():
     from skimage import data
 
-    from curate.experts.pathology import hematoxylin
+    from curate.unit.experts.pathology import hematoxylin
 
     img = data.immunohistochemistry()
     (merged,) = EXPERTS["he_nuclei"](per_nucleus=False, nucleus_diameter_px=14)(
@@ -378,7 +378,7 @@ def test_monai_input_matches_what_load_image_reads_from_a_file(tmp_path):
     """Bundles were trained on LoadImage output; the in-memory input must be the same."""
     from monai.transforms import LoadImage
 
-    from curate.experts.monai_bundle import to_monai
+    from curate.unit.experts.monai_bundle import to_monai
 
     arr = np.random.default_rng(0).normal(size=(5, 6, 7)).astype(np.float32)
     img = sitk.GetImageFromArray(arr)

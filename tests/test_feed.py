@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from curate.build import build
-from curate.feed import samples
+from curate.train.feed import samples
 
 
 @pytest.mark.slow

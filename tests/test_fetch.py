@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import Access, Download, Layout, SourceSpec
-from curate.fetch import (
+from curate.model.recipe import Access, Download, Layout, SourceSpec
+from curate.sources.fetch import (
     AccessRequired,
     ChecksumMismatch,
     DownloadFailed,
@@ -150,7 +150,7 @@ def test_full_download_verify_extract_and_rerun(server, tmp_path, capsys, monkey
     assert "sha256 verified" in rep.summary() and "data root" in rep.summary()
 
     n = len(st.log)
-    monkeypatch.setattr("curate.fetch.sha256_file", lambda p: pytest.fail("hashed again"))
+    monkeypatch.setattr("curate.sources.fetch.sha256_file", lambda p: pytest.fail("hashed again"))
     again = fetch_source(spec, dest, **FAST)
     assert len(st.log) == n, "a verified file must not be downloaded again"
     assert not again.files[0].downloaded and not again.files[0].extracted_now
@@ -399,8 +399,8 @@ def test_direct_source_without_urls_says_so(tmp_path):
 
 
 def test_fetch_command_uses_the_registry(tmp_path):
-    from curate.config import load_source_registry
-    from curate.fetch import FetchError, fetch_command
+    from curate.model.recipe import load_source_registry
+    from curate.sources.fetch import FetchError, fetch_command
 
     with pytest.raises(FetchError, match="unknown source 'no-such-source'"):
         fetch_command("no-such-source", tmp_path)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.config import SUPPORTED_FAMILIES, SourceSpec
 from curate.ingest import ADAPTERS, adapter
+from curate.model.recipe import SUPPORTED_FAMILIES, SourceSpec
 
 
 def read_all(spec, root):
@@ -57,8 +57,8 @@ def test_voc_boxes_are_zero_based_exclusive(images):
 
 
 def test_csv_multilabel_classes_reach_findings_and_vqa(images):
-    from curate.config import Recipe
-    from curate.pipeline import process_unit
+    from curate.model.recipe import Recipe
+    from curate.unit.pipeline import process_unit
     (images / "labels.csv").write_text("image,Effusion,Pneumothorax\na.png,1,0\nb.png,0,0\n")
     spec = SourceSpec(name="l", format="image_labels", modality="XR",
                       findings={"Effusion": "pleural_effusion"},
@@ -109,7 +109,7 @@ def test_video_frames_are_sampled_evenly(tmp_path):
 
 def test_corrupt_video_is_an_ingest_error(tmp_path):
     pytest.importorskip("av")
-    from curate.errors import IngestError
+    from curate.model.errors import IngestError
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
     spec = SourceSpec(name="v", format="video", layout={"images": ["*.mp4"]})
     plan, read = adapter(spec.format)
@@ -174,8 +174,8 @@ def test_xywh_boxes_keyed_by_stem_on_dicom_images(tmp_path):
 def test_vqa_source_pairs_are_kept_beside_fact_questions(tmp_path):
     import json as _json
 
-    from curate.config import Recipe
-    from curate.pipeline import process_unit
+    from curate.model.recipe import Recipe
+    from curate.unit.pipeline import process_unit
     (tmp_path / "imgs" / "xmlab1").mkdir(parents=True)
     (tmp_path / "imgs" / "xmlab2").mkdir(parents=True)
     for d in ("xmlab1", "xmlab2"):

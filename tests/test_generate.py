@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.describe import caption_from, describe
-from curate.errors import ConfigError, CurateError, MissingDependency
-from curate.generate import (
+from curate.describe.backends import (
     LEVEL_KEYS,
     DescribeRequest,
     EndpointError,
@@ -32,9 +30,11 @@ from curate.generate import (
     parse_levels,
     roi_overlay_png,
 )
-from curate.generate.answer import AnswerError, ungrounded_sizes
-from curate.generate.openai_chat import retry_after_seconds
-from curate.records import LEVELS
+from curate.describe.backends.answer import AnswerError, ungrounded_sizes
+from curate.describe.backends.openai_chat import retry_after_seconds
+from curate.model.errors import ConfigError, CurateError, MissingDependency
+from curate.model.records import LEVELS
+from curate.unit.text.templates import caption_from, describe
 from tests.llm_server import FakeLLMServer, facts_of, image_parts, user_text
 
 MODEL = "fake-vlm"
@@ -255,7 +255,7 @@ def test_cache_makes_a_rerun_free_and_a_resume_repeat_only_failures(server, tmp_
 
 
 def test_answer_cache_files_per_writer_and_old_json_entries(tmp_path):
-    from curate.generate import AnswerCache
+    from curate.describe.backends import AnswerCache
 
     a, b = AnswerCache(tmp_path), AnswerCache(tmp_path)
     a.put("k1", {"levels": {"x": "1"}})

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from curate.config import Recipe, SourceSpec
-from curate.ground import longest_diameter_mm
 from curate.ingest import adapter
-from curate.pipeline import process_unit
+from curate.model.recipe import Recipe, SourceSpec
+from curate.unit.ground import longest_diameter_mm
+from curate.unit.pipeline import process_unit
 
 SPACING = (0.8, 0.9, 2.0)  # x, y, z in mm; anisotropic on purpose
 SHAPE = (12, 60, 70)  # z, y, x
@@ -96,7 +96,7 @@ def test_dicom_series_with_seg(tmp_path):
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from curate.phantoms import write_dicom_series
+    from curate.sources.phantoms import write_dicom_series
     hu, labels = truth_volume()
     paths = write_dicom_series(tmp_path / "s", hu, SPACING, shuffle_seed=2)
     sources = sorted((pydicom.dcmread(p) for p in paths),
@@ -123,10 +123,10 @@ def test_dicom_series_with_seg(tmp_path):
 
 
 def test_touching_regions_are_adjacent():
-    from curate.config import View
-    from curate.ground import ground
     from curate.ingest.base import CaseMeta
-    from curate.normalize import View2D
+    from curate.model.recipe import View
+    from curate.unit.ground import ground
+    from curate.unit.normalize import View2D
     labels = np.zeros((40, 40), np.uint8)
     labels[10:20, 5:15] = 1
     labels[10:20, 15:25] = 2

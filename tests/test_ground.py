@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from curate.config import View
-from curate.ground import ground, location, longest_diameter_mm
 from curate.ingest.base import Box, CaseMeta
-from curate.normalize import View2D
+from curate.model.recipe import View
+from curate.unit.ground import ground, location, longest_diameter_mm
+from curate.unit.normalize import View2D
 
 
 def make_view(plane=View.axial, spacing=(0.5, 0.5), h=100, w=120):

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curate.errors import ConfigError
-from curate.experts.registry import EXPERTS, build_expert
 from curate.load import check_plugins, load_recipe
+from curate.model.errors import ConfigError
+from curate.unit.experts.registry import EXPERTS, build_expert
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "curate"
 
 # The recipe and record models: they import nothing else in curate, so plug-ins
 # (experts, generators, adapters) can import them without closing a loop.
-MODEL_LAYER = {"curate.config", "curate.spec", "curate.errors"}
+MODEL_LAYER = {"curate.model.recipe", "curate.model.source", "curate.model.errors"}
 
 # Known edges that close a cycle through files this change could not touch. Each entry
 # is (importer, imported) with the reason and who removes it; delete the entry when the
@@ -36,9 +36,9 @@ ALLOWED_EDGES: dict[tuple[str, str], str] = {
     ("curate.kb.index", "curate.kb.sample"):
         "kb.index <-> kb.sample, both lazy; kb/ is not part of this change",
     # layout_check keeps the miniature names importable from their old home (a
-    # module __getattr__ that imports curate.miniature), while miniature imports
+    # module __getattr__ that imports curate.sources.miniature), while miniature imports
     # layout_check for its helpers. Breaking it means moving callers off the old names.
-    ("curate.layout_check", "curate.miniature"):
+    ("curate.sources.layout_check", "curate.sources.miniature"):
         "old names re-exported by layout_check.__getattr__; not part of this change",
 }
 
@@ -200,11 +200,12 @@ def test_model_layer_imports_nothing_else_in_curate():
 
 
 def test_importing_the_model_loads_no_plugin():
-    code = ("import sys, curate.config; "
+    code = ("import sys, curate.model.recipe; "
             "print(sorted(m for m in sys.modules if m.startswith('curate')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
-    assert eval(out) == ["curate", "curate.config", "curate.errors", "curate.spec"]
+    assert eval(out) == ["curate", "curate.model", "curate.model.errors", "curate.model.recipe",
+                         "curate.model.source"]
 
 
 # The registry checks the model no longer does still run when a recipe is loaded.

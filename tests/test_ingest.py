@@ -3,11 +3,11 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from curate.config import NormalizeConfig, SourceSpec
 from curate.ingest import adapter
 from curate.ingest.dicom import plan_dicom, read_dicom
-from curate.normalize import volume_views
-from curate.phantoms import write_dicom_series
+from curate.model.recipe import NormalizeConfig, SourceSpec
+from curate.sources.phantoms import write_dicom_series
+from curate.unit.normalize import volume_views
 
 
 def dicom_spec(path, images=("**/*.dcm",)):
@@ -67,8 +67,8 @@ def test_nifti_las_volume_reads_and_reorients():
 
 def test_unsupported_family_says_so(monkeypatch):
     from curate import ingest
-    from curate.config import FormatFamily
-    from curate.errors import UnsupportedFormat
+    from curate.model.errors import UnsupportedFormat
+    from curate.model.recipe import FormatFamily
     monkeypatch.delitem(ingest.ADAPTERS, FormatFamily.wsi)
     with pytest.raises(UnsupportedFormat, match="'wsi' is declared but has no adapter"):
         adapter(FormatFamily.wsi)
@@ -83,7 +83,7 @@ def test_nibabel_fallback_matches_simpleitk_geometry():
     import SimpleITK as sitk
 
     from curate.ingest.volume import from_nibabel
-    from curate.normalize import to_lps
+    from curate.unit.normalize import to_lps
     path = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
     ref = to_lps(sitk.ReadImage(str(path), sitk.sitkFloat32))
     (ours,) = from_nibabel(path)

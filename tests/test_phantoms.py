@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import Recipe, SourceSpec
 from curate.ingest import adapter
-from curate.phantoms import ensure_phantoms, phantom_layout
-from curate.pipeline import process_unit
+from curate.model.recipe import Recipe, SourceSpec
+from curate.sources.phantoms import ensure_phantoms, phantom_layout
+from curate.unit.pipeline import process_unit
 
 
 def run_phantom(tmp_path, kind, modality, cases=4):
@@ -76,7 +76,7 @@ def test_phantoms_are_deterministic_and_not_rewritten(tmp_path):
 def test_dicom_series_phantom_keeps_lps_geometry(tmp_path, side_seed):
     import numpy as np
 
-    from curate.phantoms import write_dicom_series
+    from curate.sources.phantoms import write_dicom_series
     hu = np.full((8, 40, 50), -1000, np.float32)
     hu[:, 5:35, 5:45] = 40
     col = 38 if side_seed == 0 else 10  # LPS columns: large = patient's left

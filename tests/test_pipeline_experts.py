@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from curate.config import Recipe, SourceSpec
 from curate.ingest import adapter
-from curate.pipeline import WorkerModels, process_unit
+from curate.model.recipe import Recipe, SourceSpec
+from curate.unit.pipeline import WorkerModels, process_unit
 
 EXPERTS = [{"name": "ct_lungs", "modality": ["CT"]},
            {"name": "ct_lesion_candidates", "modality": ["CT"], "params": {"within": "organs"}}]
@@ -36,8 +36,8 @@ def test_lungs_on_a_real_ct_slice_have_the_right_sides():
 
 
 def test_unknown_expert_or_bad_params_fail_when_the_recipe_loads():
-    from curate.errors import ConfigError
     from curate.load import check_plugins
+    from curate.model.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown expert"):
         check_plugins(Recipe.model_validate({"name": "t", "sources": [],
@@ -50,7 +50,7 @@ def test_unknown_expert_or_bad_params_fail_when_the_recipe_loads():
 
 def test_expert_lesions_do_not_override_annotations(tmp_path):
     """An annotated CT phantom keeps only its annotated lesion; organs still give context."""
-    from curate.phantoms import ensure_phantoms, phantom_layout
+    from curate.sources.phantoms import ensure_phantoms, phantom_layout
     spec = SourceSpec(name="p", format="nifti", modality="CT",
                       generate={"kind": "ct_lesion", "cases": 1, "seed": 3},
                       layout=phantom_layout("ct_lesion").model_dump())
@@ -77,9 +77,9 @@ def test_experts_change_the_unit_fingerprint():
 
 def test_volume_experts_are_sliced_onto_the_views(tmp_path, monkeypatch):
     """A 3D-only expert (as TotalSegmentator is) runs once per volume; its masks reach views."""
-    from curate.experts import Expert, ExpertParams, ExpertROI
-    from curate.experts.registry import EXPERTS
-    from curate.phantoms import ensure_phantoms
+    from curate.sources.phantoms import ensure_phantoms
+    from curate.unit.experts import Expert, ExpertParams, ExpertROI
+    from curate.unit.experts.registry import EXPERTS
 
     class BrightBlobs3D(Expert):
         name = "bright3d"

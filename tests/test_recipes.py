@@ -1,7 +1,7 @@
 import yaml
 
 from curate.build import build
-from curate.config import load_recipe, load_source_registry
+from curate.model.recipe import load_recipe, load_source_registry
 from tests.conftest import ROOT
 
 

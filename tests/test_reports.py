@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curate.records import MANIFEST, to_table
+from curate.model.records import MANIFEST, to_table
 
 
 def roi(bbox, origin="annotation", kind="mask"):
@@ -70,7 +70,7 @@ def png(width, height, value=0):
 def write_build(out, table, parts=True):
     """A build folder from a manifest: one tar per shard (image, record, a mask per mask ROI),
     SHA256SUMS, and manifest.parquet as one part per shard or as one file."""
-    from curate.shard import checksums
+    from curate.dataset.ship import checksums
 
     (out / "shards").mkdir(parents=True)
     for shard in sorted(set(table.column("shard").to_pylist())):
@@ -112,7 +112,7 @@ def halves(table, seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_card_stats_of_two_parts_merge_to_the_stats_of_the_whole(seed):
-    from curate.datacard import card_stats, merge_all, merge_stats
+    from curate.report.datacard import card_stats, merge_all, merge_stats
 
     whole = manifest()
     a, b = halves(whole, seed)
@@ -136,8 +136,8 @@ def test_card_stats_of_two_parts_merge_to_the_stats_of_the_whole(seed):
 
 
 def test_dropped_and_quarantine_stats_merge_by_reason_and_error():
-    from curate.datacard import dropped_stats, merge_stats, quarantine_stats
-    from curate.records import QUARANTINE
+    from curate.model.records import QUARANTINE
+    from curate.report.datacard import dropped_stats, merge_stats, quarantine_stats
 
     dropped = to_table([row(1, keep=False, reasons=["duplicate: same image as x"]),
                         row(2, source="b", keep=False, reasons=["duplicate: y", "blank"])],
@@ -156,9 +156,9 @@ def test_dropped_and_quarantine_stats_merge_by_reason_and_error():
 
 
 def test_data_card_renders_from_merged_stats(tmp_path):
-    from curate.datacard import card_stats, dropped_stats, merge_stats, quarantine_stats
-    from curate.records import QUARANTINE
-    from curate.spec import SourceSpec
+    from curate.model.records import QUARANTINE
+    from curate.model.source import SourceSpec
+    from curate.report.datacard import card_stats, dropped_stats, merge_stats, quarantine_stats
 
     whole = manifest()
     a, b = halves(whole, 0)
@@ -172,7 +172,7 @@ def test_data_card_renders_from_merged_stats(tmp_path):
                          "normalize": {"mr_percentiles": [1, 99]}},
               "counts": {"shard": {"shards": 1}, "describe": {}}}
     path = tmp_path / "DATACARD.md"
-    from curate.datacard import write_datacard
+    from curate.report.datacard import write_datacard
     write_datacard(path, record, merge_stats(card_stats(a), card_stats(b)),
                    dropped_stats(to_table([row(99, keep=False, reasons=["blank"])], MANIFEST)),
                    quarantine_stats(to_table([], QUARANTINE)), specs, figure="figures/x.png")
@@ -187,7 +187,7 @@ def test_data_card_renders_from_merged_stats(tmp_path):
 
 
 def test_validate_parts_and_global_counts_flag_a_bad_box_and_a_case_in_two_splits():
-    from curate.validate import (
+    from curate.report.validate import (
         ValidationFailed,
         combine_validation,
         global_checks,
@@ -227,7 +227,7 @@ def test_croissant_is_the_same_on_two_days_and_reads_a_manifest_folder(tmp_path,
 
     import mlcroissant as mlc
 
-    from curate.croissant import write_croissant
+    from curate.report.croissant import write_croissant
 
     out = write_build(tmp_path / "b", sharded())
     record = {"recipe": {"name": "t", "description": "d"}, "curate_version": "0.1"}
@@ -247,7 +247,7 @@ def test_croissant_is_the_same_on_two_days_and_reads_a_manifest_folder(tmp_path,
 
 
 def test_verify_reads_a_manifest_folder_or_file(tmp_path):
-    from curate.verify import verify
+    from curate.report.verify import verify
 
     table = sharded()
     for parts in (True, False):
@@ -267,8 +267,8 @@ def test_verify_reads_a_manifest_folder_or_file(tmp_path):
 
 
 def test_contact_sheet_reads_only_the_shards_of_its_examples(tmp_path, monkeypatch):
-    from curate.datacard import card_stats
-    from curate.figures import contact_sheet
+    from curate.report.datacard import card_stats
+    from curate.report.figures import contact_sheet
 
     table = sharded()
     out = write_build(tmp_path / "b", table)

@@ -16,12 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import layout_check
-from curate.config import BoxTable, ClassLabels, FormatFamily, Layout, SourceSpec, load_source
 from curate.ingest import adapter
 from curate.ingest.base import VolumeCase
-from curate.layout_check import check_command, check_layout, regex_example
-from curate.miniature import SynthesisError, glob_match, make_miniature, miniature_notes, synth_path
+from curate.model.recipe import BoxTable, ClassLabels, FormatFamily, Layout, SourceSpec, load_source
+from curate.sources import layout_check
+from curate.sources.layout_check import check_command, check_layout, regex_example
+from curate.sources.miniature import (
+    SynthesisError,
+    glob_match,
+    make_miniature,
+    miniature_notes,
+    synth_path,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "sources").glob("*.yaml"))

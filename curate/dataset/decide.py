@@ -1,7 +1,7 @@
 """Whole-dataset decisions as plain functions over small Arrow tables (no Ray here).
 
 Each function takes one part's rows, or one group's rows (all samples sharing an image
-hash, or a pHash band), and returns rows; curate.finalize wires them into distributed
+hash, or a pHash band), and returns rows; curate.dataset.finalize wires them into distributed
 map and group-by steps, and the driver only ever sees per-split counts and the pairs of
 cases that share a scan.
 
@@ -24,8 +24,8 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 
-from curate.config import FilterConfig, SplitConfig
-from curate.quality import decide
+from curate.model.recipe import FilterConfig, SplitConfig
+from curate.unit.quality import decide
 
 # one row per sample: what the global steps need, never the image bytes
 DECISION = pa.schema([

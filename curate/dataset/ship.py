@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from webdataset import TarWriter
 
-from curate.config import Recipe
 from curate.dataset.decide import shard_of, split_of
-from curate.records import MANIFEST, QUALITY, SAMPLE
-from curate.store import UnitStore
+from curate.model.recipe import Recipe
+from curate.model.records import MANIFEST, QUALITY, SAMPLE
+from curate.unit.store import UnitStore
 
 MTIME = 0.0  # fixed so that the same samples give byte-identical shards
 ORDER = pa.field("_order", pa.string())
@@ -160,3 +160,15 @@ def write_shard(rows: pa.Table, staging: Path, reports=None) -> pa.Table:
                                   "bytes": stream.size, "sha256": stream.h.hexdigest(),
                                   "reports": json.dumps(extra, sort_keys=True)}],
                                 schema=SHARD_RESULT)
+
+
+def checksums(dest: Path) -> dict[str, str]:
+    """sha256 of every shard under dest, read back (for `curate verify`)."""
+    out = {}
+    for p in sorted(dest.glob("*.tar")):
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[p.name] = h.hexdigest()
+    return out

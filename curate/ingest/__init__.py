@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from curate.config import FormatFamily, SourceSpec
-from curate.errors import UnsupportedFormat
 from curate.ingest.base import Box, CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom import plan_dicom, read_dicom
 from curate.ingest.files import Problem
 from curate.ingest.image2d import plan_images, read_image
 from curate.ingest.media import plan_files, read_slide, read_video
 from curate.ingest.volume import plan_volumes, read_volume
+from curate.model.errors import UnsupportedFormat
+from curate.model.recipe import FormatFamily, SourceSpec
 
 Planner = Callable[[SourceSpec, Path], tuple[list[Unit], list[Problem]]]
 Reader = Callable[[SourceSpec, Path, Unit], list]

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
-from curate.config import SourceSpec
-from curate.errors import ConfigError, IngestError
+from curate.model.errors import ConfigError, IngestError
+from curate.model.recipe import SourceSpec
 
 
 def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from curate.config import View
+from curate.model.recipe import View
 
 
 @dataclass

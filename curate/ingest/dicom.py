@@ -19,12 +19,12 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from curate.config import SourceSpec, View, VolumeRules
-from curate.deid import scrub
-from curate.errors import IngestError
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom_annot import referenced_series, rtstruct_labels, seg_labels
 from curate.ingest.files import Problem, list_images, patient_from_path
+from curate.model.errors import IngestError
+from curate.model.recipe import SourceSpec, View, VolumeRules
+from curate.unit.deid import scrub
 
 HEADER_TAGS = [
     "SeriesInstanceUID", "ImageOrientationPatient", "Modality", "Rows", "SOPClassUID",

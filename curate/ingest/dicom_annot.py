@@ -7,7 +7,7 @@ import pydicom
 import SimpleITK as sitk
 from skimage.draw import polygon
 
-from curate.errors import IngestError
+from curate.model.errors import IngestError
 
 
 def referenced_series(ds: pydicom.Dataset) -> str | None:

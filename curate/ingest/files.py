@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from curate.config import SourceSpec
 from curate.ingest.base import CaseMeta
+from curate.model.recipe import SourceSpec
 
 
 @dataclass

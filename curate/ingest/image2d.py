@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curate.config import SourceSpec, View
-from curate.errors import IngestError
 from curate.ingest.annotations import read_box_table, read_class_labels, read_qa_table, read_voc
 from curate.ingest.base import Box, ImageCase, Unit
 from curate.ingest.files import Problem, annotation_path, file_meta, list_images, stem
+from curate.model.errors import IngestError
+from curate.model.recipe import SourceSpec, View
 
 
 def _tiff_first_page(path: Path, why: Exception) -> np.ndarray:

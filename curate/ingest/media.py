@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.config import SourceSpec, View
-from curate.errors import IngestError, MissingDependency
 from curate.ingest.base import ImageCase, Unit
 from curate.ingest.files import Problem, file_meta, list_images
+from curate.model.errors import IngestError, MissingDependency
+from curate.model.recipe import SourceSpec, View
 
 
 def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:

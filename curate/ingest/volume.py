@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from curate.config import SourceSpec
-from curate.errors import IngestError
 from curate.ingest.base import Unit, VolumeCase
 from curate.ingest.files import Problem, annotation_path, file_meta, list_images
+from curate.model.errors import IngestError
+from curate.model.recipe import SourceSpec
 
 
 def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:

@@ -9,7 +9,7 @@ with exact numpy search). See docs/knowledge.md.
     build_kb(default_corpus_dir(), Path("out/kb"))
     kb = KnowledgeBase.open("out/kb")
     kb.query("crescent-shaped extra-axial blood", k=3)
-    kb.query_for_sample(ctx, k=3)   # ctx: curate.pipeline.sample_context(...)
+    kb.query_for_sample(ctx, k=3)   # ctx: curate.unit.pipeline.sample_context(...)
 """
 
 from curate.kb.chunk import Chunk, chunk_document, chunk_documents

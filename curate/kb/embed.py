@@ -28,8 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from curate.errors import MissingDependency
 from curate.kb.errors import KnowledgeBaseError
+from curate.model.errors import MissingDependency
 
 DEFAULT_MODEL = "minilm"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -1,8 +1,8 @@
-"""Named errors of the knowledge base (curate.errors is shared and not extended here)."""
+"""Named errors of the knowledge base (curate.model.errors is shared and not extended here)."""
 
 from __future__ import annotations
 
-from curate.errors import CurateError
+from curate.model.errors import CurateError
 
 
 class KnowledgeBaseError(CurateError):

@@ -1,6 +1,6 @@
 """Retrieval for one sample: from a sample context to a few grounding passages.
 
-The context is the dict `curate.pipeline.sample_context` builds (modality, anatomy,
+The context is the dict `curate.unit.pipeline.sample_context` builds (modality, anatomy,
 plane, window, rois with label/finding/intensity, labels, image_labels). One query is
 made per distinct finding (at most `MAX_FINDINGS`), because a single query that mixes,
 say, pneumothorax and pleural effusion lands between two topics and finds neither well.
@@ -16,7 +16,7 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from curate.describe import INTENSITY_WORDS, modality_name
+from curate.unit.text.templates import INTENSITY_WORDS, modality_name
 
 if TYPE_CHECKING:
     from curate.kb.index import KnowledgeBase, Passage

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import MissingDependency
 from curate.kb.errors import KnowledgeBaseError
 from curate.kb.ingest import TAG_KEYS
+from curate.model.errors import MissingDependency
 
 TABLE = "chunks"
 SCALAR_FILTERS = ("doc_id", "format", "chunk_id")

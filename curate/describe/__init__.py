@@ -1,0 +1,1 @@
+"""The model stage: prompts, answers, cache, retrieval, backends; on Ray or local."""

@@ -1,0 +1,1 @@
+"""Recipe and source models, record schemas, errors: imports nothing else in curate."""

@@ -1,0 +1,331 @@
+"""Recipes (recipes/*.yaml): validated models, loading, and resolving their sources.
+
+Source declarations live in curate.model.source and are re-exported here. The JSON Schemas in
+schemas/ are generated from these models (`curate schemas`), and a test keeps them
+current. Unknown keys are errors everywhere: a typo in a recipe must fail loudly.
+
+This is the model layer: it imports nothing else in curate but spec and errors
+(tests/test_imports.py), so names that refer to plug-ins (experts, describe options)
+are checked against their registries by curate.load when a recipe is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from curate.model.errors import ConfigError
+from curate.model.source import (  # noqa: F401 - re-exported: the source models live in curate.model.source
+    SLUG,
+    SUPPORTED_FAMILIES,
+    Access,
+    BoxTable,
+    ClassLabels,
+    Download,
+    FormatFamily,
+    Layout,
+    License,
+    PhantomSpec,
+    QATable,
+    SourceRef,
+    SourceSpec,
+    Strict,
+    View,
+    VolumeRules,
+)
+
+
+class ExpertConfig(Strict):
+    """One recipe entry: which expert, its params, and where it applies.
+
+    `modality` and `sources` filter which views the expert sees (None: all). Params are
+    validated against the expert's own model when the recipe loads, so a typo fails
+    before any work starts, not on a worker an hour in.
+    """
+
+    # The name and params are checked by curate.load (curate.unit.experts.registry.
+    # expert_errors): this model does not know the registry; plug-ins import the model,
+    # never the other way round. (Docstring above is the schema's description.)
+
+    name: str = Field(description="a key of curate.unit.experts.EXPERTS")
+    params: dict[str, Any] = Field(default_factory=dict)
+    modality: list[str] | None = Field(None, description="run only on these modalities")
+    sources: list[str] | None = Field(None, description="run only on these source names")
+
+    def applies_to(self, source: str, modality: str | None) -> bool:
+        """Whether this expert should run on a view of this source and modality."""
+        if self.sources is not None and source not in self.sources:
+            return False
+        if self.modality is not None:
+            wanted = {m.upper() for m in self.modality}
+            return (modality or "").upper() in wanted
+        return True
+
+
+class NormalizeConfig(Strict):
+    max_size: int = Field(default=512, ge=32, description="longest side after resize")
+    roi_slices: int = Field(default=6, ge=1, description="max slices kept per ROI label")
+    normal_slices: int = Field(default=2, ge=0, description="slices without ROI kept per volume")
+    min_roi_slice_frac: float = Field(
+        default=0.1, ge=0, le=1,
+        description="keep an ROI slice only if its area is at least this fraction of the "
+        "label's largest slice area (BiomedParse rule)",
+    )
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: str | None = Field(default=None, description="preset for all CT; else by anatomy")
+
+
+class GroundConfig(Strict):
+    min_roi_pixels: int = Field(default=4, ge=1)
+
+
+class KnowledgeConfig(Strict):
+    """Retrieval of knowledge passages for each sample (see docs/knowledge.md)."""
+
+    kb: str = Field(
+        default="default",
+        description="a knowledge base built with `curate kb build`, or 'default': the corpus "
+        "shipped with curate, built into <out>/kb on first use",
+    )
+    k: int = Field(default=3, ge=1, le=20, description="passages per sample")
+    model: str | None = Field(
+        default=None, description="embedding model path when building the default KB"
+    )
+
+
+class DescribeConfig(Strict):
+    backend: Literal["grounded", "openai", "vllm"] = Field(
+        default="grounded",
+        description="grounded: the deterministic template generator (no model); openai: any "
+        "OpenAI-compatible endpoint (vllm serve, hosted); vllm: engines inside Ray",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="generator settings (base_url, model, concurrency, rps, max_retries, "
+        "timeout_s, price_per_1k_prompt/completion, ...); see docs/generation.md",
+    )
+    knowledge: KnowledgeConfig | None = None
+    # option names are the generator factory's business: checked at load by
+    # curate.describe.backends.factory.describe_errors (see curate.load), not here
+
+
+class AskConfig(Strict):
+    max_questions: int = Field(default=10, ge=1)
+
+
+class FilterConfig(Strict):
+    blank_std: float = Field(default=1.0, ge=0, description="reject when pixel std below")
+    min_contrast: float = Field(
+        default=12.0, ge=0, description="reject when p99 - p1 (0-255 scale) below"
+    )
+    cross_case_duplicate_bits: int | None = Field(
+        default=None, ge=0, le=16,
+        description="drop a sample whose pHash is within this many bits of a sample of "
+        "another case (the same scan re-published in two sources would otherwise put one "
+        "patient in two splits); off by default; near-identical slices of one case stay",
+    )
+
+
+class DecontaminateConfig(Strict):
+    lists: list[str] = Field(
+        default_factory=list,
+        description="JSONL hash lists of benchmark images (`curate hashes DIR --out F`), "
+        "relative to the recipe's folder",
+    )
+    max_distance: int = Field(default=4, ge=0, le=16,
+                              description="pHash bits that may differ and still match")
+
+
+class SplitConfig(Strict):
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    link_near_duplicates_bits: int | None = Field(
+        default=None, ge=0, le=16,
+        description="before splitting, link cases whose images are within this many pHash "
+        "bits of each other (one patient republished by two sources) so they share a split; "
+        "off by default, on in recipes/medtrinity.yaml",
+    )
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total}")
+        return self
+
+
+class ShardConfig(Strict):
+    max_samples: int = Field(default=1_000_000, ge=1,
+                             description="at most this many samples per shard")
+    max_bytes: int = Field(default=1_000_000_000, ge=1000,
+                           description="about this many bytes per shard (image and masks)")
+
+
+class RunConfig(Strict):
+    max_error_frac: float = Field(
+        default=0.5, ge=0, le=1,
+        description="stop when more than this fraction of work units fail "
+        "(checked once at least `min_units_for_error_check` have finished)",
+    )
+    min_units_for_error_check: int = 50
+    max_in_flight: int | None = Field(default=None, description="default: 2 x cluster CPUs")
+    units_per_part: int = Field(
+        default=64, ge=1,
+        description="work units committed together as one part (the unit of resume): a "
+        "part is a deterministic run of one source's units in case order",
+    )
+    workers: int | None = Field(default=None, ge=1,
+                                description="unit-stage actors; default: one per CPU")
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=SLUG)
+    description: str | None = None
+    seed: int = 0
+    salt: str = Field(
+        default="curate", description="salt for hashing patient ids; set your own per release"
+    )
+    data_root: str | None = Field(
+        default=None,
+        description="folder holding one subfolder per declared source; a `source:` entry "
+        "without a path reads <data_root>/<name>, a relative path is taken from here",
+    )
+    sources: list[Annotated[SourceSpec | SourceRef, Field(union_mode="left_to_right")]]
+    normalize: NormalizeConfig = NormalizeConfig()
+    ground: GroundConfig = GroundConfig()
+    describe: DescribeConfig = DescribeConfig()
+    ask: AskConfig = AskConfig()
+    filters: FilterConfig = FilterConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+    split: SplitConfig = SplitConfig()
+    shard: ShardConfig = ShardConfig()
+    run: RunConfig = RunConfig()
+    experts: list[ExpertConfig] = Field(
+        default_factory=list,
+        description="expert ROI models, in order (organs before lesions: later experts see "
+        "earlier ROIs as context); organ/structure ROIs are added to every view they apply "
+        "to, lesion ROIs only where the source annotates nothing",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list) -> list:
+        names = [s.name if isinstance(s, SourceSpec) else s.source for s in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"source names must be unique: {sorted(dup)}")
+        return v
+
+    def fingerprint(self, section: str) -> str:
+        """Hash of one config section; unit cache keys include the sections they depend on."""
+        value = getattr(self, section)
+        data = [v.model_dump(mode="json") for v in value] if isinstance(value, list) else \
+            value.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_source(path: Path) -> SourceSpec:
+    try:
+        spec = SourceSpec.model_validate(load_yaml(path))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path))) from err
+    if spec.name != Path(path).stem:
+        raise ConfigError(f"{path}: name {spec.name!r} must match the file name")
+    return spec
+
+
+def default_sources_dir() -> Path:
+    """sources/ beside the package (a source checkout or an editable install)."""
+    return Path(__file__).resolve().parents[2] / "sources"
+
+
+def load_source_registry(sources_dir: Path | None = None) -> dict[str, SourceSpec]:
+    """The explicit registry of declared sources: name -> spec."""
+    d = Path(sources_dir) if sources_dir else default_sources_dir()
+    if not d.is_dir():
+        return {}
+    return {p.stem: load_source(p) for p in sorted(d.glob("*.yaml"))}
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Parse and validate a recipe's own fields; plug-in names are not checked here.
+
+    Use curate.load.load_recipe, which also checks expert names and params and describe
+    options against their registries. This one stays for what imports it today.
+    """
+    try:
+        return Recipe.model_validate(load_yaml(path))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path))) from err
+
+
+def resolve_path(raw: str, base: Path) -> Path:
+    """'pkg:PACKAGE/sub/dir' -> a folder inside an installed package; else relative to base."""
+    if raw.startswith("pkg:"):
+        package, _, sub = raw[4:].partition("/")
+        try:
+            root = resources.files(package)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"{raw}: package {package!r} is not installed") from exc
+        return Path(str(root)) / sub
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def resolve_sources(
+    recipe: Recipe, recipe_dir: Path, out_dir: Path, registry: dict[str, SourceSpec] | None = None,
+    data_root: str | None = None,
+) -> list[SourceSpec]:
+    """Turn recipe entries into full specs with absolute paths.
+
+    data_root (e.g. from the command line) overrides the recipe's own.
+    """
+    root_raw = data_root or recipe.data_root
+    root = resolve_path(root_raw, recipe_dir) if root_raw else recipe_dir
+    resolved: list[SourceSpec] = []
+    for entry in recipe.sources:
+        if isinstance(entry, SourceRef):
+            registry = registry if registry is not None else load_source_registry()
+            if entry.source not in registry:
+                raise ConfigError(
+                    f"recipe names source {entry.source!r}, which is not declared in sources/"
+                )
+            spec = registry[entry.source].model_copy(deep=True)
+            spec.path = str(resolve_path(entry.path or entry.source, root))
+            if entry.window:
+                spec.window = entry.window
+            spec.allow_burned_in = entry.allow_burned_in
+        else:
+            spec = entry.model_copy(deep=True)
+        if spec.generate is not None:
+            spec.path = str(out_dir / "phantoms" / spec.name)
+        elif spec.path is None:
+            raise ConfigError(f"source {spec.name!r}: no path given")
+        elif isinstance(entry, SourceSpec):
+            spec.path = str(resolve_path(spec.path, recipe_dir))
+        resolved.append(spec)
+    return resolved

@@ -1,0 +1,250 @@
+"""Models of a data source as declared in sources/*.yaml or inline in a recipe.
+
+A source is data (this file); reading it is code (curate.ingest). Unknown keys are
+errors, as everywhere in curate's configuration.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class FormatFamily(StrEnum):
+    """How a source's files are laid out on disk; one adapter per family."""
+
+    dicom = "dicom"  # DICOM files, single- or multi-frame, grouped into series
+    nifti = "nifti"  # NIfTI (or other SimpleITK-readable) volumes, optional label volumes
+    dicom_seg = "dicom_seg"  # DICOM images with DICOM SEG objects
+    rtstruct = "rtstruct"  # DICOM images with RTSTRUCT contours
+    image_mask = "image_mask"  # 2D images with mask images
+    image_boxes = "image_boxes"  # 2D images with boxes (CSV, COCO, VOC)
+    image_labels = "image_labels"  # 2D images with class labels (CSV or folders)
+    video = "video"  # videos read as frames
+    wsi = "wsi"  # whole-slide images read as tiles
+    vqa = "vqa"  # images with question/answer files (VQA-RAD, SLAKE, PathVQA)
+
+
+# families with an adapter in curate.ingest (a test keeps the two in step); the others
+# are declared for sources/ and fail with a clear message until their adapters land
+SUPPORTED_FAMILIES = frozenset(FormatFamily)
+
+
+class View(StrEnum):
+    """How the pixel grid relates to the patient; decides whether laterality can be stated."""
+
+    axial = "axial"  # volume slices, reoriented to LPS: patient's left on image right
+    frontal = "frontal"  # frontal projection (PA/AP X-ray), radiological display
+    lateral = "lateral"
+    none = "none"  # no patient frame (dermoscopy, endoscopy, pathology, fundus, ...)
+
+
+class BoxTable(Strict):
+    """Boxes in pixel coordinates: a CSV (one row per box), a COCO JSON, or VOC XML files."""
+
+    file: str = Field(
+        description="csv/coco: the file relative to the source root; voc: a per-image "
+        "template such as 'Annotations/{stem}.xml'"
+    )
+    format: Literal["csv", "coco", "voc"] = "csv"
+    coords: Literal["xyxy", "xywh"] = Field(
+        default="xyxy", description="csv: corners, or top-left corner plus width and height "
+        "(then x1_column/y1_column name the width/height columns)"
+    )
+    image_column: str = "image"
+    label_column: str | None = "label"
+    label: str | None = Field(
+        default=None, description="fixed label for every box when the table has no label column"
+    )
+    x0_column: str = "x0"
+    y0_column: str = "y0"
+    x1_column: str = "x1"
+    y1_column: str = "y1"
+
+
+class ClassLabels(Strict):
+    """Image-level class labels: a CSV (single- or multi-label columns) or folder names."""
+
+    file: str | None = Field(default=None, description="CSV relative to the source root")
+    image_column: str = "image"
+    label_column: str | None = Field(default=None, description="single-label: the class")
+    separator: str | None = Field(
+        default=None, description="label_column holds several labels joined by this, e.g. '|'"
+    )
+    label_columns: list[str] = Field(
+        default_factory=list, description="multi-label: one column per class"
+    )
+    positive_values: list[str] = Field(default_factory=lambda: ["1", "1.0", "True", "true"])
+    from_folder: bool = Field(default=False, description="the image's parent folder is its class")
+
+
+class QATable(Strict):
+    """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
+
+    Pickled files are refused: loading a pickle runs code from the file.
+    """
+
+    file: str = Field(description="relative to the source root")
+    format: Literal["json", "jsonl", "csv"] = "json"
+    image_column: str = "image"
+    question_column: str = "question"
+    answer_column: str = "answer"
+    type_column: str | None = Field(default=None, description="e.g. answer_type (CLOSED/OPEN)")
+    modality_column: str | None = Field(
+        default=None, description="per-image modality, for sources that mix modalities"
+    )
+    include: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep rows whose column holds one of these values"
+    )
+    exclude: dict[str, list[str]] = Field(
+        default_factory=dict, description="drop rows whose column holds one of these values"
+    )
+
+
+class VolumeRules(Strict):
+    """Declared rules for awkward volumes, so what happens to them is a decision on record."""
+
+    uneven_spacing: Literal["resample", "median", "reject"] = Field(
+        default="resample",
+        description="DICOM series whose slice steps differ by over 10%: interpolate onto "
+        "an even grid at the median step, keep the slices with the median step, or reject",
+    )
+    gantry_tilt: Literal["keep", "reject"] = Field(
+        default="keep",
+        description="series whose slice origins drift off the slice normal: keep each slice "
+        "on its own plane (in-plane facts are exact, 3D shapes slightly sheared) or reject",
+    )
+    duplicate_positions: Literal["first", "reject"] = Field(
+        default="first",
+        description="DICOM series with several instances at one position (re-sent or "
+        "re-encoded copies): keep the first file of each position, or reject",
+    )
+    four_d: Literal["first", "mean", "split"] = Field(
+        default="first",
+        description="4D NIfTI (time or channels): the first volume, the mean over the 4th "
+        "axis, or every volume as its own case",
+    )
+
+
+class Layout(Strict):
+    """Where a source's files are and how annotations are named.
+
+    Templates may use {stem} (file name without extensions), {name} (file name) and
+    {parent} (the image's folder relative to the source root).
+    """
+
+    images: list[str] = Field(description="glob(s) relative to the source root")
+    exclude: list[str] = Field(default_factory=list, description="globs to leave out")
+    masks: str | None = Field(
+        default=None, description="mask/label file template, e.g. 'labelsTr/{name}'"
+    )
+    case_regex: str | None = Field(
+        default=None,
+        description="regex on the image stem whose group 1 fills {case} in templates, e.g. "
+        "'^(.*)_0000$' for nnU-Net channel suffixes or 'volume-(\\d+)'",
+    )
+    label_map: dict[int, str] = Field(
+        default_factory=dict, description="mask value -> label (source vocabulary)"
+    )
+    boxes: BoxTable | None = None
+    classes: ClassLabels | None = None
+    volume: VolumeRules = VolumeRules()
+    qa: QATable | None = None
+    tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")
+    tile_level: int = Field(default=0, ge=0, description="wsi: pyramid level tiles are read at")
+    max_tiles: int = Field(default=4, ge=1, description="wsi: tissue tiles kept per slide")
+    patient_id: str | None = Field(
+        default=None,
+        description="regex applied to the relative path; group 1 is the patient id "
+        "(else DICOM PatientID, else the case id)",
+    )
+    view: View | None = Field(
+        default=None, description="2D families: the view; volumes are always axial"
+    )
+    max_frames: int = Field(
+        default=4, ge=1, description="multi-frame files without geometry: frames kept"
+    )
+    pixel_spacing_mm: tuple[float, float] | None = Field(
+        default=None, description="2D families: (row, col) spacing when the files lack it"
+    )
+
+
+class License(Strict):
+    spdx: str | None = Field(default=None, description="SPDX id where one exists")
+    name: str = Field(description="the licence as the source states it")
+    commercial_use: bool | Literal["unknown"] = "unknown"
+    url: str | None = None
+
+
+class Download(Strict):
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+    extract: bool = True
+
+
+class Access(Strict):
+    kind: Literal["direct", "registration", "credentialed", "manual"]
+    urls: list[Download] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list, description="what a person must do")
+
+
+class PhantomSpec(Strict):
+    """Generate a synthetic source with known ground truth (see curate.sources.phantoms)."""
+
+    kind: Literal["ct_lesion", "xray_boxes", "rgb_mask"]
+    cases: int = Field(default=2, ge=1, le=1000)
+    seed: int = 0
+
+
+class SourceSpec(Strict):
+    """One data source: a file in sources/ or an inline entry in a recipe."""
+
+    name: str = Field(pattern=SLUG)
+    title: str | None = None
+    homepage: str | None = None
+    license: License | None = None
+    citation: str | None = None
+    modality: str | None = Field(
+        default=None,
+        description="CT, MR, XR, US, PET, pathology, dermoscopy, endoscopy, fundus, ...; "
+        "for DICOM the header's Modality wins when present",
+    )
+    anatomy: str | None = None
+    findings: dict[str, str] = Field(
+        default_factory=dict, description="source label -> normalised finding label"
+    )
+    format: FormatFamily
+    layout: Layout
+    access: Access | None = None
+    path: str | None = Field(
+        default=None,
+        description="local root; 'pkg:PACKAGE/sub/dir' for data shipped in a package; "
+        "relative paths are taken from the recipe's folder",
+    )
+    generate: PhantomSpec | None = None
+    window: str | None = Field(default=None, description="CT window preset name")
+    allow_burned_in: bool = Field(
+        default=False, description="include DICOM images flagged BurnedInAnnotation=YES"
+    )
+    notes: str | None = None
+
+    def normalised_label(self, label: str) -> str:
+        return self.findings.get(label, label)
+
+
+class SourceRef(Strict):
+    """A recipe entry naming a declared source in sources/, with its local path."""
+
+    source: str = Field(pattern=SLUG)
+    path: str | None = None
+    window: str | None = None
+    allow_burned_in: bool = False

@@ -1,0 +1,1 @@
+"""Reports from per-shard aggregates: validation, verify, data card, figures, Croissant."""

@@ -1,0 +1,1 @@
+"""Source tooling: fetch, layout checks, miniatures, generated phantoms."""

@@ -1,0 +1,376 @@
+"""Does a local copy match its source's declared layout?
+
+Layouts in sources/ are written from documentation, often without the data at hand; a
+wrong glob or template only shows up as "0 images" deep inside a build. check_layout
+answers the question directly on a folder (counts, missing annotations, unmapped label
+values, table columns). curate.sources.miniature writes a few tiny files in the declared layout
+so that every declared source can be exercised without downloading it (make_miniature
+and miniature_notes are still importable from here).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curate.ingest.files import annotation_path, list_images, patient_from_path, stem
+from curate.model.errors import CurateError
+from curate.model.recipe import SUPPORTED_FAMILIES, FormatFamily, SourceSpec, load_source_registry
+
+VOLUME_EXT = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
+FILE_EXT = VOLUME_EXT + RASTER_EXT + VIDEO_EXT + (".dcm", ".dicom", ".npy")
+SAFE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
+
+
+class LayoutError(CurateError):
+    """A layout cannot be checked or synthesised."""
+
+
+@dataclass
+class LayoutReport:
+    """What check_layout found; `problems` make it fail, `warnings` are worth a look."""
+
+    source: str
+    root: str
+    images: int = 0
+    per_glob: dict[str, int] = field(default_factory=dict)
+    excluded: int = 0
+    masks_expected: int = 0
+    masks_missing: list[str] = field(default_factory=list)
+    masks_sampled: int = 0
+    label_values: list[int] = field(default_factory=list)
+    unmapped_labels: list[int] = field(default_factory=list)
+    box_file: str | None = None
+    box_file_present: bool | None = None
+    box_columns_missing: list[str] = field(default_factory=list)
+    box_rows: int = 0
+    images_with_boxes: int = 0
+    class_file: str | None = None
+    images_with_classes: int = 0
+    classes_found: list[str] = field(default_factory=list)
+    patient_ids: int | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.images > 0 and not self.problems
+
+    def summary(self, examples: int = 5) -> str:
+        lines = [f"{self.source} at {self.root}: {'OK' if self.ok else 'DOES NOT MATCH'}"]
+        lines += [f"  images: {n} match {g}" for g, n in self.per_glob.items()]
+        lines.append(f"  images in all: {self.images} ({self.excluded} left out by exclude)")
+        if self.masks_expected:
+            lines.append(f"  masks: {self.masks_expected - len(self.masks_missing)} of "
+                         f"{self.masks_expected} present")
+            lines += [f"    missing: {m}" for m in self.masks_missing[:examples]]
+            if len(self.masks_missing) > examples:
+                lines.append(f"    ... and {len(self.masks_missing) - examples} more")
+        if self.masks_sampled:
+            vals = ", ".join(map(str, self.label_values)) or "none (all background)"
+            lines.append(f"  label values in {self.masks_sampled} sampled mask(s): {vals}")
+            if self.unmapped_labels:
+                lines.append(f"    not in label_map: {self.unmapped_labels}")
+        if self.box_file:
+            state = "present" if self.box_file_present else "MISSING"
+            lines.append(f"  boxes {self.box_file}: {state}, {self.box_rows} rows/files, "
+                         f"{self.images_with_boxes} of {self.images} images covered")
+        if self.class_file:
+            lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
+                         f"{self.images} images labelled; classes seen: "
+                         f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.patient_ids is not None:
+            lines.append(f"  patient_id regex: {self.patient_ids} of {self.images} images yield an id")
+        lines += [f"  problem: {p}" for p in self.problems]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def lint_spec(spec: SourceSpec) -> list[str]:
+    """Layout declarations that look wrong without any data."""
+    lay, out = spec.layout, []
+    if spec.format not in SUPPORTED_FAMILIES:
+        out.append(f"the build does not read the {spec.format.value} family yet")
+    if lay.label_map and not lay.masks:
+        out.append("label_map is declared but there is no masks template, so no label is read")
+    if lay.masks and not lay.label_map:
+        out.append("masks are declared without a label_map: every non-zero value is one label")
+    if spec.format is FormatFamily.image_boxes and not lay.boxes:
+        out.append("image_boxes source without layout.boxes: no box will be read")
+    if spec.format is FormatFamily.image_labels and not lay.classes:
+        out.append("image_labels source without layout.classes: no class will be read")
+    templates = [t for t in (lay.masks, lay.boxes.file if lay.boxes else None) if t]
+    if not lay.case_regex and any("{case}" in t for t in templates):
+        out.append("a template uses {case} but no case_regex is declared: {case} is the whole stem")
+    if lay.case_regex and not any("{case}" in t for t in templates):
+        out.append("case_regex is declared but no template uses {case}")
+    if lay.masks and lay.label_map and spec.findings and not lay.classes:  # classes key them too
+        stray = sorted(k for k in spec.findings if k not in set(lay.label_map.values()))
+        if stray:
+            out.append(f"findings keys not among label_map values: {stray}")
+    return out
+
+
+def _mask_values(path: Path) -> np.ndarray:
+    name = path.name.lower()
+    if name.endswith(VOLUME_EXT):
+        import SimpleITK as sitk
+
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    elif name.endswith(RASTER_EXT):  # as the reader sees it: palettes resolved, RGB -> max
+        from curate.ingest.image2d import load_image
+
+        arr = load_image(path)
+        if arr.ndim == 3:
+            arr = arr.max(axis=2)
+    else:
+        raise LayoutError(f"{path.name}: no reader for this mask format")
+    return np.unique(arr)
+
+
+def regex_example(pattern: str, i: int = 0) -> str | None:
+    """A string the regex matches (digit runs numbered i + 1), or None.
+
+    Uses the stdlib's regex parser (private, hence the fallback to None if it moves).
+    """
+    try:
+        from re import _parser as sre
+    except ImportError:
+        return None
+
+    def cls(av) -> str:
+        neg = any(op is sre.NEGATE for op, _ in av)
+        for ch in SAFE_CHARS:
+            hit = any((op is sre.LITERAL and a == ord(ch))
+                      or (op is sre.RANGE and a[0] <= ord(ch) <= a[1])
+                      or (op is sre.CATEGORY and ((a is sre.CATEGORY_DIGIT and ch.isdigit())
+                                                  or (a is sre.CATEGORY_WORD and ch.isalnum())))
+                      for op, a in av)
+            if hit != neg:
+                return ch
+        raise ValueError("empty class")
+
+    def emit(items) -> str:
+        out = []
+        for op, av in items:
+            if op is sre.LITERAL:
+                out.append(chr(av))
+            elif op in (sre.ANY, sre.NOT_LITERAL):
+                out.append("y" if av == ord("x") else "x")
+            elif op is sre.IN:
+                out.append(cls(av))
+            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                lo, hi, sub = av
+                k = max(lo, 1) if hi else 0
+                piece = emit(sub)
+                out.append(f"{i + 1:0{k}d}"[-k:] if k and piece.isdigit() and len(piece) == 1
+                           else piece * k)
+            elif op is sre.SUBPATTERN:
+                out.append(emit(av[-1]))
+            elif op is sre.BRANCH:
+                out.append(emit(av[1][0]))
+            elif op not in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+                raise ValueError(f"regex construct {op} not synthesised")
+        return "".join(out)
+
+    try:
+        return emit(sre.parse(pattern))
+    except (ValueError, re.error, TypeError, AttributeError):
+        return None
+
+
+def fill_template(template: str, rel: str, case_regex: str | None, what: str) -> str:
+    """A per-image template filled for rel and normalised; LayoutError when it cannot be."""
+    try:
+        path = posixpath.normpath(annotation_path(template, rel, case_regex))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise LayoutError(f"{what} template {template!r} cannot be filled: {exc!r} "
+                          "(use {stem}, {name}, {parent}, {case})") from exc
+    if path == ".." or path.startswith(("../", "/")):
+        raise LayoutError(f"{what} template {template!r} leaves the source root ({path})")
+    return path
+
+
+def _templated(template: str, images: list[str], root: Path, what: str, rep: LayoutReport,
+               case_regex: str | None = None) -> tuple[list[str], list[str]]:
+    """(present, missing) files of a per-image template such as masks or VOC boxes."""
+    present, missing = [], []
+    for rel in images:
+        try:
+            path = fill_template(template, rel, case_regex, what)
+        except LayoutError as exc:
+            rep.problems.append(str(exc))
+            return [], []
+        if path == rel:
+            rep.problems.append(f"{what} template gives the image itself for {rel}")
+        (present if (root / path).is_file() else missing).append(path)
+    if missing:
+        rep.problems.append(f"{len(missing)} of {len(images)} {what} files missing, "
+                            f"e.g. {missing[0]}")
+    return present, missing
+
+
+def _csv_keys(path: Path, need: list[str], rep: LayoutReport) -> tuple[set[str], int, list]:
+    """Values of the first needed column, the row count and the missing columns."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            rep.problems.append(f"{path.name} lacks declared columns {missing} "
+                                f"(has {reader.fieldnames})")
+            return set(), 0, missing
+        keys, rows = set(), 0
+        for row in reader:
+            keys.add(row[need[0]])
+            rows += 1
+    return keys, rows, []
+
+
+def _covered(images: list[str], keys: set[str]) -> int:
+    """Images named in a table by relative path, file name or stem (as ingest matches them)."""
+    return sum(1 for r in images if keys & {r, Path(r).name, stem(r)})
+
+
+def _check_boxes(spec: SourceSpec, root: Path, images: list[str], rep: LayoutReport) -> None:
+    t = spec.layout.boxes
+    rep.box_file = t.file
+    if t.format == "voc":
+        present, _ = _templated(t.file, images, root, "VOC box", rep, spec.layout.case_regex)
+        rep.box_file_present = bool(present)
+        rep.box_rows = rep.images_with_boxes = len(present)
+        return
+    path = root / t.file
+    rep.box_file_present = path.is_file()
+    if not rep.box_file_present:
+        rep.problems.append(f"box file {t.file} not found")
+        return
+    if t.format == "coco":
+        try:
+            data = json.loads(path.read_text())
+            keys = {im["file_name"] for im in data["images"]}
+            rep.box_rows = len(data.get("annotations", []))
+        except (ValueError, KeyError, TypeError) as exc:
+            rep.problems.append(f"{t.file} is not a COCO file: {exc!r}")
+            return
+    else:
+        if t.label_column is None and t.label is None:
+            rep.problems.append("boxes declare neither a label_column nor a fixed label")
+        need = [c for c in (t.image_column, t.label_column, t.x0_column, t.y0_column,
+                            t.x1_column, t.y1_column) if c is not None]
+        keys, rep.box_rows, rep.box_columns_missing = _csv_keys(path, need, rep)
+    rep.images_with_boxes = _covered(images, keys)
+    if images and keys and not rep.images_with_boxes:
+        rep.problems.append(f"no image is named in {t.file} (by relative path, name or stem)")
+
+
+def _check_classes(spec: SourceSpec, images: list[str], root: Path, rep: LayoutReport) -> None:
+    c = spec.layout.classes
+    if c.from_folder:
+        rep.class_file = "(parent folder names)"
+        rep.classes_found = sorted({Path(r).parent.name for r in images})
+        rep.images_with_classes = len(images)
+        if len(rep.classes_found) == 1 and len(images) > 1:
+            rep.warnings.append(f"from_folder: every image is in a folder named "
+                                f"{rep.classes_found[0]!r}, so there is one class")
+        return
+    if c.file is None:
+        rep.problems.append("layout.classes names neither a file nor from_folder")
+        return
+    rep.class_file = c.file
+    if not (root / c.file).is_file():
+        rep.problems.append(f"class label file {c.file} not found")
+        return
+    need = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
+    keys, _, _ = _csv_keys(root / c.file, need, rep)
+    rep.classes_found = [c.label_column] if c.label_column else list(c.label_columns)
+    rep.images_with_classes = _covered(images, keys)
+    if images and keys and not rep.images_with_classes:
+        rep.problems.append(f"no image is named in {c.file} (by relative path, name or stem)")
+
+
+def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
+    """Compare a local folder with the declared layout; reads at most `sample` masks."""
+    root, lay = Path(root), spec.layout
+    rep = LayoutReport(spec.name, str(root))
+    if not root.is_dir():
+        rep.problems.append(f"{root} is not a folder")
+        return rep
+    rep.warnings += lint_spec(spec)
+    matched: set[str] = set()
+    for glob in lay.images:
+        if glob.startswith("/") or ".." in glob.split("/"):
+            rep.problems.append(f"image glob {glob!r} leaves the source root")
+            continue
+        hits = {p.relative_to(root).as_posix() for p in root.glob(glob) if p.is_file()}
+        rep.per_glob[glob] = len(hits)
+        matched |= hits
+        if not hits:
+            rep.problems.append(f"no file matches image glob {glob!r}")
+    images = list_images(spec, root) if rep.per_glob else []
+    rep.images, rep.excluded = len(images), len(matched) - len(images)
+    if lay.masks:
+        present, rep.masks_missing = _templated(lay.masks, images, root, "mask", rep,
+                                                lay.case_regex)
+        rep.masks_expected = len(present) + len(rep.masks_missing)
+        doubled = sorted(set(present) & set(images))
+        if doubled:
+            rep.warnings.append(f"{len(doubled)} mask file(s) also match the image globs, "
+                                f"e.g. {doubled[0]}")
+        values: set[int] = set()
+        for mask in present[:sample]:
+            try:
+                values |= {int(v) for v in _mask_values(root / mask)}
+                rep.masks_sampled += 1
+            except Exception as exc:  # noqa: BLE001 - any unreadable mask is reported
+                rep.problems.append(f"mask {mask} unreadable: {exc}")
+        rep.label_values = sorted(values - {0})
+        if lay.label_map:
+            rep.unmapped_labels = [v for v in rep.label_values if v not in lay.label_map]
+            if rep.unmapped_labels:
+                rep.problems.append(f"mask values {rep.unmapped_labels} are not in label_map")
+    if lay.boxes:
+        _check_boxes(spec, root, images, rep)
+    if lay.classes:
+        _check_classes(spec, images, root, rep)
+    if lay.case_regex and images:
+        unmatched = [r for r in images if not re.search(lay.case_regex, stem(r))]
+        if unmatched:
+            rep.warnings.append(f"case_regex {lay.case_regex!r} does not match {len(unmatched)} "
+                                f"image stem(s), e.g. {stem(unmatched[0])!r} (it expects "
+                                f"something like {regex_example(lay.case_regex)!r}); {{case}} is "
+                                f"then the whole stem")
+    if lay.patient_id and images:
+        rep.patient_ids = sum(1 for r in images if patient_from_path(spec, r))
+        if not rep.patient_ids:
+            rep.warnings.append(f"patient_id regex {lay.patient_id!r} matches no image path "
+                                f"(it expects something like {regex_example(lay.patient_id)!r})")
+    return rep
+
+
+def check_command(name: str, path: str | Path) -> tuple[bool, str]:
+    """`curate sources check NAME PATH`: (ok, human-readable report)."""
+    registry = load_source_registry()
+    if name not in registry:
+        return False, f"unknown source {name!r}; declared: {', '.join(sorted(registry))}"
+    rep = check_layout(registry[name], Path(path))
+    return rep.ok, rep.summary()
+
+
+_MOVED = {"SynthesisError", "glob_match", "make_miniature", "miniature_notes", "synth_path"}
+
+
+def __getattr__(name: str):
+    """The miniature half lives in curate.sources.miniature; keep the old names importable here."""
+    if name in _MOVED:
+        from curate.sources import miniature
+
+        return getattr(miniature, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,408 @@
+"""A tiny synthetic copy of a declared source, to test its layout without the data.
+
+make_miniature writes a few tiny files in the declared layout (images for every glob, masks
+with every label_map value, DICOM SEG/RTSTRUCT objects on their series, box, class and QA
+tables with the declared columns, junk the excludes must leave out), so that check_layout
+and curate's own readers can run on every source. What cannot be synthesised is listed in
+the copy's notes (miniature_notes) instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import itertools
+import json
+import posixpath
+import re
+from pathlib import Path
+
+import numpy as np
+
+from curate.ingest.files import patient_from_path, stem
+from curate.model.recipe import FormatFamily, Layout, SourceSpec
+from curate.sources.layout_check import (
+    FILE_EXT,
+    RASTER_EXT,
+    SAFE_CHARS,
+    VIDEO_EXT,
+    VOLUME_EXT,
+    LayoutError,
+    fill_template,
+    regex_example,
+)
+
+NOTES_FILE = ".miniature.json"
+DICOM_FAMILIES = {FormatFamily.dicom, FormatFamily.dicom_seg, FormatFamily.rtstruct}
+ANNOTATION_OBJECTS = {FormatFamily.dicom_seg: "SEG", FormatFamily.rtstruct: "RTSTRUCT"}
+VOLUMETRIC = {"CT": "CT", "MR": "MR", "PET": "PT", "PT": "PT"}  # source modality -> DICOM
+PROJECTION = {"XR": "DX", "DX": "DX", "CR": "DX", "MG": "MG"}
+SHAPES = {"volume": (4, 8, 8), "dicom": (8, 8), "raster": (16, 16), "npy": (2, 16, 16, 3),
+          "video": (4, 32, 32, 3)}
+_TOKEN = re.compile(r"\*|\?|\[!?(?:\][^\]]*|[^\]]+)\]|.")
+
+
+class SynthesisError(LayoutError):
+    """A glob or template cannot be turned into a concrete file in the source root."""
+
+
+def _parse(component: str) -> list[tuple[str, str]]:
+    """One glob component as ('lit', c), ('*', ''), ('?', '') and ('[', class) pieces."""
+    return [(t, "") if t in ("*", "?") else ("[", t) if len(t) > 1 else ("lit", t)
+            for t in _TOKEN.findall(component)]
+
+
+def glob_match(glob: str, rel: str) -> bool:
+    """Whether rel matches glob the way Path.glob would ('**' = zero or more folders)."""
+    g, p = glob.split("/"), rel.split("/")
+
+    def rec(a: int, b: int) -> bool:
+        if a == len(g):
+            return b == len(p)
+        if g[a] == "**":
+            return any(rec(a + 1, k) for k in range(b, len(p) + 1))
+        return b < len(p) and fnmatch.fnmatchcase(p[b], g[a]) and rec(a + 1, b + 1)
+
+    return rec(0, 0)
+
+
+def synth_path(glob: str, i: int, score, hints: list[str] = ()) -> str:
+    """A concrete relative path matching glob for case i, the best by score(path)."""
+    parts = glob.split("/")
+    if glob.startswith("/") or ".." in parts or not glob:
+        raise SynthesisError(f"glob {glob!r} leaves the source root")
+    parsed = [None if p == "**" else _parse(p) for p in parts]
+    star = [f"case{i + 1:03d}"] + [f"{i + 1:0{k}d}" for k in (1, 2, 3, 4, 5, 6, 8)]
+    for h in hints:  # pieces of a regex example, without a file extension first
+        if h and "/" not in h:
+            ext = next((e for e in FILE_EXT if h.lower().endswith(e)), "")
+            star += [x for x in (h[: len(h) - len(ext)], h) if x]
+    star.append("")
+    choices: list[list[str]] = []
+    for kind, text in (piece for seg in parsed for piece in seg or []):
+        if kind == "*":
+            choices.append(star)
+        elif kind == "?":
+            choices.append([str((i + 1) % 10), "x"])
+        elif kind == "[":
+            ok = [c for c in SAFE_CHARS if fnmatch.fnmatchcase(c, text)]
+            if not ok:
+                raise SynthesisError(f"glob {glob!r}: no safe character matches {text}")
+            choices.append([ok[i % len(ok)]] + ok[:2])
+    best, best_score = None, None
+    for combo in itertools.islice(_by_rank([len(c) for c in choices]), 20000):
+        it = iter(ch[k] for ch, k in zip(choices, combo, strict=True))
+        out = ["sub" if seg is None else "".join(text if kind == "lit" else next(it)
+                                                  for kind, text in seg) for seg in parsed]
+        if any(c in ("", ".", "..") for c in out):
+            continue
+        s = score("/".join(out))
+        if best_score is None or s > best_score:
+            best, best_score = "/".join(out), s
+            if all(s):
+                break
+    if best is None:
+        raise SynthesisError(f"glob {glob!r}: no path could be synthesised")
+    return best
+
+
+def _by_rank(sizes: list[int]):
+    """Index tuples in order of increasing sum, so the simplest tokens are tried first."""
+    def with_sum(k: int, total: int):
+        if k == len(sizes):
+            yield from [()] if total == 0 else []
+            return
+        for v in range(min(total, sizes[k] - 1) + 1):
+            yield from ((v, *rest) for rest in with_sum(k + 1, total - v))
+
+    for total in range(sum(sizes) - len(sizes) + 1):
+        yield from with_sum(0, total)
+
+
+def _kind(name: str, family: FormatFamily) -> str | None:
+    low = name.lower()
+    if low.endswith(VOLUME_EXT):
+        return "volume"
+    if low.endswith((".dcm", ".dicom")) or ("." not in name and family in DICOM_FAMILIES):
+        return "dicom"
+    for kind, ext in (("raster", RASTER_EXT), ("video", VIDEO_EXT), ("npy", (".npy",))):
+        if low.endswith(ext):
+            return kind
+    return None
+
+
+def _put(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+
+
+def _write(path: Path, kind: str, arr: np.ndarray, spec: SourceSpec, patient: str):
+    """Write one file; returns the dataset for DICOM (its series is what SEG refers to)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "volume":
+        import SimpleITK as sitk
+
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    elif kind == "raster":
+        from PIL import Image
+
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            arr = arr.clip(0, 255).astype(np.uint8)
+        tiff = path.suffix.lower() in (".tif", ".tiff") and arr.dtype == np.uint8
+        Image.fromarray(arr).save(path, **({"compression": "tiff_deflate"} if tiff else {}))
+    elif kind == "npy":
+        np.save(path, arr)
+    elif kind == "video":
+        import av
+
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=4)
+            stream.height, stream.width, stream.pix_fmt = arr.shape[1], arr.shape[2], "yuv420p"
+            for frame in arr.astype(np.uint8):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    else:
+        return _write_dicom(path, arr, spec, patient)
+    return None
+
+
+def _dataset(sop: str, modality: str, patient: str):
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.Modality, ds.PatientID, ds.PatientName = modality, patient, "MINIATURE^" + patient
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), uid.generate_uid()
+    return ds
+
+
+def _write_dicom(path: Path, arr: np.ndarray, spec: SourceSpec, patient: str):
+    """A minimal valid single-frame DICOM: a CT/MR/PET slice in patient space, a DX or MG
+    projection, else a secondary capture with geometry."""
+    from pydicom import uid
+
+    mod = (spec.modality or "").upper()
+    modality = VOLUMETRIC.get(mod) or PROJECTION.get(mod) or "OT"
+    sop = {"CT": uid.CTImageStorage, "MR": uid.MRImageStorage,
+           "PT": uid.PositronEmissionTomographyImageStorage,
+           "DX": uid.DigitalXRayImageStorageForPresentation,
+           "MG": uid.DigitalMammographyXRayImageStorageForPresentation,
+           }.get(modality, uid.SecondaryCaptureImageStorage)
+    ds = _dataset(sop, modality, patient)
+    ds.InstanceNumber, ds.SliceThickness, ds.PixelSpacing = 1, 1.0, [1.0, 1.0]
+    if modality not in PROJECTION.values():
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 0.0]
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.PixelData = arr.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def _write_annotation(path: Path, image, what: str, label: str) -> None:
+    """A SEG (one 8-bit frame) or an RTSTRUCT (one square contour) on image's single slice."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def seq(**kw) -> Sequence:
+        item = Dataset()
+        for k, v in kw.items():
+            setattr(item, k, v)
+        return Sequence([item])
+
+    ds = _dataset(uid.SegmentationStorage if what == "SEG" else uid.RTStructureSetStorage, what,
+                  str(image.PatientID))
+    if what == "SEG":
+        ds.ReferencedSeriesSequence = seq(SeriesInstanceUID=image.SeriesInstanceUID)
+        ds.SegmentSequence = seq(SegmentNumber=1, SegmentLabel=label)
+        ds.PerFrameFunctionalGroupsSequence = seq(
+            SegmentIdentificationSequence=seq(ReferencedSegmentNumber=1),
+            PlanePositionSequence=seq(ImagePositionPatient=list(image.ImagePositionPatient)))
+        frame = np.zeros((image.Rows, image.Columns), np.uint8)
+        frame[2:5, 2:5] = 1
+        ds.NumberOfFrames, ds.Rows, ds.Columns = 1, image.Rows, image.Columns
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.SegmentationType, ds.PixelData = "BINARY", frame.tobytes()
+    else:
+        ds.ReferencedFrameOfReferenceSequence = seq(RTReferencedStudySequence=seq(
+            RTReferencedSeriesSequence=seq(SeriesInstanceUID=image.SeriesInstanceUID)))
+        ds.StructureSetROISequence = seq(ROINumber=1, ROIName=label)
+        z = float(image.ImagePositionPatient[2])
+        square = [v for x, y in ((2, 2), (5, 2), (5, 5), (2, 5)) for v in (x, y, z)]
+        ds.ROIContourSequence = seq(ReferencedROINumber=1, ContourSequence=seq(
+            ContourGeometricType="CLOSED_PLANAR", NumberOfContourPoints=4, ContourData=square))
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _annotation_path(rel: str, lay: Layout, fam: FormatFamily) -> str | None:
+    """A sibling of rel that the image globs match (SEG/RTSTRUCT are found among images)."""
+    parent, name = posixpath.split(rel)
+    ext = name[len(stem(name)):]
+    for cand in (f"SEG_{name}", f"{stem(name)}_seg{ext}", f"seg{name}", f"{name}_seg"):
+        path = posixpath.join(parent, cand)
+        if any(glob_match(g, path) for g in lay.images) and _kind(path, fam) == "dicom" \
+                and not any(glob_match(x, path) for x in lay.exclude):
+            return path
+    return None
+
+
+def _target(template: str, rel: str, lay: Layout, what: str, skipped: list[str]) -> str | None:
+    try:
+        return fill_template(template, rel, lay.case_regex, what)
+    except LayoutError as exc:
+        skipped.append(str(exc))
+        return None
+
+
+def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
+    """Write n tiny cases per image glob in the declared layout into dest; returns dest.
+
+    Wildcards become tokens chosen so that the patient_id and case_regex regexes and the
+    excludes behave as on real data; mask and VOC files are named through the templates
+    with the case's {case} value.
+    """
+    dest, lay, fam = Path(dest), spec.layout, spec.format
+    dest.mkdir(parents=True, exist_ok=True)
+    skipped = ["slides are written as one-tile single-level TIFFs, not pyramidal WSI files"] \
+        if fam is FormatFamily.wsi else []
+    if fam is FormatFamily.vqa and not lay.qa:
+        skipped.append("no question-answer file is declared (layout.qa), so none is written")
+    pid_re = re.compile(lay.patient_id) if lay.patient_id else None
+    case_re = re.compile(lay.case_regex) if lay.case_regex else None
+    images: list[str] = []
+
+    def image_score(path: str) -> tuple[bool, ...]:
+        return (not any(glob_match(x, path) for x in lay.exclude),
+                _kind(path, fam) is not None, pid_re is None or bool(pid_re.search(path)),
+                case_re is None or bool(case_re.search(stem(path))))
+
+    for glob in lay.images:
+        for i in range(n):
+            hints = [h for r in (lay.patient_id, lay.case_regex) if r
+                     for s in [regex_example(r, i)] if s for h in [s, *s.split("/")]]
+            try:
+                rel = synth_path(glob, i, image_score, hints)
+            except SynthesisError as exc:
+                skipped.append(str(exc))
+                break
+            if not image_score(rel)[0]:
+                skipped.append(f"glob {glob!r}: every synthesised path is excluded ({rel})")
+                break
+            if rel not in images:
+                images.append(rel)
+    if not images:
+        raise SynthesisError(f"{spec.name}: no image could be synthesised: {'; '.join(skipped)}")
+    label = next(iter(spec.findings), "finding")
+    masks: list[str] = []
+    annotations: list[str] = []
+    for i, rel in enumerate(images):
+        kind = _kind(rel, fam)
+        if kind is None:
+            skipped.append(f"{rel}: no writer for this extension; empty placeholder written")
+            _put(dest / rel, b"")
+            continue
+        if fam is FormatFamily.wsi and kind == "raster":  # one tile of pink "tissue"
+            arr = np.empty((lay.tile_size, lay.tile_size, 3), np.uint8)
+            arr[...] = (200, 110 + 10 * i, 160)
+        else:
+            arr = (np.arange(np.prod(SHAPES[kind])).reshape(SHAPES[kind]) * (i + 3)) % 200
+            arr = arr.astype(np.int16 if kind == "volume" else np.uint8)
+        patient = patient_from_path(spec, rel) or f"MINI{i + 1:03d}"
+        ds = _write(dest / rel, kind, arr, spec, patient)
+        what = ANNOTATION_OBJECTS.get(fam)
+        if what and ds is not None:
+            target = _annotation_path(rel, lay, fam)
+            if target is None or target in images or "ImagePositionPatient" not in ds:
+                skipped.append(f"{what} for {rel}: no sibling path the image globs match")
+            else:
+                _write_annotation(dest / target, ds, what, label)
+                annotations.append(target)
+        voc = _target(lay.boxes.file, rel, lay, "VOC box", skipped) \
+            if lay.boxes and lay.boxes.format == "voc" else None
+        if voc:
+            _put(dest / voc, f"<annotation><filename>{Path(rel).name}</filename><object><name>"
+                 f"{label}</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>6</xmax><ymax>6</ymax>"
+                 "</bndbox></object></annotation>")
+        mask = _target(lay.masks, rel, lay, "mask", skipped) if lay.masks else None
+        if mask and _kind(mask, fam) not in ("volume", "raster"):
+            skipped.append(f"mask {mask!r}: no writer for its extension")
+        elif mask:
+            mkind, labels = _kind(mask, fam), sorted(v for v in lay.label_map if v) or [1]
+            marr = np.zeros(arr.shape[:2] if mkind == "raster" else SHAPES[mkind],
+                            np.uint16 if max(labels) > 255 else np.uint8)
+            block = marr.size // (len(labels) + 1)
+            for j, v in enumerate(labels):
+                marr.flat[(j + 1) * block:(j + 2) * block] = v
+            if mkind == "raster" and mask.lower().endswith((".jpg", ".jpeg")):
+                skipped.append(f"mask {mask}: JPEG is lossy, label values are not kept exactly")
+            _write(dest / mask, mkind, marr, spec, patient)
+            masks.append(mask)
+    ext, excluded = [e for e in FILE_EXT if images[0].lower().endswith(e)], []
+    for x in lay.exclude:  # the junk real data has (macOS ._ files) must stay out
+        try:
+            junk = synth_path(x, 0, lambda p: (any(glob_match(g, p) for g in lay.images),),
+                              [f"case001{e}" for e in ext])
+        except SynthesisError as exc:
+            skipped.append(f"exclude {exc}")
+            continue
+        if junk not in images + masks + annotations and any(glob_match(g, junk)
+                                                            for g in lay.images):
+            _put(dest / junk, b"\x00\x05\x16\x07 resource fork, not an image")
+            excluded.append(junk)
+    _write_tables(spec, dest, images, label)
+    _put(dest / NOTES_FILE, json.dumps(
+        {"source": spec.name, "images": images, "masks": masks, "annotations": annotations,
+         "excluded": excluded, "skipped": skipped}, indent=1))
+    return dest
+
+
+def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -> None:
+    """Box (CSV, COCO), class-label and QA tables naming every image by its relative path."""
+    t, c, q = spec.layout.boxes, spec.layout.classes, spec.layout.qa
+
+    def table(rel: str, header: list[str], rows: list[list], fmt: str = "csv") -> None:
+        if fmt == "csv":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            with open(dest / rel, "w", newline="") as f:
+                csv.writer(f).writerows([header, *rows])
+            return
+        records = [dict(zip(header, r, strict=True)) for r in rows]
+        _put(dest / rel, json.dumps(records) if fmt == "json"
+             else "".join(json.dumps(r) + "\n" for r in records))
+
+    if t and t.format == "csv":  # 1, 1, 4, 4 is a valid box as corners and as x, y, w, h
+        with_label = t.label_column is not None
+        header = [t.image_column] + [t.label_column] * with_label + [
+            t.x0_column, t.y0_column, t.x1_column, t.y1_column]
+        table(t.file, header, [[r] + [label] * with_label + [1, 1, 4, 4] for r in images])
+    elif t and t.format == "coco":
+        _put(dest / t.file, json.dumps({
+            "images": [{"id": k, "file_name": r} for k, r in enumerate(images)],
+            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 4, 4]}
+                            for k in range(len(images))],
+            "categories": [{"id": 1, "name": label}]}))
+    if c and c.file:
+        header = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
+        flags = [c.positive_values[0] if k == 0 else "0" for k in range(len(c.label_columns))]
+        table(c.file, header, [[r] + [label] * bool(c.label_column) + flags for r in images])
+    if q:  # rows pass the include filters and miss the exclude values
+        fixed = {col: vals[0] for col, vals in q.include.items()}
+        fixed |= {col: "miniature" for col in q.exclude if col not in fixed}
+        fixed |= {q.type_column: "CLOSED"} if q.type_column else {}
+        fixed |= {q.modality_column: spec.modality or "CT"} if q.modality_column else {}
+        table(q.file, [q.image_column, q.question_column, q.answer_column, *fixed],
+              [[r, f"Is there a {label}?", "yes", *fixed.values()] for r in images], q.format)
+
+
+def miniature_notes(dest: Path) -> dict:
+    """What make_miniature wrote (images, masks, SEG/RTSTRUCT annotations, excluded junk)
+    and could not (skipped)."""
+    return json.loads((Path(dest) / NOTES_FILE).read_text())

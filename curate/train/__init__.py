@@ -1,0 +1,1 @@
+"""The training feed (and the bundled model)."""

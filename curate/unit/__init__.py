@@ -1,0 +1,1 @@
+"""Per-unit work on workers: normalize, ground, score, commit; experts; text."""

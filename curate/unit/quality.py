@@ -1,0 +1,25 @@
+"""Image quality scores and the keep decision; a score survives even when the sample is kept."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curate.model.recipe import FilterConfig
+
+
+def image_scores(image: np.ndarray) -> dict[str, float]:
+    grey = image.astype(np.float32) if image.ndim == 2 else image.astype(np.float32).mean(axis=2)
+    p1, p99 = np.percentile(grey, [1, 99])
+    return {"std": float(grey.std()), "contrast": float(p99 - p1)}
+
+
+def decide(scores: dict, cfg: FilterConfig) -> dict:
+    """Keep, or drop with every reason that applies."""
+    reasons = []
+    if scores.get("text_flags"):
+        reasons.append("text_fact_mismatch: " + "; ".join(scores["text_flags"]))
+    if scores["std"] < cfg.blank_std:
+        reasons.append(f"blank: pixel std {scores['std']:.2f} < {cfg.blank_std}")
+    elif scores["contrast"] < cfg.min_contrast:
+        reasons.append(f"low_contrast: p99-p1 {scores['contrast']:.1f} < {cfg.min_contrast}")
+    return {**scores, "keep": not reasons, "reasons": reasons}

@@ -1,0 +1,1 @@
+"""Text computed from facts: template descriptions, VQA, the text-fact check."""
