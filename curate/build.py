@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curate import PIPELINE_VERSION, __version__
 from curate.dataset.finalize import global_counts, publish, ship
+from curate.dataset.publish import default_work, is_uri, publish_to_uri
 from curate.describe import stage as describe_stage
 from curate.load import load_recipe
 from curate.model.errors import CurateError
@@ -178,12 +179,24 @@ def run_describe_stage(ex: Executor, units, plan, recipe: Recipe, specs: dict, o
 
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
           fresh: bool = False, dry_run: bool = False, data_root: str | None = None,
-          llm: dict | None = None, log=print) -> dict:
+          llm: dict | None = None, work: Path | None = None, log=print) -> dict:
     """Run a recipe into `out`; returns the run record that is also written to run.json.
 
+    `out` is a folder (every node must see it on a cluster) or a pyarrow.fs URI such as
+    s3://bucket/prefix: then the build runs in `work` (default: a folder under
+    ~/.cache/curate) and its outputs are copied to the URI by the executor's workers.
     dry_run plans only, in this process: nothing is written, no phantom is generated,
     Ray is not started.
     """
+    if is_uri(out):
+        uri = str(out)
+        local = Path(work) if work else default_work(uri)
+        record = build(recipe_path, local, executor=executor, address=address, fresh=fresh,
+                       dry_run=dry_run, data_root=data_root, llm=llm, log=log)
+        if not dry_run:
+            with Executor(executor, address, None) as ex:
+                publish_to_uri(ex, local, uri, log)
+        return record
     t0 = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if llm:  # --llm-endpoint/--llm-model: describe with that endpoint, keep other options
@@ -218,6 +231,7 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
             raise CurateError("nothing to build: no source in the recipe has files; "
                               "see the list above")
         log(describe_resources(recipe, executor, address))
+        plan = plan.spread(min(sum(r["parts"] for r in records), 4 * ex.cpus))
         t_plan = time.perf_counter() - t0
         units = unit_stage(ex, plan, recipe, by_name, out, run_id)
         if describe_stage.needed(recipe):

@@ -19,8 +19,12 @@ def main() -> None:
 
 @main.command(help="Build a dataset from RECIPE into --out (default: out/<recipe name>).")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder; re-running into it reuses finished work units.")
+@click.option("--out", default=None,
+              help="Output folder (on a cluster, one every node sees), or a pyarrow.fs URI "
+              "such as s3://bucket/prefix; re-running into it reuses finished parts.")
+@click.option("--work", type=click.Path(path_type=Path), default=None,
+              help="With a URI --out: the folder the build runs in (default: under "
+              "~/.cache/curate); on a cluster, one every node sees.")
 @click.option("--address", default=None,
               help="Ray cluster address (else RAY_ADDRESS, else a local Ray instance).")
 @click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
@@ -34,7 +38,8 @@ def main() -> None:
               "http://127.0.0.1:8000/v1) instead of the recipe's backend.")
 @click.option("--llm-model", default=None, metavar="NAME",
               help="The model name the endpoint serves (with --llm-endpoint).")
-def build(recipe: Path, out: Path | None, address: str | None, executor: str, fresh: bool,
+def build(recipe: Path, out: str | None, work: Path | None, address: str | None, executor: str,
+          fresh: bool,
           dry_run: bool, data_root: str | None, llm_endpoint: str | None,
           llm_model: str | None) -> None:
     from curate.build import build as run_build
@@ -46,7 +51,7 @@ def build(recipe: Path, out: Path | None, address: str | None, executor: str, fr
             raise CurateError("--llm-endpoint and --llm-model go together")
         llm = {"base_url": llm_endpoint, "model": llm_model} if llm_endpoint else None
         run_build(recipe, out, executor=executor, address=address, fresh=fresh,
-                  dry_run=dry_run, data_root=data_root, llm=llm,
+                  dry_run=dry_run, data_root=data_root, llm=llm, work=work,
                   log=lambda m: click.echo(m, err=True))
     except CurateError as exc:
         raise click.ClickException(str(exc)) from exc

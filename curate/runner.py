@@ -189,6 +189,9 @@ class LocalFrame:
     def materialize(self) -> LocalFrame:
         return self
 
+    def spread(self, blocks: int) -> LocalFrame:
+        return self
+
     def tables_iter(self) -> Iterator[pa.Table]:
         yield from self.tables
 
@@ -229,6 +232,11 @@ class RayFrame:
 
     def materialize(self) -> RayFrame:
         return self._wrap(self.ds.materialize())
+
+    def spread(self, blocks: int) -> RayFrame:
+        """The rows in `blocks` blocks, so an actor pool downstream gets work for every
+        actor (a source plans into one block, and one block goes to one actor)."""
+        return self._wrap(self.ds.repartition(max(1, blocks)).materialize())
 
     def tables_iter(self) -> Iterator[pa.Table]:
         for batch in self.ds.iter_batches(batch_format="pyarrow", batch_size=None):
