@@ -247,10 +247,14 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
                        log=log)
         staging = out / ".staging"
         reports = [json.loads(s.pop("reports")) for s in shipped.shards]
-        checks = global_counts(ex, staging / "manifest.parquet")
-        dropped = merge_all(frame_stats(ex, staging / "filtered.parquet", dropped_stats))
-        quarantine = merge_all(frame_stats(ex, staging / "quarantine.parquet",
-                                           quarantine_stats))
+        with shipped.step("global checks"):
+            checks = global_counts(ex, staging / "manifest.parquet")
+        with shipped.step("report stats"):
+            dropped = merge_all(frame_stats(ex, staging / "filtered.parquet", dropped_stats))
+            shipped.dropped = dropped.get("rows", 0)
+            shipped.reasons.update(dropped.get("reasons", {}))
+            quarantine = merge_all(frame_stats(ex, staging / "quarantine.parquet",
+                                               quarantine_stats))
     validation = combine_validation([r["validation"] for r in reports], checks)
     kept_stats = merge_all([r["card"] for r in reports])
     publish(out)
@@ -286,7 +290,7 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
                            "expectations": len(validation["expectations"])},
         },
         "timings_s": {"plan": round(t_plan, 3), "run": round(t_run, 3),
-                      "finalize": round(t_final, 3),
+                      "finalize": round(t_final, 3), "finalize_steps": shipped.seconds,
                       "total": round(time.perf_counter() - t0, 3),
                       "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},
         "shards": sums,

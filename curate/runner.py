@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -183,6 +184,13 @@ class LocalFrame:
         return LocalFrame([f(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:],
                                                                strict=True)])
 
+    def partition_map(self, key: str, fn, *, args: tuple = (), partitions: int = 1,
+                      **_resources) -> LocalFrame:
+        """fn over all rows at once: in one process every key is in one partition."""
+        if not self.tables:
+            return LocalFrame([])
+        return LocalFrame([fn(pa.concat_tables(self.tables), *args)])
+
     def union(self, *others: LocalFrame) -> LocalFrame:
         return LocalFrame(self.tables + [t for o in others for t in o.tables])
 
@@ -227,6 +235,16 @@ class RayFrame:
             return self._wrap(self.ds.groupby(key).map_groups(fn, **kwargs))
         return self._wrap(self.ds.groupby(key).map_groups(fn, fn_args=args, **kwargs))
 
+    def partition_map(self, key: str, fn, *, args: tuple = (), partitions: int = 1,
+                      num_cpus: float = 1) -> RayFrame:
+        """fn over hash partitions of `key`: every row of a key lands in one call, with
+        the rows of many other keys. One call per partition instead of one per key
+        (millions of image hashes or bands), so fn should handle many keys at once."""
+        ds = self.ds.map_batches(add_partition, fn_args=(key, max(1, partitions)),
+                                 batch_format="pyarrow")
+        return self._wrap(ds.groupby(PARTITION).map_groups(
+            drop_partition, fn_args=(fn, *args), batch_format="pyarrow", num_cpus=num_cpus))
+
     def union(self, *others: RayFrame) -> RayFrame:
         return self._wrap(self.ds.union(*[o.ds for o in others])) if others else self
 
@@ -242,6 +260,19 @@ class RayFrame:
         for batch in self.ds.iter_batches(batch_format="pyarrow", batch_size=None):
             if batch.num_rows:
                 yield batch
+
+
+PARTITION = "_partition"
+
+
+def add_partition(t: pa.Table, key: str, partitions: int) -> pa.Table:
+    parts = [zlib.crc32(v.encode()) % partitions if v is not None else 0
+             for v in t.column(key).to_pylist()]
+    return t.append_column(PARTITION, pa.array(parts, pa.int32()))
+
+
+def drop_partition(t: pa.Table, fn, *args) -> pa.Table:
+    return fn(t.drop_columns([PARTITION]), *args)
 
 
 def unwrap(exc: BaseException) -> BaseException:

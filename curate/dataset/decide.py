@@ -23,6 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.model.recipe import FilterConfig, SplitConfig
 from curate.unit.quality import decide
@@ -67,16 +68,19 @@ def row_decisions(samples: pa.Table, source: str, part: str, filters: FilterConf
     return pa.Table.from_pylist(rows, schema=DECISION)
 
 
-def exact_duplicates(group: pa.Table) -> pa.Table:
-    """REASON rows for every sample of one image_sha256 group but the smallest id."""
-    if group.num_rows < 2:
+def exact_duplicates(t: pa.Table) -> pa.Table:
+    """REASON rows for every sample whose image hash a smaller sample id also has (rows
+    of any number of image hashes; each hash's rows all present)."""
+    if t.num_rows < 2:
         return REASON.empty_table()
-    ids = group.column("sample_id").to_pylist()
-    parts = group.column("part").to_pylist()
-    first = min(ids)
-    return pa.Table.from_pylist(
-        [{"part": p, "sample_id": s, "reason": f"duplicate: same image as {first}"}
-         for s, p in zip(ids, parts, strict=True) if s != first], schema=REASON)
+    first = t.group_by("image_sha256").aggregate([("sample_id", "min")])
+    joined = t.select(["part", "sample_id", "image_sha256"]).join(first, "image_sha256")
+    dup = joined.filter(pc.not_equal(joined.column("sample_id"),
+                                     joined.column("sample_id_min")))
+    return pa.table({"part": dup.column("part"), "sample_id": dup.column("sample_id"),
+                     "reason": pc.binary_join_element_wise(
+                         "duplicate: same image as ", dup.column("sample_id_min"), "")},
+                    schema=REASON).sort_by("sample_id")
 
 
 def band_bounds(bits: int) -> np.ndarray:
@@ -98,24 +102,31 @@ def bands(t: pa.Table, bits: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=BAND)
 
 
-def band_pairs(group: pa.Table, bits: int) -> pa.Table:
-    """PAIR rows: samples of different cases in one band group within `bits` bits (a < b).
+def band_pairs(t: pa.Table, bits: int) -> pa.Table:
+    """PAIR rows: samples of different cases in one band group within `bits` bits (a < b),
+    for rows of any number of bands (each band's rows all present).
 
     A group larger than MAX_BAND_GROUP (thousands of near-identical images, which the
     image filters usually remove first) is compared against its first FIRST_OF_BIG
     samples only, so the cost stays bounded; this can miss links, never invent one.
     """
-    rows = sorted(group.to_pylist(), key=lambda r: r["sample_id"])
-    anchors = rows if len(rows) <= MAX_BAND_GROUP else rows[:FIRST_OF_BIG]
+    by_band: dict[str, list[dict]] = defaultdict(list)
+    for r in t.to_pylist():
+        by_band[r["band"]].append(r)
     out = []
-    for i, a in enumerate(anchors):
-        for b in rows[i + 1:]:
-            dist = (a["phash"] ^ b["phash"]).bit_count()
-            if a["case_id"] != b["case_id"] and dist <= bits:
-                out.append({"a": a["sample_id"], "a_case": a["case_id"], "a_part": a["part"],
-                            "a_keep": a["keep"],
-                            "b": b["sample_id"], "b_case": b["case_id"], "b_part": b["part"],
-                            "b_keep": b["keep"], "dist": dist})
+    for rows in by_band.values():
+        if len(rows) < 2:
+            continue
+        rows.sort(key=lambda r: r["sample_id"])
+        anchors = rows if len(rows) <= MAX_BAND_GROUP else rows[:FIRST_OF_BIG]
+        for i, a in enumerate(anchors):
+            for b in rows[i + 1:]:
+                dist = (a["phash"] ^ b["phash"]).bit_count()
+                if a["case_id"] != b["case_id"] and dist <= bits:
+                    out.append({"a": a["sample_id"], "a_case": a["case_id"],
+                                "a_part": a["part"], "a_keep": a["keep"],
+                                "b": b["sample_id"], "b_case": b["case_id"],
+                                "b_part": b["part"], "b_keep": b["keep"], "dist": dist})
     return pa.Table.from_pylist(out, schema=PAIR)
 
 

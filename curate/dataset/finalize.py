@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.dataset import decide as D
@@ -46,6 +49,15 @@ class Shipped:
     shards: list[dict] = field(default_factory=list)  # one small row per shard
     quarantined: int = 0
     linked_cases: int = 0
+    seconds: dict = field(default_factory=dict)  # wall time per step
+
+    @contextmanager
+    def step(self, name: str, log=None):
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t, 3)
+        if log:
+            log(f"finalize: {name} {self.seconds[name]:.1f} s")
 
 
 def decide_parts(batch: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
@@ -89,8 +101,7 @@ def linked_cases(pairs, bits: int, kept_only: bool) -> tuple[dict[str, str], dic
     """(case -> group, group -> owner case) from the pairs within `bits`; the driver holds
     only the linked cases."""
     rows = []
-    for t in pairs.map_batches(lambda p: D.case_pairs(close_pairs(p, bits, kept_only)),
-                               num_cpus=0).tables_iter():
+    for t in pairs.map_batches(lambda p: D.case_pairs(close_pairs(p, bits, kept_only))).tables_iter():
         rows += t.to_pylist()
     groups = D.link_groups((r["a_case"], r["b_case"]) for r in rows)
     return groups, D.owners(rows, groups)
@@ -112,45 +123,45 @@ def copy_quarantine(batch: pa.Table, store_root: str, variant: str | None,
     return pa.table({"rows": pa.array([rows], pa.int64())})
 
 
-def count_dropped(t: pa.Table) -> pa.Table:
-    reasons = Counter(r.split(":")[0] for q in t.column("quality").to_pylist()
-                      for r in q["reasons"])
-    return pa.table({"reason": pa.array(list(reasons) + [""], pa.string()),
-                     "n": pa.array(list(reasons.values()) + [t.num_rows], pa.int64())})
-
-
 def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: Path,
          reports=None, log=print) -> Shipped:
     """Decide, dedup, link, split and shard every committed part of `parts` (a frame of
-    plan rows) into out/; returns counts and one row per shard."""
+    plan rows) into out/; returns counts and one row per shard. The dropped rows are in
+    .staging/filtered.parquet/; their counts come from the report statistics."""
     store_root = str(out / "units")
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     result = Shipped()
-    keys = parts.map_batches(lambda t: t.select(["source", "part"]), num_cpus=0)
+    keys = parts.map_batches(lambda t: t.select(["source", "part"]))
 
-    decisions = keys.map_batches(decide_parts, args=(recipe, store_root, variant,
-                                                     str(recipe_dir))).materialize()
-    extra = [decisions.groupby_map("image_sha256", D.exact_duplicates)]
+    with result.step("decisions", log):
+        decisions = keys.map_batches(decide_parts, args=(recipe, store_root, variant,
+                                                         str(recipe_dir))).materialize()
+    rows = sum(t.num_rows for t in decisions.tables_iter())
+    partitions = max(1, min(4 * ex.cpus + rows // 50_000, 2_000))  # ~50k rows per call
+    extra = [decisions.partition_map("image_sha256", D.exact_duplicates,
+                                     partitions=partitions)]
     removal, linking = recipe.filters.cross_case_duplicate_bits, recipe.split.link_near_duplicates_bits
     groups: dict[str, str] = {}
     if removal is not None or linking is not None:
         bits = max(b for b in (removal, linking) if b is not None)
-        pairs = decisions.map_batches(D.bands, args=(bits,)).groupby_map(
-            "band", D.band_pairs, args=(bits,)).materialize()
+        with result.step("near-duplicate pairs", log):
+            pairs = decisions.map_batches(D.bands, args=(bits,)).partition_map(
+                "band", D.band_pairs, args=(bits,), partitions=partitions).materialize()
         if removal is not None:
             near, owner = linked_cases(pairs, removal, kept_only=True)
             extra.append(pairs.map_batches(
-                lambda p: D.near_duplicate_reasons(close_pairs(p, removal, True), near, owner),
-                num_cpus=0))
+                lambda p: D.near_duplicate_reasons(close_pairs(p, removal, True), near, owner)))
         if linking is not None:
-            groups, _ = linked_cases(pairs, linking, kept_only=False)
+            with result.step("patient links", log):
+                groups, _ = linked_cases(pairs, linking, kept_only=False)
             result.linked_cases = len(groups)
             log(f"linked {len(groups)} cases that share near-identical images into "
                 f"{len(set(groups.values()))} groups before the split")
 
     totals: dict[str, list[int]] = {}
+    t0 = time.perf_counter()
     for t in decisions.map_batches(D.split_counts, args=(groups, recipe.salt,
                                                          recipe.split)).tables_iter():
         for split, n, size in zip(*(t.column(c).to_pylist() for c in ("split", "samples",
@@ -160,31 +171,25 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
             totals[split][1] += size
     shards = D.shard_counts({k: tuple(v) for k, v in totals.items()},
                             recipe.shard.max_samples, recipe.shard.max_bytes)
+    result.seconds["split counts"] = round(time.perf_counter() - t0, 3)
 
-    events = decisions.map_batches(to_events, num_cpus=0).union(
-        *[e.map_batches(reasons_to_events, num_cpus=0) for e in extra])
-    kept = events.groupby_map("part", attach_decisions,
-                              args=(recipe, store_root, variant, groups, shards, str(staging)))
+    events = decisions.map_batches(to_events).union(
+        *[e.map_batches(reasons_to_events) for e in extra])
+    kept = events.partition_map("part", attach_decisions, partitions=partitions,
+                                args=(recipe, store_root, variant, groups, shards, str(staging)))
     written = kept.groupby_map("shard", write_shard, args=(staging, reports))
-    for t in written.tables_iter():
-        result.shards += t.drop_columns([]).to_pylist()
+    with result.step("dedup, attach and write shards", log):
+        for t in written.tables_iter():
+            result.shards += t.to_pylist()
     result.shards.sort(key=lambda r: r["shard"])
     for s in result.shards:
         result.kept += s["samples"]
         result.splits[s["split"]] += s["samples"]
 
-    dropped = ex.read_parquet(staging / "filtered.parquet", columns=["quality"])
-    if dropped is not None:
-        for t in dropped.map_batches(count_dropped).tables_iter():
-            for reason, n in zip(t.column("reason").to_pylist(), t.column("n").to_pylist(),
-                                 strict=True):
-                if reason:
-                    result.reasons[reason] += n
-                else:
-                    result.dropped += n
-    for t in keys.map_batches(copy_quarantine, args=(store_root, variant,
-                                                     str(staging))).tables_iter():
-        result.quarantined += sum(t.column("rows").to_pylist())
+    with result.step("quarantine"):
+        for t in keys.map_batches(copy_quarantine, args=(store_root, variant,
+                                                         str(staging))).tables_iter():
+            result.quarantined += sum(t.column("rows").to_pylist())
     for p in sorted((out / "plan").glob("*.q.parquet")):  # one file per source
         t = pq.read_table(p)
         result.quarantined += t.num_rows
@@ -222,29 +227,27 @@ def publish(out: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _dup_ids(group: pa.Table) -> pa.Table:
-    return pa.table({"n": pa.array([group.num_rows if group.num_rows > 1 else 0], pa.int64())})
-
-
-def _split_count(group: pa.Table) -> pa.Table:
-    several = len(set(group.column("split").to_pylist())) > 1
-    return pa.table({"n": pa.array([int(several)], pa.int64())})
-
-
-def _rows(t: pa.Table) -> pa.Table:
-    return pa.table({"n": pa.array([t.num_rows], pa.int64())})
+def _manifest_checks(t: pa.Table) -> pa.Table:
+    """Rows sharing a sample_id, and cases in more than one split, among rows that hold
+    every row of their cases (a sample id names its case, so duplicates meet too)."""
+    ids = pc.value_counts(t.column("sample_id"))
+    counts = ids.field("counts")
+    dup = int(pc.sum(pc.filter(counts, pc.greater(counts, 1))).as_py() or 0)
+    per_case = t.group_by("case_id").aggregate([("split", "count_distinct")])
+    several = int(pc.sum(pc.greater(per_case.column("split_count_distinct"), 1)).as_py() or 0)
+    return pa.table({"dup": [dup], "several": [several], "rows": [t.num_rows]})
 
 
 def global_counts(ex, manifest: Path) -> dict:
-    """The checks no single part can make, as distributed counts over the manifest:
-    rows sharing a sample_id, and cases found in more than one split."""
+    """The checks no single part can make, as one distributed pass over the manifest
+    partitioned by case: rows sharing a sample_id, and cases found in more than one split."""
     frame = ex.read_parquet(manifest, columns=["sample_id", "case_id", "split"])
+    out = {"duplicate_sample_ids": 0, "cases_in_several_splits": 0, "rows": 0}
     if frame is None:
-        return {"duplicate_sample_ids": 0, "cases_in_several_splits": 0, "rows": 0}
-
-    def total(f) -> int:
-        return sum(sum(t.column("n").to_pylist()) for t in f.tables_iter())
-
-    return {"duplicate_sample_ids": total(frame.groupby_map("sample_id", _dup_ids)),
-            "cases_in_several_splits": total(frame.groupby_map("case_id", _split_count)),
-            "rows": total(frame.map_batches(_rows))}
+        return out
+    for t in frame.partition_map("case_id", _manifest_checks,
+                                 partitions=4 * ex.cpus).tables_iter():
+        out["duplicate_sample_ids"] += sum(t.column("dup").to_pylist())
+        out["cases_in_several_splits"] += sum(t.column("several").to_pylist())
+        out["rows"] += sum(t.column("rows").to_pylist())
+    return out

@@ -51,6 +51,16 @@ def merged_reasons(base: list[str], extra: list[str]) -> list[str]:
 
 def attach_decisions(events: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
                      groups: dict[str, str], shards: dict[str, int], staging: str) -> pa.Table:
+    """attach_part for every part whose events are in `events` (each part's all there)."""
+    out = [KEPT.empty_table()]
+    for part in sorted(set(events.column("part").to_pylist())):
+        out.append(attach_part(events.filter(pc.equal(events.column("part"), part)), recipe,
+                               store_root, variant, groups, shards, staging))
+    return pa.concat_tables(out)
+
+
+def attach_part(events: pa.Table, recipe: Recipe, store_root: str, variant: str | None,
+                groups: dict[str, str], shards: dict[str, int], staging: str) -> pa.Table:
     """One part's decision rows and extra-reason rows -> its dropped rows written to
     filtered.parquet/, its kept rows (with bytes, split, shard, order) returned.
 
