@@ -311,11 +311,20 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
 
 
 def frame_stats(ex: Executor, path: Path, fn) -> list[dict]:
-    """fn over each batch of a Parquet folder on the executor: mergeable stats dicts."""
-    frame = ex.read_parquet(path)
-    if frame is None:
+    """fn over each Parquet part under `path`, on the executor: mergeable stats dicts.
+    Parts are listed here (one name per part) and read by tasks, several per task."""
+    files = sorted(str(p) for p in Path(path).glob("*.parquet"))
+    if not files:
         return []
+    frame = ex.frame(pa.table({"path": files}), blocks=min(len(files), 4 * ex.cpus))
     out = []
-    for t in frame.map_batches(lambda b: pa.table({"s": [json.dumps(fn(b))]})).tables_iter():
+    for t in frame.map_batches(_stats_of_files, args=(fn,)).tables_iter():
         out += [json.loads(x) for x in t.column("s").to_pylist()]
     return out
+
+
+def _stats_of_files(batch: pa.Table, fn) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pa.table({"s": [json.dumps(fn(pq.read_table(p)))
+                           for p in batch.column("path").to_pylist()]})
