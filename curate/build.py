@@ -47,6 +47,7 @@ from curate.report.figures import contact_sheet
 from curate.report.validate import combine_validation, validate_part
 from curate.runner import Executor, RayFrame, UnitStage
 from curate.unit.store import UnitStore
+from curate.workdir import BuildLock, check_folder, clean_leftovers, mark
 
 PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
@@ -179,7 +180,8 @@ def run_describe_stage(ex: Executor, units, plan, recipe: Recipe, specs: dict, o
 
 def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str | None = None,
           fresh: bool = False, dry_run: bool = False, data_root: str | None = None,
-          llm: dict | None = None, work: Path | None = None, log=print) -> dict:
+          llm: dict | None = None, work: Path | None = None, force: bool = False,
+          log=print) -> dict:
     """Run a recipe into `out`; returns the run record that is also written to run.json.
 
     `out` is a folder (every node must see it on a cluster) or a pyarrow.fs URI such as
@@ -192,12 +194,11 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         uri = str(out)
         local = Path(work) if work else default_work(uri)
         record = build(recipe_path, local, executor=executor, address=address, fresh=fresh,
-                       dry_run=dry_run, data_root=data_root, llm=llm, log=log)
+                       dry_run=dry_run, data_root=data_root, llm=llm, force=force, log=log)
         if not dry_run:
             with Executor(executor, address, None) as ex:
                 publish_to_uri(ex, local, uri, log)
         return record
-    t0 = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if llm:  # --llm-endpoint/--llm-model: describe with that endpoint, keep other options
         options = {**recipe.describe.options, **llm} if recipe.describe.backend == "openai" \
@@ -215,9 +216,25 @@ def build(recipe_path: Path, out: Path, *, executor: str = "ray", address: str |
         return {"plan": text, "units": sum(r["units"] for r in records if not r["missing"]),
                 "found": found, "missing": {r["source"]: r["missing"] for r in records
                                             if r["missing"]}}
+    check_folder(out, fresh, force)
     if fresh and out.exists():
+        with BuildLock(out):  # never delete a folder another build is writing
+            pass
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    with BuildLock(out):
+        mark(out, recipe.name)
+        gone = clean_leftovers(out)
+        if gone:
+            log(f"removed what an interrupted build left: {', '.join(sorted(gone)[:5])}"
+                + (f" and {len(gone) - 5} more" if len(gone) > 5 else ""))
+        return _build(recipe, recipe_path, recipe_dir, specs, out, executor, address, log)
+
+
+def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[SourceSpec],
+           out: Path, executor: str, address: str | None, log) -> dict:
+    """The build proper, with the folder locked and cleaned."""
+    t0 = time.perf_counter()
     run_id = uuid.uuid4().hex
     by_name = {s.name: s for s in specs}
     names = [s.name for s in specs]

@@ -29,7 +29,10 @@ def main() -> None:
               help="Ray cluster address (else RAY_ADDRESS, else a local Ray instance).")
 @click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
               help="'local' runs every unit in this process (debugging, tiny inputs).")
-@click.option("--fresh", is_flag=True, help="Delete --out first and start over.")
+@click.option("--fresh", is_flag=True,
+              help="Delete --out first and start over (only a curate build folder).")
+@click.option("--force", is_flag=True,
+              help="Use (or with --fresh, delete) --out even if it is not a curate build.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (sources, work units) and stop.")
 @click.option("--data-root", default=None,
               help="Folder with one subfolder per declared source (overrides the recipe's).")
@@ -39,7 +42,7 @@ def main() -> None:
 @click.option("--llm-model", default=None, metavar="NAME",
               help="The model name the endpoint serves (with --llm-endpoint).")
 def build(recipe: Path, out: str | None, work: Path | None, address: str | None, executor: str,
-          fresh: bool,
+          fresh: bool, force: bool,
           dry_run: bool, data_root: str | None, llm_endpoint: str | None,
           llm_model: str | None) -> None:
     from curate.build import build as run_build
@@ -51,7 +54,7 @@ def build(recipe: Path, out: str | None, work: Path | None, address: str | None,
             raise CurateError("--llm-endpoint and --llm-model go together")
         llm = {"base_url": llm_endpoint, "model": llm_model} if llm_endpoint else None
         run_build(recipe, out, executor=executor, address=address, fresh=fresh,
-                  dry_run=dry_run, data_root=data_root, llm=llm, work=work,
+                  dry_run=dry_run, data_root=data_root, llm=llm, work=work, force=force,
                   log=lambda m: click.echo(m, err=True))
     except CurateError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from curate import PIPELINE_VERSION
 from curate.ingest import ADAPTERS, Unit, adapter
+from curate.ingest.base import content_fingerprint
 from curate.model.errors import CurateError
 from curate.model.recipe import Recipe, SourceSpec
 from curate.model.records import QUARANTINE, to_table
@@ -49,8 +50,8 @@ class SourcePlan:
 
 
 def weights_identity(recipe: Recipe) -> list:
-    """Size and mtime of files that expert params point at (model weights, bundles), so
-    replacing a model under the same path redoes the units it touched."""
+    """Size and content fingerprint of files that expert params point at (model weights,
+    bundles), so replacing a model under the same path redoes the units it touched."""
     out = []
     for cfg in recipe.experts:
         for key, value in sorted(cfg.params.items()):
@@ -59,8 +60,8 @@ def weights_identity(recipe: Recipe) -> list:
             root = Path(value)
             files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
                                                          if p.is_file())[:500]
-            out.append([cfg.name, key, [(str(f.relative_to(root.parent)), f.stat().st_size,
-                                         f.stat().st_mtime_ns) for f in files]])
+            out.append([cfg.name, key, [(str(f.relative_to(root.parent)),
+                                         content_fingerprint(f)) for f in files]])
     return out
 
 

@@ -180,3 +180,57 @@ def test_a_killed_build_resumes_to_the_same_bytes_redoing_only_unfinished_parts(
     assert outputs(out) == outputs(tmp_path / "clean")
     assert resumed["counts"]["filter"] == clean["counts"]["filter"]
     assert json.loads((out / "run.json").read_text())["counts"]["units_planned"] == 60
+
+
+def test_a_copy_of_the_data_without_times_gives_the_same_dataset(tmp_path, write_recipe):
+    import shutil
+    _many_images(tmp_path / "data", 6)
+    recipe = write_recipe([{"name": "m", "path": str(tmp_path / "data"), "format": "image_mask",
+                            "layout": {"images": ["img/*.png"], "masks": "seg/{stem}.png"}}],
+                          run={"units_per_part": 2})
+    build(recipe, tmp_path / "a", executor="local", log=lambda m: None)
+    shutil.move(tmp_path / "data", tmp_path / "orig")
+    shutil.copytree(tmp_path / "orig", tmp_path / "data", copy_function=shutil.copyfile)
+    for p in (tmp_path / "data").rglob("*.png"):
+        os.utime(p, (1, 1))  # times from the epoch: nothing depends on them
+    again = build(recipe, tmp_path / "a", executor="local", log=lambda m: None)
+    assert again["counts"]["parts_run"] == 0  # every committed part is reused
+    build(recipe, tmp_path / "b", executor="local", log=lambda m: None)
+    assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
+    # changed contents redo exactly their part
+    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(tmp_path / "data" / "img" / "p000.png")
+    changed = build(recipe, tmp_path / "a", executor="local", log=lambda m: None)
+    assert changed["counts"]["parts_run"] == 1
+
+
+def test_the_build_folder_is_locked_marked_and_never_emptied_by_mistake(tmp_path, mask_folder,
+                                                                         write_recipe):
+    from curate.model.errors import CurateError
+    from curate.workdir import LOCK, MARKER, FolderInUse
+
+    recipe = write_recipe([{"name": "f", "path": str(mask_folder), "format": "image_mask",
+                            "layout": {"images": ["img/p*.png"], "masks": "seg/{stem}_seg.png"}}])
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    for fresh in (True, False):
+        with pytest.raises(CurateError, match="not a curate build"):
+            build(recipe, precious, executor="local", fresh=fresh, log=lambda m: None)
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    out = tmp_path / "out"
+    build(recipe, out, executor="local", log=lambda m: None)
+    assert (out / MARKER).is_file() and not (out / LOCK).exists()
+    (out / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    with pytest.raises(FolderInUse, match="another build"):
+        build(recipe, out, executor="local", log=lambda m: None)
+    with pytest.raises(FolderInUse):
+        build(recipe, out, executor="local", fresh=True, log=lambda m: None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (out / LOCK).write_text(json.dumps({"pid": int(dead), "host": os.uname().nodename}))
+    (out / ".staging").mkdir()
+    (out / "units" / "f" / "x.parquet.tmp123").write_bytes(b"half")
+    logs = []
+    build(recipe, out, executor="local", log=logs.append)  # a stale lock is taken over
+    assert any("interrupted build" in m for m in logs)
+    assert not (out / "units" / "f" / "x.parquet.tmp123").exists()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -106,7 +108,11 @@ def ensure_kb(recipe: Recipe, out: Path, log) -> Path | None:
     path = Path(out) / "kb"
     if not (path / "kb.json").is_file():
         log(f"building the knowledge base from the packaged corpus into {path}")
-        build_kb(default_corpus_dir(), path, model=cfg.model)
+        partial = path.with_name("kb.partial")  # renamed when complete: a kill leaves no
+        shutil.rmtree(partial, ignore_errors=True)  # half-written kb/ behind
+        build_kb(default_corpus_dir(), partial, model=cfg.model)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(partial, path)
     return path
 
 
