@@ -17,8 +17,10 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import stat
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +36,6 @@ from curate.model.errors import CurateError
 from curate.model.recipe import Download, SourceSpec, load_source_registry
 
 CHUNK = 1 << 20
-_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.11.4
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 OTHER_ARCHIVES = {b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!": "rar", b"\x28\xb5\x2f\xfd": "zstd"}
 USER_AGENT = "curate-fetch/0.1 (research data download; python-urllib)"
@@ -334,55 +335,168 @@ def archive_format(path: Path) -> str | None:
     return "tar-compressed" if head.startswith(COMPRESSED_MAGIC) else "tar"
 
 
-def _inside(dest: Path, rel: str) -> bool:
-    """Whether dest/rel stays inside dest, resolving '..' textually (nothing exists yet)."""
-    target = os.path.normpath(os.path.join(dest, rel))
-    return target == str(dest) or target.startswith(str(dest) + os.sep)
+def _inside(root: str, path: str) -> bool:
+    """Whether path (already resolved) is root or below it."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _check_name(dest: Path, name: str, archive: Path) -> None:
-    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (
-            len(name) > 1 and name[1] == ":"):
+def _check_name(name: str, archive: Path) -> None:
+    """Refuse absolute names and any '..' component, before anything is resolved."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or PurePosixPath(norm).is_absolute() or (
+            len(norm) > 1 and norm[1] == ":"):
         raise UnsafeArchive(f"{archive.name}: member {name!r} has an absolute path; refused")
-    if not _inside(dest, name.replace("\\", "/")):
-        raise UnsafeArchive(f"{archive.name}: member {name!r} escapes the destination; refused")
+    if ".." in PurePosixPath(norm).parts:
+        raise UnsafeArchive(f"{archive.name}: member {name!r} has a '..' component and "
+                            "escapes the destination; refused")
+
+
+def _resolved_target(root: str, name: str, archive: Path) -> str:
+    """Where member `name` lands below root, following every link already extracted.
+
+    The parent folder is resolved on disk (os.path.realpath follows symlinks written by
+    earlier members, so a chain like `a -> .`, `a/e -> ..` is seen for what it is); the
+    result must stay below root, else UnsafeArchive.
+    """
+    _check_name(name, archive)
+    rel = PurePosixPath(name.replace("\\", "/"))
+    parts = [p for p in rel.parts if p not in ("", ".")]
+    if not parts:
+        return root
+    parent = os.path.realpath(os.path.join(root, *parts[:-1]))
+    target = os.path.join(parent, parts[-1])
+    if not _inside(root, parent) or not _inside(root, target):
+        raise UnsafeArchive(f"{archive.name}: member {name!r} escapes the destination "
+                            "(through a link extracted before it); refused")
+    return target
+
+
+def _link_target(root: str, where: str, linkname: str, what: str, name: str,
+                 archive: Path) -> str:
+    """The resolved path a link would point at; UnsafeArchive when outside root."""
+    if not linkname or os.path.isabs(linkname) or linkname.startswith(("/", "\\")) or (
+            len(linkname) > 1 and linkname[1] == ":"):
+        raise UnsafeArchive(f"{archive.name}: {what} {name!r} -> {linkname!r} "
+                            "points outside the destination; refused")
+    resolved = os.path.realpath(os.path.join(where, linkname))
+    if not _inside(root, resolved):
+        raise UnsafeArchive(f"{archive.name}: {what} {name!r} -> {linkname!r} "
+                            "points outside the destination; refused")
+    return resolved
 
 
 def check_tar_member(m: tarfile.TarInfo, dest: Path, archive: Path) -> tarfile.TarInfo:
-    """The member, or UnsafeArchive when it would land outside dest or is a device."""
-    _check_name(dest, m.name, archive)
-    if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+    """The member, or UnsafeArchive for a bad name, a device or a link out of dest.
+
+    A check of the header alone; extraction (`extract`) checks again against what is on
+    disk when the member is written, which also catches chains of links.
+    """
+    _check_name(m.name, archive)
+    if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
         raise UnsafeArchive(f"{archive.name}: member {m.name!r} is a device or FIFO; refused")
+    root = os.path.realpath(dest)
     if m.issym():
-        link = os.path.join(os.path.dirname(m.name), m.linkname)
-        if os.path.isabs(m.linkname) or not _inside(dest, link):
-            raise UnsafeArchive(f"{archive.name}: symlink {m.name!r} -> {m.linkname!r} "
-                                "points outside the destination; refused")
-    if m.islnk() and (os.path.isabs(m.linkname) or not _inside(dest, m.linkname)):
-        raise UnsafeArchive(f"{archive.name}: hard link {m.name!r} -> {m.linkname!r} "
-                            "points outside the destination; refused")
+        where = os.path.join(root, os.path.dirname(m.name))
+        _link_target(root, os.path.normpath(where), m.linkname, "symlink", m.name, archive)
+    if m.islnk():
+        _check_name(m.linkname, archive)
+        _link_target(root, root, m.linkname, "hard link", m.name, archive)
     return m
 
 
+def _clear(path: str) -> None:
+    """Remove what is at path (a file, link or folder) so a member can take its place."""
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _write_tar_member(tf: tarfile.TarFile, m: tarfile.TarInfo, root: str,
+                      archive: Path) -> None:
+    """Write one checked member below root, on our own terms (no tarfile filter needed)."""
+    check_tar_member(m, Path(root), archive)
+    target = _resolved_target(root, m.name, archive)
+    if target == root:
+        return
+    if m.isdir():
+        if os.path.lexists(target) and not os.path.isdir(target) or os.path.islink(target):
+            _clear(target)
+        os.makedirs(target, exist_ok=True)
+        os.chmod(target, 0o755)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if m.issym():
+        _link_target(root, os.path.dirname(target), m.linkname, "symlink", m.name, archive)
+        _clear(target)
+        os.symlink(m.linkname, target)
+        return
+    if m.islnk():
+        source = _link_target(root, root, m.linkname, "hard link", m.name, archive)
+        if not os.path.isfile(source):
+            raise UnsafeArchive(f"{archive.name}: hard link {m.name!r} -> {m.linkname!r} "
+                                "does not name a file extracted before it; refused")
+        _clear(target)
+        shutil.copyfile(source, target)
+        return
+    _clear(target)
+    src = tf.extractfile(m)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o644 | (0o111 if m.mode & 0o100 else 0))
+    with os.fdopen(fd, "wb") as out:
+        if src is not None:
+            shutil.copyfileobj(src, out, CHUNK)
+    try:
+        os.utime(target, (m.mtime, m.mtime))
+    except (OverflowError, OSError, ValueError):
+        pass
+
+
 def check_zip(zf: zipfile.ZipFile, dest: Path, archive: Path) -> list[zipfile.ZipInfo]:
+    """Every member, or UnsafeArchive for a bad name or a symlink out of dest."""
+    root = os.path.realpath(dest)
     infos = zf.infolist()
     for info in infos:
-        _check_name(dest, info.filename, archive)
+        _check_name(info.filename, archive)
         if stat.S_ISLNK(info.external_attr >> 16):
             target = zf.read(info).decode("utf-8", "replace")
-            link = os.path.join(os.path.dirname(info.filename), target)
-            if os.path.isabs(target) or not _inside(dest, link):
-                raise UnsafeArchive(f"{archive.name}: symlink {info.filename!r} -> {target!r} "
-                                    "points outside the destination; refused")
+            where = os.path.normpath(os.path.join(root, os.path.dirname(info.filename)))
+            _link_target(root, where, target, "symlink", info.filename, archive)
     return infos
+
+
+def _check_links(root: str, archive: Path) -> None:
+    """After extraction: no symlink in the tree may resolve outside root."""
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            if os.path.islink(p) and not _inside(root, os.path.realpath(p)):
+                rel = os.path.relpath(p, root)
+                raise UnsafeArchive(f"{archive.name}: symlink {rel!r} -> {os.readlink(p)!r} "
+                                    "points outside the destination; refused")
+
+
+def _merge(src: str, dst: str) -> None:
+    """Move src's entries into dst (same file system); folders merge, the rest replace."""
+    for n in os.listdir(src):
+        s, d = os.path.join(src, n), os.path.join(dst, n)
+        s_dir = os.path.isdir(s) and not os.path.islink(s)
+        if s_dir and os.path.isdir(d) and not os.path.islink(d):
+            _merge(s, d)
+            continue
+        if os.path.lexists(d):
+            _clear(d)
+        os.replace(s, d)
 
 
 def extract(archive: Path, dest: Path, *, progress: bool = True) -> bool:
     """Extract archive into dest, refusing unsafe members; False when already done.
 
-    Zip and plain tar archives are checked whole before anything is written; compressed
-    tars are checked member by member in one streaming pass (a second decompression of a
-    large archive costs minutes), so a refused one may leave earlier, safe members in dest.
+    Members are written into a temporary folder beside dest, each one checked against
+    the resolved path it would land at (following links written by earlier members), so
+    the check does not depend on Python's tarfile `filter="data"` (3.11.4+). Only when
+    the whole archive is written and its links all stay inside is the folder moved into
+    dest; a refused archive leaves nothing in dest.
 
     A marker file (dest/.NAME.extracted, holding the archive's size and mtime) makes a
     re-run skip the work; an interrupted extraction leaves no marker and is redone.
@@ -401,27 +515,27 @@ def extract(archive: Path, dest: Path, *, progress: bool = True) -> bool:
     desc, kind = f"extract {archive.name}", archive_format(archive)
     if kind not in ("zip", "tar", "tar-compressed"):
         raise FetchError(f"{archive.name}: not a zip or tar archive ({kind or 'unknown format'})")
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            infos = check_zip(zf, dest, archive)
-            for info in tqdm(infos, desc=desc, disable=not progress, leave=False):
-                zf.extract(info, dest)
-    else:
-        try:
-            tf = tarfile.open(archive)
-        except tarfile.TarError as exc:
-            raise FetchError(f"{archive.name}: not a readable tar archive: {exc}") from exc
-        with tf:
-            if kind == "tar":  # headers only: check all, then write
-                members = [check_tar_member(m, dest, archive) for m in tf.getmembers()]
-            else:  # compressed: one streaming pass, each member checked before it is written
-                members = (check_tar_member(m, dest, archive) for m in tf)
-            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            for m in tqdm(members, desc=desc, disable=not progress, leave=False):
-                try:
-                    tf.extract(m, dest, **kw)
-                except _FILTER_ERROR as exc:
-                    raise UnsafeArchive(f"{archive.name}: {exc}; refused") from exc
+    tmp = tempfile.mkdtemp(prefix=f".{dest.name}.extracting-", dir=dest.parent)
+    root = os.path.realpath(tmp)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                infos = check_zip(zf, Path(root), archive)
+                for info in tqdm(infos, desc=desc, disable=not progress, leave=False):
+                    _resolved_target(root, info.filename, archive)
+                    zf.extract(info, root)
+        else:
+            try:
+                tf = tarfile.open(archive)
+            except tarfile.TarError as exc:
+                raise FetchError(f"{archive.name}: not a readable tar archive: {exc}") from exc
+            with tf:
+                for m in tqdm(tf, desc=desc, disable=not progress, leave=False):
+                    _write_tar_member(tf, m, root, archive)
+        _check_links(root, archive)
+        _merge(root, str(dest))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     marker.write_text(json.dumps(ident))
     return True
 
