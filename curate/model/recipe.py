@@ -11,14 +11,25 @@ are checked against their registries by curate.load when a recipe is loaded.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import json
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from curate.model.errors import ConfigError
 from curate.model.source import (  # noqa: F401 - re-exported: the source models live in curate.model.source
@@ -39,6 +50,54 @@ from curate.model.source import (  # noqa: F401 - re-exported: the source models
     View,
     VolumeRules,
 )
+
+OPTIONAL_DESCRIPTION = (
+    "skip this source with a notice when its folder is absent or holds nothing to build; "
+    "without it a missing source fails the build"
+)
+
+
+class RecipeSourceRef(SourceRef):
+    """A recipe entry naming a declared source in sources/, with its local path."""
+
+    optional: bool = Field(default=False, description=OPTIONAL_DESCRIPTION)
+
+
+class InlineSource(SourceSpec):
+    """A source declared inside the recipe itself."""
+
+    optional: bool = Field(default=False, description=OPTIONAL_DESCRIPTION)
+
+
+def _source_kind(v: Any) -> str:
+    """Which model a recipe's source entry is: one branch, so errors name one model."""
+    if isinstance(v, BaseModel):
+        return "ref" if isinstance(v, SourceRef) else "inline"
+    return "ref" if isinstance(v, dict) and "source" in v else "inline"
+
+
+SourceEntry = Annotated[
+    Annotated[RecipeSourceRef, Tag("ref")] | Annotated[InlineSource, Tag("inline")],
+    Discriminator(_source_kind),
+]
+_TAGS = {"ref": RecipeSourceRef, "inline": InlineSource}
+
+
+def _as_entry(v: Any) -> Any:
+    """A plain SourceSpec or SourceRef (built in code) as the recipe's entry model."""
+    for plain, entry in ((SourceSpec, InlineSource), (SourceRef, RecipeSourceRef)):
+        if type(v) is plain:
+            return entry.model_construct(_fields_set=set(v.model_fields_set), **dict(v))
+    return v
+
+
+def is_optional(entry: SourceSpec | SourceRef) -> bool:
+    """Whether a recipe marks this source entry `optional: true`."""
+    return bool(getattr(entry, "optional", False))
+
+
+def entry_name(entry: SourceSpec | SourceRef) -> str:
+    return entry.source if isinstance(entry, SourceRef) else entry.name
 
 
 class ExpertConfig(Strict):
@@ -197,7 +256,10 @@ class Recipe(Strict):
         description="folder holding one subfolder per declared source; a `source:` entry "
         "without a path reads <data_root>/<name>, a relative path is taken from here",
     )
-    sources: list[Annotated[SourceSpec | SourceRef, Field(union_mode="left_to_right")]]
+    sources: list[SourceEntry] = Field(
+        description="the sources to build: `source: NAME` names one declared in sources/, "
+        "or a full inline declaration; a file-based recipe needs at least one",
+    )
     normalize: NormalizeConfig = NormalizeConfig()
     ground: GroundConfig = GroundConfig()
     describe: DescribeConfig = DescribeConfig()
@@ -213,6 +275,11 @@ class Recipe(Strict):
         "earlier ROIs as context); organ/structure ROIs are added to every view they apply "
         "to, lesion ROIs only where the source annotates nothing",
     )
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _entries(cls, v: Any) -> Any:
+        return [_as_entry(e) for e in v] if isinstance(v, list) else v
 
     @field_validator("sources")
     @classmethod
@@ -231,28 +298,111 @@ class Recipe(Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
+Marks = dict[tuple, tuple[int, int]]
+
+
+def _marks(node: yaml.Node, path: tuple = (), out: Marks | None = None) -> Marks:
+    """(line, column), 1-based, of every key and list item, by its path in the document."""
+    out = {} if out is None else out
+    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            out[(*path, key)] = (k.start_mark.line + 1, k.start_mark.column + 1)
+            _marks(v, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _marks(v, (*path, i), out)
+    return out
+
+
+def load_yaml_marked(path: Path) -> tuple[Any, Marks]:
+    """The document and the line and column of each key (for error messages)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return data, (_marks(node) if node is not None else {})
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models anywhere in a field's annotation (list[X], X | None, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        for m in _models_in(arg):
+            if m not in found:
+                found.append(m)
+    return found
+
+
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[tuple, list[type[BaseModel]]]:
+    """Strip union tags from a pydantic loc; also the models in force at its last step."""
+    clean: list = []
+    models = [model]
+    for part in loc:
+        if isinstance(part, str) and part in _TAGS and _TAGS[part] in models:
+            models = [_TAGS[part]]
+            continue
+        clean.append(part)
+        if isinstance(part, int):
+            continue
+        nxt = [m for c in models if part in c.model_fields
+               for m in _models_in(c.model_fields[part].annotation)]
+        models = nxt
+    return tuple(clean), models
+
+
+def _suggest(key: str, models: list[type[BaseModel]]) -> str:
+    names = sorted({n for m in models for n in m.model_fields})
+    best = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f"; did you mean {best[0]!r}?" if best else ""
+
+
+def _where(where: str, loc: tuple, marks: Marks | None) -> str:
+    """'file:line:col' of loc, or of the nearest enclosing key that exists in the file."""
+    if marks:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in marks:
+                line, col = marks[loc[:n]]
+                return f"{where}:{line}:{col}"
+    return where
+
+
+def _format_errors(err: ValidationError, where: str, marks: Marks | None = None,
+                   model: type[BaseModel] | None = None) -> str:
     lines = [f"{where}: invalid configuration"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {loc}: {e['msg']}")
+        loc, parents = _walk(model, tuple(e["loc"])) if model else (tuple(e["loc"]), [])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden" and loc:
+            owner = _walk(model, tuple(e["loc"])[:-1])[1] if model else []
+            msg += _suggest(str(loc[-1]), owner)
+        lines.append(f"  {_where(where, loc, marks)}: {dotted}: {msg}")
     return "\n".join(lines)
 
 
 def load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return load_yaml_marked(path)[0]
 
 
 def load_source(path: Path) -> SourceSpec:
+    data, marks = load_yaml_marked(path)
     try:
-        spec = SourceSpec.model_validate(load_yaml(path))
+        spec = SourceSpec.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path))) from err
+        raise ConfigError(_format_errors(err, str(path), marks, SourceSpec)) from err
     if spec.name != Path(path).stem:
         raise ConfigError(f"{path}: name {spec.name!r} must match the file name")
     return spec
@@ -277,10 +427,15 @@ def load_recipe(path: Path) -> Recipe:
     Use curate.load.load_recipe, which also checks expert names and params and describe
     options against their registries. This one stays for what imports it today.
     """
+    data, marks = load_yaml_marked(path)
     try:
-        return Recipe.model_validate(load_yaml(path))
+        recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path))) from err
+        raise ConfigError(_format_errors(err, str(path), marks, Recipe)) from err
+    if not recipe.sources:
+        raise ConfigError(f"{path}: invalid configuration\n  {_where(str(path), ('sources',), marks)}"
+                          ": sources: a recipe needs at least one source")
+    return recipe
 
 
 def resolve_path(raw: str, base: Path) -> Path:
@@ -319,8 +474,10 @@ def resolve_sources(
             if entry.window:
                 spec.window = entry.window
             spec.allow_burned_in = entry.allow_burned_in
-        else:
-            spec = entry.model_copy(deep=True)
+        else:  # a plain SourceSpec downstream: `optional` is the recipe's business
+            spec = SourceSpec.model_construct(
+                _fields_set=entry.model_fields_set - {"optional"},
+                **{k: copy.deepcopy(getattr(entry, k)) for k in SourceSpec.model_fields})
         if spec.generate is not None:
             spec.path = str(out_dir / "phantoms" / spec.name)
         elif spec.path is None:
