@@ -66,7 +66,7 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
     groups: dict[tuple, list[str]] = defaultdict(list)
     annotations: dict[str, list[str]] = defaultdict(list)
     problems: list[Problem] = []
-    for rel in list_images(spec, root):
+    for rel in list_images(spec, root, problems):
         try:
             ds = dcmread(root / rel, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             modality = str(ds.get("Modality", ""))

@@ -6,8 +6,31 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from curate.ingest.base import CaseMeta
+from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec
+
+
+class TooLarge(IngestError):
+    """An image or volume whose header declares more pixels than the source's budget."""
+
+
+class OutsideRoot(IngestError):
+    """A file whose resolved path (through symlinks) leaves the source root."""
+
+
+class EmptyInput(IngestError):
+    """A zero-length file, an image with no pixels, or a degenerate volume."""
+
+
+class UnknownLabels(IngestError):
+    """Mask values that the source's label_map does not name."""
+
+
+class NonFinite(IngestError):
+    """NaN or infinite pixel/voxel values."""
 
 
 @dataclass
@@ -19,23 +42,98 @@ class Problem:
     exc: BaseException
 
 
-def list_images(spec: SourceSpec, root: Path) -> list[str]:
-    """Relative paths matching the layout's image globs, minus excludes, sorted."""
+def list_images(spec: SourceSpec, root: Path, problems: list[Problem] | None = None) -> list[str]:
+    """Relative paths matching the layout's image globs, minus excludes, sorted.
+
+    Files that leave the source root through a symlink (unless the source allows it) and
+    zero-length files are left out, each as a planning problem appended to `problems`."""
     found: set[str] = set()
     for pattern in spec.layout.images:
         found.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
     for pattern in spec.layout.exclude:
         found.difference_update(p.relative_to(root).as_posix() for p in root.glob(pattern))
-    return sorted(found)
+    kept = []
+    for rel in sorted(found):
+        try:
+            check_file(spec, root, rel)
+        except IngestError as exc:
+            if problems is not None:
+                problems.append(Problem(rel, "plan", exc))
+            continue
+        kept.append(rel)
+    return kept
+
+
+def outside_root(spec: SourceSpec, root: Path, rel: str) -> OutsideRoot | None:
+    """The error for a file whose real path leaves the root, unless the source allows it."""
+    if spec.layout.allow_symlinks_outside:
+        return None
+    real = (root / rel).resolve()
+    if real.is_relative_to(root.resolve()):
+        return None
+    return OutsideRoot(f"{rel} resolves outside the source root (a symlink to elsewhere); "
+                       "set layout.allow_symlinks_outside: true to use it", file=rel)
+
+
+def check_file(spec: SourceSpec, root: Path, rel: str) -> None:
+    """Refuse a file outside the source root or of zero length."""
+    exc = outside_root(spec, root, rel)
+    if exc is not None:
+        raise exc
+    if (root / rel).stat().st_size == 0:
+        raise EmptyInput(f"{rel} is empty (0 bytes)", file=rel)
+
+
+def check_pixels(total: int, budget: int, what: str, name: str, file: str | None = None) -> None:
+    """Refuse an image/volume whose header declares no pixels or more than the budget."""
+    if total <= 0:
+        raise EmptyInput(f"{name}: the {what} has no pixels", file=file)
+    if total > budget:
+        key = "layout.max_image_pixels" if what == "image" else "layout.volume.max_voxels"
+        raise TooLarge(f"{name}: the {what} declares {total:,} pixels, over the budget of "
+                       f"{budget:,} ({key}); refused before decoding", file=file)
+
+
+def unknown_values(values, label_map: dict[int, str]) -> list[int]:
+    """Non-zero mask values that a non-empty label_map does not name, sorted."""
+    if not label_map:
+        return []
+    return sorted(int(v) for v in values if int(v) != 0 and int(v) not in label_map)
+
+
+def unknown_labels_error(spec: SourceSpec, unknown: list[int], file: str) -> UnknownLabels:
+    shown = ", ".join(str(v) for v in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+    return UnknownLabels(
+        f"mask values {shown} are not in the label_map of source {spec.name} "
+        f"(known: {sorted(spec.layout.label_map)}); add them to label_map, or set "
+        "layout.unknown_labels to keep or ignore", file=file)
+
+
+def nonfinite_fix(spec: SourceSpec, arr: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
+    """`arr` with NaN/inf set to 0 and a note, or unchanged; raises NonFinite when the source
+    does not declare nonfinite: zero."""
+    if arr.dtype.kind not in "fc":
+        return arr, None
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if not bad:
+        return arr, None
+    if spec.layout.nonfinite != "zero":
+        raise NonFinite(f"{name}: {bad:,} of {arr.size:,} values are NaN or infinite; set "
+                        "layout.nonfinite: zero to replace them with 0")
+    return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0), \
+        f"{bad} non-finite values (NaN/inf) in {name} set to 0"
 
 
 def stem(name: str) -> str:
-    """File name without its extensions (case001.nii.gz -> case001)."""
+    """File name without its last suffix; .nii.gz and .tar.gz count as one
+    (case001.nii.gz -> case001, case.v1.png -> case.v1)."""
     base = Path(name).name
     for ext in (".nii.gz", ".tar.gz"):
-        if base.endswith(ext):
+        if base.endswith(ext) and len(base) > len(ext):
             return base[: -len(ext)]
-    return base.split(".")[0] if not base.startswith(".") else base
+    if base.startswith(".") and base.count(".") == 1:
+        return base
+    return base.rsplit(".", 1)[0] if "." in base else base
 
 
 def case_name(rel: str, case_regex: str | None) -> str:

@@ -9,17 +9,39 @@ from PIL import Image, UnidentifiedImageError
 
 from curate.ingest.annotations import read_box_table, read_class_labels, read_qa_table, read_voc
 from curate.ingest.base import Box, ImageCase, Unit
-from curate.ingest.files import Problem, annotation_path, file_meta, list_images, stem
+from curate.ingest.files import (
+    EmptyInput,
+    Problem,
+    TooLarge,
+    annotation_path,
+    check_file,
+    check_pixels,
+    file_meta,
+    list_images,
+    nonfinite_fix,
+    outside_root,
+    stem,
+    unknown_labels_error,
+    unknown_values,
+)
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec, View
 
+DEFAULT_MAX_PIXELS = 100_000_000
 
-def _tiff_first_page(path: Path, why: Exception) -> np.ndarray:
+
+def _tiff_first_page(path: Path, why: Exception, max_pixels: int) -> np.ndarray:
     """TIFFs Pillow cannot open (multi-page, tiled, unusual compression) via tifffile."""
     try:
         import tifffile
 
-        arr = tifffile.imread(str(path), key=0)
+        with tifffile.TiffFile(str(path)) as tif:
+            shape = tif.pages[0].shape
+            spatial = [n for n in shape if n not in (3, 4)][:2] if len(shape) > 2 else shape
+            check_pixels(int(np.prod(spatial)), max_pixels, "image", path.name)
+            arr = tif.pages[0].asarray()
+    except IngestError:
+        raise
     except Exception as exc:  # noqa: BLE001 - report both readers' reasons
         raise IngestError(f"{path.name}: not readable as an image: {why}; tifffile: {exc}") from exc
     if arr.ndim == 3 and arr.shape[-1] == 4:
@@ -31,18 +53,25 @@ def _tiff_first_page(path: Path, why: Exception) -> np.ndarray:
     return arr
 
 
-def load_image(path: Path) -> np.ndarray:
-    """Pixels as (H, W) grey or (H, W, 3) RGB; palette and alpha are resolved."""
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Pixels as (H, W) grey or (H, W, 3) RGB; palette and alpha are resolved.
+
+    The size is read from the header first: an image with no pixels or over `max_pixels`
+    is refused before anything is decoded."""
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            check_pixels(w * h, max_pixels, "image", path.name)
             im.load()
             if im.mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr"):
                 im = im.convert("RGB" if im.mode != "LA" else "L")
             arr = np.asarray(im)
+    except Image.DecompressionBombError as exc:  # over Pillow's own limit: never decoded
+        raise TooLarge(f"{path.name}: {exc}; over the budget of {max_pixels:,} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if path.suffix.lower() not in (".tif", ".tiff"):
             raise IngestError(f"{path.name}: not readable as an image: {exc}") from exc
-        arr = _tiff_first_page(path, exc)
+        arr = _tiff_first_page(path, exc, max_pixels)
     if arr.ndim == 3 and arr.shape[2] == 3 and np.array_equal(arr[..., 0], arr[..., 1]) \
             and np.array_equal(arr[..., 1], arr[..., 2]):
         arr = arr[..., 0]  # grey stored as RGB
@@ -63,12 +92,15 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
     classes = read_class_labels(spec, root)
     qa_table = read_qa_table(spec, root) if spec.layout.qa else {}
-    units = []
-    for rel in list_images(spec, root):
+    units, problems = [], []
+    for rel in list_images(spec, root, problems):
         files, extra = [rel], {}
         if spec.layout.masks:
             mask = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
             if (root / mask).is_file() and mask != rel:
+                if (why := outside_root(spec, root, mask)) is not None:
+                    problems.append(Problem(mask, "plan", why))
+                    continue
                 files.append(mask)
                 extra["mask"] = mask
         if boxes and boxes.format == "voc":
@@ -91,7 +123,7 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
                 continue  # an image without questions in the chosen split
             extra["qa"] = found
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
-    return units, []
+    return units, problems
 
 
 def is_dicom(path: Path) -> bool:
@@ -117,15 +149,34 @@ def _dicom_pixels(spec: SourceSpec, root: Path, rel: str) -> ImageCase:
 
 def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     rel = unit.files[0]
+    budget = spec.layout.max_image_pixels
+    for f in unit.files:
+        check_file(spec, root, f)
     dicom = _dicom_pixels(spec, root, rel) if is_dicom(root / rel) else None
-    pixels = dicom.pixels if dicom is not None else load_image(root / rel)
+    pixels = dicom.pixels if dicom is not None else load_image(root / rel, budget)
+    if pixels.size == 0:
+        raise EmptyInput(f"{Path(rel).name}: the image has no pixels {pixels.shape}", file=rel)
+    pixels, note = nonfinite_fix(spec, pixels, Path(rel).name)
+    notes = [note] if note else []
     mask = None
     if "mask" in unit.extra:
-        mask = load_image(root / unit.extra["mask"])
+        mrel = unit.extra["mask"]
+        try:
+            mask = load_image(root / mrel, budget)
+        except IngestError as exc:
+            exc.file = exc.file or mrel
+            raise
         if mask.ndim == 3:
             mask = mask.max(axis=2)
         if mask.shape != pixels.shape[:2]:
             raise IngestError(f"mask shape {mask.shape} differs from image {pixels.shape[:2]}")
+        mask, note = nonfinite_fix(spec, mask, Path(mrel).name)
+        notes += [note] if note else []
+        unknown = unknown_values(np.unique(mask), spec.layout.label_map)
+        if unknown and spec.layout.unknown_labels == "quarantine":
+            raise unknown_labels_error(spec, unknown, mrel)
+        if unknown and spec.layout.unknown_labels == "ignore":
+            mask = np.where(np.isin(mask, unknown), 0, mask).astype(mask.dtype)
     boxes = []
     raw_boxes = read_voc(root / unit.extra["voc"]) if "voc" in unit.extra else \
         unit.extra.get("boxes", [])
@@ -139,7 +190,7 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         boxes.append(Box(b["label"], x0, y0, x1, y1))
     meta = file_meta(
         spec, unit.key, image_labels=list(unit.extra.get("classes", [])),
-        source_qa=list(unit.extra.get("qa", [])),
+        source_qa=list(unit.extra.get("qa", [])), notes=notes,
     )
     modalities = {q["modality"] for q in meta.source_qa if q.get("modality")}
     if len(modalities) == 1:

@@ -18,7 +18,9 @@ from curate.model.recipe import SourceSpec, View
 
 def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     """One unit per file (a video or a slide)."""
-    return [Unit(spec.name, key=rel, files=[rel]) for rel in list_images(spec, root)], []
+    problems: list[Problem] = []
+    return [Unit(spec.name, key=rel, files=[rel])
+            for rel in list_images(spec, root, problems)], problems
 
 
 def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:

@@ -8,23 +8,138 @@ import numpy as np
 import SimpleITK as sitk
 
 from curate.ingest.base import Unit, VolumeCase
-from curate.ingest.files import Problem, annotation_path, file_meta, list_images
+from curate.ingest.files import (
+    EmptyInput,
+    NonFinite,
+    Problem,
+    annotation_path,
+    check_file,
+    check_pixels,
+    file_meta,
+    list_images,
+    outside_root,
+    unknown_labels_error,
+)
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec
 
 
 def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
-    units = []
-    for rel in list_images(spec, root):
+    units, problems = [], []
+    for rel in list_images(spec, root, problems):
         files = [rel]
         extra = {}
         if spec.layout.masks:
             label = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
             if (root / label).is_file() and label != rel:
+                if (why := outside_root(spec, root, label)) is not None:
+                    problems.append(Problem(label, "plan", why))
+                    continue
                 files.append(label)
                 extra["label"] = label
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
-    return units, []
+    return units, problems
+
+
+def header_size(path: Path) -> tuple[int, ...] | None:
+    """The array size a volume file declares, from its header alone (SimpleITK, else
+    nibabel); None when neither can read the header (the read itself then reports it)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        return tuple(int(n) for n in reader.GetSize()) + (
+            (reader.GetNumberOfComponents(),) if reader.GetNumberOfComponents() > 1 else ())
+    except RuntimeError:
+        pass
+    try:
+        import nibabel as nib
+
+        return tuple(int(n) for n in nib.load(str(path)).shape)  # lazy: header only
+    except Exception:  # noqa: BLE001 - not a volume nibabel knows either
+        return None
+
+
+def check_volume_header(spec: SourceSpec, path: Path, rel: str) -> None:
+    """Refuse a volume over the voxel budget or degenerate, before reading its voxels."""
+    size = header_size(path)
+    if size is None:
+        return
+    check_pixels(int(np.prod(size, dtype=np.int64)), spec.layout.volume.max_voxels,
+                 "volume", path.name, rel)
+    degenerate(size[:3], rel)
+
+
+def degenerate(size, rel: str) -> None:
+    """A volume with an empty axis, or an in-plane axis shorter than 2 (1x1xN, Nx1xM)."""
+    if any(n < 1 for n in size) or any(n < 2 for n in size[:2]):
+        raise EmptyInput(f"{Path(rel).name}: degenerate volume of size {tuple(size)} "
+                         "(an axis shorter than 2)", file=rel)
+
+
+def _chunks(img: sitk.Image):
+    arr = sitk.GetArrayViewFromImage(img)
+    for z0 in range(0, arr.shape[0] if arr.ndim > 2 else 1, 16):
+        yield arr[z0:z0 + 16] if arr.ndim > 2 else arr
+
+
+def nifti_nonfinite(path: Path) -> int:
+    """NaN/inf voxels stored in a float NIfTI file, counted from the file itself in slabs
+    (ITK's NIfTI reader turns them into 0 without a word); 0 for other files."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return 0
+    try:
+        import nibabel as nib
+
+        img = nib.load(str(path), keep_file_open=True)
+        if img.get_data_dtype().kind not in "fc" or len(img.shape) < 3:
+            return 0
+        proxy, n = img.dataobj, img.shape[2]
+        bad = 0
+        for z0 in range(0, n, 16):  # slabs along k: contiguous on disk, read forwards
+            slab = np.asarray(proxy[:, :, z0:z0 + 16])
+            bad += int(slab.size - np.count_nonzero(np.isfinite(slab)))
+        return bad
+    except Exception:  # noqa: BLE001 - the read itself reports files nibabel cannot open
+        return 0
+
+
+def check_finite(spec: SourceSpec, img: sitk.Image, rel: str,
+                 stored_bad: int = 0, total: int = 0) -> tuple[sitk.Image, str | None]:
+    """A volume's NaN/inf voxels (those in memory, or `stored_bad` that the reader already
+    zeroed): quarantine, or set to 0 with a note."""
+    in_memory = 0
+    if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        in_memory = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for b in _chunks(img))
+    bad = max(stored_bad, in_memory)
+    if not bad:
+        return img, None
+    total = total or int(np.prod(img.GetSize()))
+    if spec.layout.nonfinite != "zero":
+        raise NonFinite(f"{Path(rel).name}: {bad:,} of {total:,} voxels are NaN or infinite; "
+                        "set layout.nonfinite: zero to replace them with 0", file=rel)
+    if not in_memory:  # the reader already set them to 0
+        return img, f"{bad} non-finite voxels (NaN/inf) in {Path(rel).name} set to 0"
+    fixed = sitk.GetImageFromArray(np.nan_to_num(sitk.GetArrayFromImage(img), nan=0.0,
+                                                 posinf=0.0, neginf=0.0))
+    fixed.CopyInformation(img)
+    return fixed, f"{bad} non-finite voxels (NaN/inf) in {Path(rel).name} set to 0"
+
+
+def check_labels(spec: SourceSpec, label: sitk.Image, rel: str) -> sitk.Image:
+    """Label values absent from a non-empty label_map: quarantine, keep, or set to 0."""
+    label_map = spec.layout.label_map
+    if not label_map or spec.layout.unknown_labels == "keep":
+        return label
+    seen: set[int] = set()
+    for block in _chunks(label):
+        seen.update(int(v) for v in np.unique(block))
+    unknown = sorted(v for v in seen if v != 0 and v not in label_map)
+    if not unknown:
+        return label
+    if spec.layout.unknown_labels == "quarantine":
+        raise unknown_labels_error(spec, unknown, rel)
+    return sitk.ChangeLabel(label, {float(v): 0.0 for v in unknown})
 
 
 def _sitk_reason(exc: Exception) -> str:
@@ -111,13 +226,26 @@ def stored_or(path: Path, wanted: int) -> int:
 
 
 def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
+    for rel in unit.files:
+        check_file(spec, root, rel)
+        check_volume_header(spec, root / rel, rel)
     path = root / unit.files[0]
+    stored_bad = nifti_nonfinite(path)
+    if stored_bad and spec.layout.nonfinite != "zero":  # before reading it a second time
+        check_finite(spec, sitk.Image(1, 1, 1, sitk.sitkUInt8), unit.files[0], stored_bad,
+                     int(np.prod(header_size(path) or (0,))))
     images = _read(path, stored_or(path, sitk.sitkFloat32), spec.layout.volume.four_d)
+    notes: list[str] = []
+    for t, img in enumerate(images):
+        degenerate(img.GetSize(), unit.files[0])
+        images[t], note = check_finite(spec, img, unit.files[0], stored_bad if t == 0 else 0)
+        notes += [note] if note else []
     image = images[0]
     label = None
     if "label" in unit.extra:
         path = root / unit.extra["label"]
         label = _read(path, stored_or(path, sitk.sitkUInt16))[0]
+        label = check_labels(spec, label, unit.extra["label"])
         if label.GetSize() != image.GetSize():
             raise IngestError(
                 f"label volume size {label.GetSize()} differs from image size {image.GetSize()}"
@@ -127,5 +255,5 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
     return [VolumeCase(image=img, label=label,
                        meta=file_meta(spec, unit.key, None if len(images) == 1 else
-                                      f"{unit.key}#t{t}"))
+                                      f"{unit.key}#t{t}", notes=list(notes)))
             for t, img in enumerate(images)]

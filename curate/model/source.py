@@ -132,13 +132,19 @@ class VolumeRules(Strict):
         description="4D NIfTI (time or channels): the first volume, the mean over the 4th "
         "axis, or every volume as its own case",
     )
+    max_voxels: int = Field(
+        default=1_000_000_000, ge=1,
+        description="voxel budget per volume (all axes multiplied), checked from the file's "
+        "header before any voxel is read; a larger volume becomes a quarantine row",
+    )
 
 
 class Layout(Strict):
     """Where a source's files are and how annotations are named.
 
-    Templates may use {stem} (file name without extensions), {name} (file name) and
-    {parent} (the image's folder relative to the source root).
+    Templates may use {stem} (file name without its last suffix; .nii.gz counts as one:
+    case.v1.png -> case.v1), {name} (file name) and {parent} (the image's folder relative
+    to the source root).
     """
 
     images: list[str] = Field(description="glob(s) relative to the source root")
@@ -174,6 +180,26 @@ class Layout(Strict):
     )
     pixel_spacing_mm: tuple[float, float] | None = Field(
         default=None, description="2D families: (row, col) spacing when the files lack it"
+    )
+    max_image_pixels: int = Field(
+        default=100_000_000, ge=1,
+        description="pixel budget per 2D image (width x height), checked from the file's "
+        "header before decoding; a larger image becomes a quarantine row",
+    )
+    allow_symlinks_outside: bool = Field(
+        default=False,
+        description="use files whose resolved path leaves the source root (symlinks to "
+        "elsewhere); by default they are refused as planning problems naming the link",
+    )
+    unknown_labels: Literal["quarantine", "keep", "ignore"] = Field(
+        default="quarantine",
+        description="mask values absent from a non-empty label_map: quarantine the case "
+        "(listing the values), keep them as 'label N', or ignore them (treated as background)",
+    )
+    nonfinite: Literal["quarantine", "zero"] = Field(
+        default="quarantine",
+        description="NaN/inf pixels or voxels: quarantine the case, or set them to 0 and "
+        "note it on the sample",
     )
 
 
