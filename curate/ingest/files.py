@@ -45,20 +45,22 @@ class Problem:
 def list_images(spec: SourceSpec, root: Path, problems: list[Problem] | None = None) -> list[str]:
     """Relative paths matching the layout's image globs, minus excludes, sorted.
 
-    Files that leave the source root through a symlink (unless the source allows it) and
-    zero-length files are left out, each as a planning problem appended to `problems`."""
+    Given a `problems` list (as planners do), files that leave the source root through a
+    symlink (unless the source allows it) and zero-length files are left out, each as a
+    planning problem appended to it; without one, every match is listed (layout reports)."""
     found: set[str] = set()
     for pattern in spec.layout.images:
         found.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
     for pattern in spec.layout.exclude:
         found.difference_update(p.relative_to(root).as_posix() for p in root.glob(pattern))
+    if problems is None:
+        return sorted(found)
     kept = []
     for rel in sorted(found):
         try:
             check_file(spec, root, rel)
         except IngestError as exc:
-            if problems is not None:
-                problems.append(Problem(rel, "plan", exc))
+            problems.append(Problem(rel, "plan", exc))
             continue
         kept.append(rel)
     return kept
