@@ -77,6 +77,32 @@ def test_huge_png_is_refused_before_decoding(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB
 
 
+def test_13000_square_png_under_pillows_limit_is_refused_by_the_budget(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("1", (13000, 13000)).save(path)  # 169 Mpx: under Pillow's bomb limit
+    with pytest.raises(TooLarge, match="169,000,000 pixels"):
+        load_image(path)
+
+
+def test_dicom_sizes_are_checked_from_headers():
+    import pydicom
+
+    from curate.ingest.dicom import check_dicom_size
+
+    def ds(rows, cols, frames=1):
+        d = pydicom.Dataset()
+        d.Rows, d.Columns, d.NumberOfFrames, d.PixelData = rows, cols, frames, b"\0\0"
+        return d
+
+    with pytest.raises(TooLarge, match="image"):
+        check_dicom_size(spec("dicom"), [ds(20000, 20000)])
+    with pytest.raises(TooLarge, match="volume"):
+        check_dicom_size(spec("dicom", volume={"max_voxels": 1000}), [ds(10, 10)] * 11)
+    with pytest.raises(EmptyInput):
+        check_dicom_size(spec("dicom"), [ds(0, 512)])
+    check_dicom_size(spec("dicom"), [ds(512, 512, 4)] * 3)  # within both budgets
+
+
 def test_image_over_the_declared_budget_is_a_quarantine_row(tmp_path, write_recipe):
     root = mask_source(tmp_path / "src", values=(1, 1))
     Image.fromarray(np.zeros((120, 120), np.uint8)).save(root / "img" / "big.png")

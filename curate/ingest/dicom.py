@@ -21,7 +21,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom_annot import referenced_series, rtstruct_labels, seg_labels
-from curate.ingest.files import Problem, list_images, patient_from_path
+from curate.ingest.files import Problem, check_pixels, list_images, patient_from_path
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec, View, VolumeRules
 from curate.unit.deid import scrub
@@ -132,6 +132,24 @@ def _frames(ds: pydicom.Dataset) -> np.ndarray:
     return arr if n > 1 else arr[None]
 
 
+def check_dicom_size(spec: SourceSpec, datasets: list[pydicom.Dataset]) -> None:
+    """The pixel budgets, from the headers before any pixel data is decoded: each frame
+    against layout.max_image_pixels, the whole series against layout.volume.max_voxels."""
+    total, multi = 0, len(datasets) > 1
+    for ds in datasets:
+        rel = getattr(ds, "curate_rel", None)
+        name = Path(rel).name if rel else "DICOM"
+        frame = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+        if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            check_pixels(frame, spec.layout.max_image_pixels, "image", name, rel)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        total += frame * frames
+        multi = multi or frames > 1
+    if multi:
+        check_pixels(total, spec.layout.volume.max_voxels, "volume",
+                     f"series of {len(datasets)} file(s)", getattr(datasets[0], "curate_rel", None))
+
+
 def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | ImageCase]:
     annotation_files = set(unit.extra.get("annotations", []))
     datasets, annots = [], []
@@ -143,6 +161,7 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         ds.curate_rel = rel  # which file a later decoding error belongs to
         (annots if rel in annotation_files else datasets).append(ds)
     first = datasets[0]
+    check_dicom_size(spec, datasets)
     meta = _meta(first, spec, unit.key)
     if str(first.get("BurnedInAnnotation", "")).upper() == "YES" and not spec.allow_burned_in:
         raise BurnedInAnnotation("BurnedInAnnotation is YES; set allow_burned_in on the "

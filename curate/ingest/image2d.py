@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,10 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     The size is read from the header first: an image with no pixels or over `max_pixels`
     is refused before anything is decoded."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # the budget below decides, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             check_pixels(w * h, max_pixels, "image", path.name)
             im.load()
