@@ -25,7 +25,7 @@ from curate import PIPELINE_VERSION, __version__
 from curate.dataset.finalize import global_counts, publish, ship
 from curate.dataset.publish import default_work, is_uri, publish_to_uri
 from curate.describe import stage as describe_stage
-from curate.load import load_recipe
+from curate.load import check_required, load_recipe
 from curate.model.errors import CurateError
 from curate.model.recipe import Recipe, SourceSpec, resolve_sources
 from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for callers
@@ -244,6 +244,10 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
             plan_sources, args=(recipe, by_name, str(out)), batch_size=1).materialize()
         records = read_plan_records(out, names)
         log(describe_plan(records))
+        # a source whose folder does not exist fails the build unless marked optional
+        check_required(recipe, [r for r in records
+                                if (r["missing"] or "").startswith("no folder")],
+                       str(recipe_path))
         if not sum(r["parts"] for r in records):
             raise CurateError("nothing to build: no source in the recipe has files; "
                               "see the list above")

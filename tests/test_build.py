@@ -151,12 +151,15 @@ def test_fresh_starts_over_and_blank_images_are_filtered(tmp_path, write_recipe)
 
 def test_missing_source_folder_is_reported(tmp_path, write_recipe):
     from curate.model.errors import CurateError
-    recipe = write_recipe([{"name": "gone", "path": str(tmp_path / "nope"), "format": "nifti",
-                            "layout": {"images": ["*.nii.gz"]}}])
+    source = {"name": "gone", "path": str(tmp_path / "nope"), "format": "nifti",
+              "layout": {"images": ["*.nii.gz"]}}
     lines = []
-    with pytest.raises(CurateError, match="nothing to build"):
-        build(recipe, tmp_path / "out", executor="local", log=lines.append)
+    with pytest.raises(CurateError, match="(?s)required source.*missing.*gone: no folder"):
+        build(write_recipe([source]), tmp_path / "out", executor="local", log=lines.append)
     assert "gone: skipped (no folder" in lines[0]
+    with pytest.raises(CurateError, match="nothing to build"):  # optional: skipped
+        build(write_recipe([{**source, "optional": True}]), tmp_path / "out",
+              executor="local", log=lines.append)
 
 
 def test_a_source_that_cannot_be_planned_is_skipped_not_fatal(tmp_path, mask_folder,

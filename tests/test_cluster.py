@@ -20,7 +20,7 @@ def test_build_on_a_two_node_cluster_by_address(tmp_path, mask_folder, write_rec
                             "layout": {"images": ["img/*.png"],
                                        "masks": "seg/{stem}_seg.png"}}],
                           run={"units_per_part": 1})
-    build(recipe, tmp_path / "local", executor="local", log=lambda m: None)
+    build(recipe, tmp_path / "inproc", executor="local", log=lambda m: None)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -35,4 +35,4 @@ def test_build_on_a_two_node_cluster_by_address(tmp_path, mask_folder, write_rec
         cluster.shutdown()
     # two nodes give the same bytes as one process
     for name in OUTPUTS:
-        assert tree_bytes(tmp_path / "out" / name) == tree_bytes(tmp_path / "local" / name), name
+        assert tree_bytes(tmp_path / "out" / name) == tree_bytes(tmp_path / "inproc" / name), name

@@ -212,7 +212,9 @@ def test_importing_the_model_loads_no_plugin():
 
 def _recipe(tmp_path, **sections):
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"name": "r", "sources": [], **sections}))
+    source = {"name": "s", "path": str(tmp_path), "format": "image_mask",
+              "layout": {"images": ["*.png"]}}
+    path.write_text(yaml.safe_dump({"name": "r", "sources": [source], **sections}))
     return path
 
 

@@ -15,7 +15,7 @@ def test_medtrinity_dry_run_reports_found_and_missing(tmp_path):
     # one source present in a data root, the rest absent
     root = tmp_path / "data" / "msd-task03-liver"
     (root / "imagesTr").mkdir(parents=True)
-    (root / "imagesTr" / "liver_0.nii.gz").write_bytes(b"")
+    (root / "imagesTr" / "liver_0.nii.gz").write_bytes(b"x")  # not empty: planned
     lines = []
     record = build(ROOT / "recipes" / "medtrinity.yaml", tmp_path / "out", dry_run=True,
                    data_root=str(tmp_path / "data"), log=lines.append)
