@@ -119,9 +119,13 @@ class UnitStage:
         out = []
         for row in batch.to_pylist():
             source, part = row["source"], row["part"]
-            if self.store.is_done(source, part):
+            damage = self.store.verify(source, part) if self.store.is_done(source, part) \
+                else "not committed"
+            if damage is None:
                 summary = self.store.summary(source, part)
             else:
+                if damage != "not committed":  # a notice on the driver's log, then redo
+                    print(f"curate: redoing part {source}/{part}: {damage}", flush=True)
                 summary = self._attempt(source, part, pickle.loads(row["units"]))
                 self._check(summary["counts"])
             out.append({"source": row["source"], "part": row["part"],

@@ -234,3 +234,23 @@ def test_the_build_folder_is_locked_marked_and_never_emptied_by_mistake(tmp_path
     build(recipe, out, executor="local", log=logs.append)  # a stale lock is taken over
     assert any("interrupted build" in m for m in logs)
     assert not (out / "units" / "f" / "x.parquet.tmp123").exists()
+
+
+def test_damaged_parts_are_redone_not_reused(tmp_path, write_recipe, capfd):
+    _many_images(tmp_path / "data", 8)
+    recipe = write_recipe([{"name": "m", "path": str(tmp_path / "data"), "format": "image_mask",
+                            "layout": {"images": ["img/*.png"], "masks": "seg/{stem}.png"}}],
+                          run={"units_per_part": 2})
+    out = tmp_path / "out"
+    build(recipe, out, executor="local", log=lambda m: None)
+    clean = outputs(out)
+    parts = sorted((out / "units" / "m").glob("*.json"))
+    assert len(parts) == 4
+    data = bytearray(parts[0].with_suffix(".parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit in a committed part's image column
+    parts[0].with_suffix(".parquet").write_bytes(bytes(data))
+    parts[1].write_text(parts[1].read_text()[:20])  # a truncated marker
+    again = build(recipe, out, executor="local", log=lambda m: None)
+    assert again["counts"]["parts_run"] == 2
+    assert "redoing part m/" in capfd.readouterr().out
+    assert outputs(out) == clean

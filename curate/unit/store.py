@@ -13,6 +13,7 @@ The API names a part by (source, id); `unit_id` in a result is the part's id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,24 +34,52 @@ class UnitStore:
     def is_done(self, source: str, unit_id: str) -> bool:
         return self._base(source, unit_id).with_suffix(".json").exists()
 
-    def _write(self, base: Path, suffix: str, table: pa.Table) -> None:
-        """Write base+suffix atomically; no quarantine file means no quarantine rows."""
+    def _write(self, base: Path, suffix: str, table: pa.Table) -> str | None:
+        """Write base+suffix atomically (temporary name, fsync, rename); returns the
+        file's sha256, or None when there is no file (no quarantine rows)."""
         target = base.with_name(base.name + suffix)
         if table.num_rows == 0 and suffix.endswith(".q.parquet"):
             target.unlink(missing_ok=True)  # a redone unit must not keep old rows
-            return
+            return None
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
         tmp = base.with_name(f"{base.name}{suffix}.tmp{os.getpid()}")
-        pq.write_table(table, tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
+        return hashlib.sha256(data).hexdigest()
+
+    def verify(self, source: str, unit_id: str) -> str | None:
+        """Why a committed part cannot be reused (marker or file damaged), or None."""
+        base = self._base(source, unit_id)
+        try:
+            summary = json.loads(base.with_suffix(".json").read_text())
+        except (OSError, ValueError) as exc:
+            return f"marker unreadable ({exc.__class__.__name__})"
+        for suffix, want in (summary.get("files") or {}).items():
+            path = base.with_name(base.name + suffix)
+            try:
+                with open(path, "rb") as f:
+                    got = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                return f"{path.name} missing"
+            if got != want:
+                return f"{path.name} differs from the sha256 recorded when it was committed"
+        return None
 
     def commit(self, source: str, result) -> dict:
         """Commit a part (a curate.unit.pipeline.UnitResult whose unit_id is the part id)."""
         base = self._base(source, result.unit_id)
         base.parent.mkdir(parents=True, exist_ok=True)
         samples = to_table(result.samples, SAMPLE)
-        self._write(base, ".parquet", samples)
-        self._write(base, ".q.parquet", to_table(result.quarantine, QUARANTINE))
+        files = {".parquet": self._write(base, ".parquet", samples),
+                 ".q.parquet": self._write(base, ".q.parquet",
+                                           to_table(result.quarantine, QUARANTINE))}
         summary = {"unit_id": result.unit_id, "source": source, "counts": dict(result.counts),
+                   "files": {k: v for k, v in files.items() if v},
                    "seconds": dict(result.seconds), "run": getattr(result, "run", None),
                    "bytes": samples.column("image").nbytes + samples.column("roi_masks").nbytes
                    if samples.num_rows else 0}
