@@ -66,9 +66,14 @@ def build(recipe: Path, out: str | None, work: Path | None, address: str | None,
 def verify(out: Path, shallow: bool) -> None:
     from curate.report.verify import verify as run_verify
 
-    problems = run_verify(out, deep=not shallow)
+    try:
+        problems = run_verify(out, deep=not shallow)
+    except Exception as exc:  # noqa: BLE001 - a damaged build is a message, never a traceback
+        problems = [f"{out}: cannot be checked ({type(exc).__name__}: {exc})"]
     for p in problems[:50]:
         click.echo(p)
+    if len(problems) > 50:
+        click.echo(f"... and {len(problems) - 50} more")
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) in {out}")
     click.echo(f"{out}: verified")

@@ -2,28 +2,44 @@
 
 Checks the shard checksums, that every manifest row is in its shard with its image, its
 record and a mask for every mask ROI, that the record matches the manifest row, and that
-no shard holds a sample the manifest does not list.
+no shard holds a sample the manifest does not list. Unless shallow, it also decodes every
+image and ROI mask PNG and compares the sha256 of each image member with the manifest's
+`image_sha256`.
 
-The manifest is read one shard's rows at a time (only the columns checked), so memory
-stays bounded by the largest shard; manifest.parquet may be one file (older builds) or a
+Damage never stops it: a shard or manifest part that cannot be read (a damaged or
+truncated tar, a truncated Parquet part, a missing shard, a record that is not JSON) is a
+problem line naming the shard, or the part, and the sample where known, and the check goes
+on with the rest.
+
+The manifest is read one shard's rows at a time (only the columns checked), and a shard's
+members are checked one sample at a time as the tar streams by, so memory stays bounded by
+the largest shard's manifest rows; manifest.parquet may be one file (older builds) or a
 folder of Parquet parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from PIL import Image
 
-from curate.dataset.ship import checksums
-
 COLUMNS = ["sample_id", "shard", "rois", "caption", "case_id", "split", "modality", "width",
-           "height"]
+           "height", "image_sha256"]
+RECORD_FIELDS = ("caption", "case_id", "split", "modality")
+# what reading a damaged Parquet part or tar can raise
+PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError)
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
 
 
 def _parts(manifest: Path) -> list[Path]:
@@ -31,23 +47,58 @@ def _parts(manifest: Path) -> list[Path]:
 
 
 def _rows(parts: list[Path], where) -> dict[str, dict]:
-    """sample_id -> row of the manifest rows matching an Arrow filter expression."""
-    if not parts:
-        return {}
-    table = ds.dataset(parts, format="parquet").to_table(columns=COLUMNS, filter=where)
-    return {r["sample_id"]: r for r in table.to_pylist()}
+    """sample_id -> row of the manifest rows matching an Arrow filter expression (parts
+    that cannot be read are skipped: the index already reported them)."""
+    rows: dict[str, dict] = {}
+    for part in parts:
+        try:
+            table = ds.dataset(part, format="parquet").to_table(columns=COLUMNS, filter=where)
+        except PARQUET_ERRORS:
+            continue
+        rows.update((r["sample_id"], r) for r in table.to_pylist())
+    return rows
 
 
-def _shard_index(parts: list[Path]) -> dict[str, list[Path]]:
-    """shard name -> the manifest parts that hold rows of it (one each in a new build)."""
-    index: dict[str, list[Path]] = {}
+def _shard_index(parts: list[Path], problems: list[str]) -> tuple[dict, list[Path]]:
+    """shard name -> the manifest parts that hold rows of it (one each in a new build), and
+    the parts that could be read (the others are reported)."""
+    index: dict[str | None, list[Path]] = {}
+    good = []
     for part in parts:
         names: set[str] = set()
-        for batch in ds.dataset(part, format="parquet").to_batches(columns=["shard"]):
-            names.update(pc.unique(batch.column("shard")).to_pylist())
+        try:
+            for batch in ds.dataset(part, format="parquet").to_batches(columns=COLUMNS):
+                names.update(pc.unique(batch.column("shard")).to_pylist())
+        except PARQUET_ERRORS as exc:
+            problems.append(f"manifest part {part.name}: unreadable ({_why(exc)})")
+            continue
+        good.append(part)
         for name in names:
             index.setdefault(name, []).append(part)
-    return index
+    return index, good
+
+
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _declared(sums_file: Path, problems: list[str]) -> dict[str, str]:
+    declared = {}
+    for n, line in enumerate(sums_file.read_text(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if len(fields) != 2:
+            if fields:
+                problems.append(f"SHA256SUMS line {n}: not '<sha256>  <shard>'")
+            continue
+        declared[fields[1]] = fields[0]
+    return declared
 
 
 def verify(out: Path, deep: bool = True) -> list[str]:
@@ -57,58 +108,178 @@ def verify(out: Path, deep: bool = True) -> list[str]:
     sums_file = out / "shards" / "SHA256SUMS"
     if not sums_file.is_file() or not (out / "manifest.parquet").exists():
         return [f"{out} is not a curate build (no manifest.parquet or shards/SHA256SUMS)"]
-    declared = dict(line.split()[::-1] for line in sums_file.read_text().splitlines() if line)
-    actual = checksums(out / "shards")
+    declared = _declared(sums_file, problems)
+    tars = sorted((out / "shards").glob("*.tar"))
+    actual = {p.name: _sha256(p) for p in tars}
     for name in sorted(set(declared) | set(actual)):
-        if declared.get(name) != actual.get(name):
+        if name in actual and actual[name] is None:
+            problems.append(f"{name}: cannot be read")
+        elif declared.get(name) != actual.get(name):
             problems.append(f"{name}: checksum {'missing' if name not in actual else 'differs'}")
     parts = _parts(out / "manifest.parquet")
-    index = _shard_index(parts)
-    tars = sorted((out / "shards").glob("*.tar"))
-    missing: set[str] = set()  # rows not in the shard they name
+    index, good = _shard_index(parts, problems)
+    # shards whose manifest rows may be lost with an unreadable part: their samples are not
+    # reported one by one as "not in the manifest"
+    lost_all = len(good) < len(parts) and not (out / "manifest.parquet").is_dir()
+    lost = {p.with_suffix(".tar").name for p in parts if p not in good}
+    missing: dict[str, str | None] = {}  # rows not in the shard they name -> that shard
     misplaced: set[str] = set()  # ... found in another shard instead
-    for name in sorted(set(index) - {p.name for p in tars}, key=str):
-        missing.update(_rows(index[name], pc.field("shard").is_null() if name is None
-                             else pc.field("shard") == name))
+    found_names = {p.name for p in tars}
+    for name in sorted(set(index) - found_names, key=str):
+        if name is not None:
+            problems.append(f"{name}: shard missing (named by the manifest)")
+        rows = _rows(index[name], pc.field("shard").is_null() if name is None
+                     else pc.field("shard") == name)
+        missing.update(dict.fromkeys(rows, name))
     for tar_path in tars:
-        rows = _rows(index.get(tar_path.name, []), pc.field("shard") == tar_path.name)
-        members: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(tar_path) as tar:
-            for m in tar.getmembers():
-                key, _, ext = m.name.partition(".")
-                members.setdefault(key, {})[ext] = tar.extractfile(m).read() if deep else b""
-        missing.update(set(rows) - set(members))
-        unknown = sorted(set(members) - set(rows))
-        elsewhere = _rows(parts, pc.field("sample_id").isin(unknown)) if unknown else {}
-        misplaced.update(elsewhere)
-        for key, found in members.items():
-            row = rows.get(key) or elsewhere.get(key)
-            if row is None:
-                problems.append(f"{tar_path.name}: {key} is not in the manifest")
-                continue
-            problems += _check(key, row, found, tar_path.name, deep)
-    for key in sorted(missing - misplaced):
-        problems.append(f"{key}: in the manifest but in no shard")
+        try:
+            problems += _verify_shard(tar_path, index, good, deep, missing, misplaced,
+                                      lost_all or tar_path.name in lost)
+        except Exception as exc:  # noqa: BLE001 - damage must be a line, never a traceback
+            problems.append(f"{tar_path.name}: cannot be checked ({_why(exc)})")
+    for key in sorted(set(missing) - misplaced):
+        shard = missing[key]
+        if shard is not None and shard not in found_names:
+            problems.append(f"{key}: in the manifest but in no shard ({shard} is missing)")
+        else:
+            problems.append(f"{key}: in the manifest but in no shard")
     return problems
 
 
-def _check(key: str, row: dict, parts: dict[str, bytes], tar_name: str, deep: bool) -> list[str]:
+def _verify_shard(tar_path: Path, index: dict, good: list[Path], deep: bool,
+                  missing: dict, misplaced: set, manifest_lost: bool) -> list[str]:
+    """Problems of one shard; updates missing and misplaced (rows of other shards)."""
+    name = tar_path.name
+    rows = _rows(index.get(name, []), pc.field("shard") == name)
+    problems: list[str] = []
+    samples: dict[str, dict] = {}  # sample id -> what was read of it
+    damaged = _read_tar(tar_path, deep, samples, problems)
+    absent = set(rows) - set(samples)
+    if damaged:
+        for key in sorted(absent):
+            problems.append(f"{name}: {key} is in the manifest but could not be read from "
+                            "the damaged shard")
+    else:
+        missing.update(dict.fromkeys(absent, name))
+    unknown = sorted(set(samples) - set(rows))
+    elsewhere = _rows(good, pc.field("sample_id").isin(unknown)) if unknown else {}
+    misplaced.update(elsewhere)
+    for key, sample in samples.items():
+        row = rows.get(key) or elsewhere.get(key)
+        problems += [f"{name}: {key}: {p}" for p in sample["problems"]]
+        if row is None:
+            if not manifest_lost:
+                problems.append(f"{name}: {key} is not in the manifest")
+            continue
+        if not sample["complete"]:
+            continue  # cut short by damage, already reported
+        problems += _check(key, row, sample, name, deep)
+    return problems
+
+
+def _read_tar(tar_path: Path, deep: bool, samples: dict, problems: list[str]) -> bool:
+    """Read a shard's members into per-sample summaries; report damage and say if any."""
+    name = tar_path.name
+    last = None
+    try:
+        with tarfile.open(tar_path, "r:") as tar:
+            for m in tar:
+                key, _, ext = m.name.partition(".")
+                sample = samples.setdefault(key, {"exts": set(), "problems": [],
+                                                  "complete": True})
+                sample["exts"].add(ext)
+                last = key
+                if deep and m.isfile():
+                    sample["complete"] = False
+                    _summarize(ext, tar.extractfile(m).read(), sample)
+                    sample["complete"] = True
+            end = tar.offset
+    except TAR_ERRORS as exc:
+        where = f" after {last}" if last else ""
+        problems.append(f"{name}: damaged or truncated tar{where} ({_why(exc)})")
+        if last and not samples[last]["complete"]:
+            problems.append(f"{name}: {last}: cut short by the damage")
+        return True
+    # tarfile stops quietly at a damaged header after the first: what follows the last
+    # member must be the end-of-archive zero blocks
+    try:
+        with open(tar_path, "rb") as f:
+            f.seek(end)
+            if len(f.read(1024)) < 1024:
+                problems.append(f"{name}: truncated tar (no end-of-archive blocks)")
+                return True
+            f.seek(end)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                if block.count(0) != len(block):
+                    where = f" after {last}" if last else ""
+                    problems.append(f"{name}: damaged tar header at byte {end}{where}; "
+                                    "the members after it cannot be read")
+                    return True
+    except OSError as exc:
+        problems.append(f"{name}: cannot be read ({_why(exc)})")
+        return True
+    return False
+
+
+def _decodes(data: bytes) -> tuple[tuple[int, int] | None, str | None]:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.size, None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a corrupt PNG
+        return None, _why(exc)
+
+
+def _summarize(ext: str, data: bytes, sample: dict) -> None:
+    """Decode one member of a sample and keep what the manifest checks need."""
+    if ext == "png":
+        sample["sha256"] = hashlib.sha256(data).hexdigest()
+        sample["size"], why = _decodes(data)
+        if why:
+            sample["problems"].append(f"image does not decode ({why})")
+    elif ext == "json":
+        try:
+            record = json.loads(data)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            sample["problems"].append(f"record is not readable JSON ({_why(exc)})")
+            record = None
+        sample["record"] = record
+    elif ext.endswith(".png"):
+        _, why = _decodes(data)
+        if why:
+            sample["problems"].append(f"mask {ext} does not decode ({why})")
+
+
+def _check(key: str, row: dict, sample: dict, tar_name: str, deep: bool) -> list[str]:
     """What differs between one sample's shard members and its manifest row."""
     problems = []
+    exts = sample["exts"]
     if row["shard"] != tar_name:
         problems.append(f"{key}: manifest says {row['shard']}, found in {tar_name}")
-    if "png" not in parts or "json" not in parts:
+    if "png" not in exts or "json" not in exts:
         return problems + [f"{key}: image or record missing"]
-    wanted = {f"roi_{i:03d}.png" for i, r in enumerate(row["rois"]) if r["area_kind"] == "mask"}
-    if not wanted <= set(parts):
-        problems.append(f"{key}: missing masks {sorted(wanted - set(parts))}")
-    if deep:
-        record = json.loads(parts["json"])
-        for field in ("caption", "case_id", "split", "modality"):
+    wanted = {f"roi_{i:03d}.png" for i, r in enumerate(row["rois"] or [])
+              if r["area_kind"] == "mask"}
+    if not wanted <= exts:
+        problems.append(f"{key}: missing masks {sorted(wanted - exts)}")
+    if not deep:
+        return problems
+    record = sample.get("record")
+    if record is not None:
+        for field in RECORD_FIELDS:
             if record.get(field) != row[field]:
                 problems.append(f"{key}: record {field} differs from the manifest")
-        size = Image.open(io.BytesIO(parts["png"])).size
-        if size != (row["width"], row["height"]):
-            problems.append(f"{key}: image is {size}, manifest says "
-                            f"{(row['width'], row['height'])}")
+        rois = record.get("rois") if isinstance(record.get("rois"), list) else []
+        named = {r["mask"] for r in rois
+                 if isinstance(r, dict) and isinstance(r.get("mask"), str)}
+        if not named <= exts:
+            problems.append(f"{key}: record names masks not in {tar_name}")
+    if row.get("image_sha256") and sample.get("sha256") != row["image_sha256"]:
+        problems.append(f"{tar_name}: {key}: image_sha256 differs from the manifest")
+    size = sample.get("size")
+    if size is not None and size != (row["width"], row["height"]):
+        problems.append(f"{key}: image is {size}, manifest says "
+                        f"{(row['width'], row['height'])}")
     return problems
