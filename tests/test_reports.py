@@ -72,6 +72,11 @@ def write_build(out, table, parts=True):
     SHA256SUMS, and manifest.parquet as one part per shard or as one file."""
     from curate.dataset.ship import checksums
 
+    shas = [hashlib.sha256(png(w, h)).hexdigest()  # what the shards hold, for verify
+            for w, h in zip(table.column("width").to_pylist(), table.column("height").to_pylist(),
+                            strict=True)]
+    table = table.set_column(table.schema.get_field_index("image_sha256"), "image_sha256",
+                             pa.array(shas, pa.string()))
     (out / "shards").mkdir(parents=True)
     for shard in sorted(set(table.column("shard").to_pylist())):
         rows = table.filter(pa.compute.equal(table.column("shard"), shard))
