@@ -201,6 +201,9 @@ class LocalFrame:
     def materialize(self) -> LocalFrame:
         return self
 
+    def count(self) -> int:
+        return sum(t.num_rows for t in self.tables)
+
     def spread(self, blocks: int) -> LocalFrame:
         return self
 
@@ -254,6 +257,10 @@ class RayFrame:
 
     def materialize(self) -> RayFrame:
         return self._wrap(self.ds.materialize())
+
+    def count(self) -> int:
+        """Rows, from block metadata once materialized: no rows pass through the driver."""
+        return self.ds.count()
 
     def spread(self, blocks: int) -> RayFrame:
         """The rows in `blocks` blocks, so an actor pool downstream gets work for every

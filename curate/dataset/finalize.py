@@ -138,7 +138,7 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
     with result.step("decisions", log):
         decisions = keys.map_batches(decide_parts, args=(recipe, store_root, variant,
                                                          str(recipe_dir))).materialize()
-    rows = sum(t.num_rows for t in decisions.tables_iter())
+    rows = decisions.count()
     partitions = max(1, min(4 * ex.cpus + rows // 50_000, 2_000))  # ~50k rows per call
     extra = [decisions.partition_map("image_sha256", D.exact_duplicates,
                                      partitions=partitions)]
