@@ -88,8 +88,6 @@ def describe_resources(recipe: Recipe, executor: str, address: str | None) -> st
     ])
 
 
-
-
 def part_counts(batch: pa.Table, store_root: str, run_id: str) -> pa.Table:
     """Each part's marker as one JSON row: counts, stage seconds, run this time or not."""
     store = UnitStore(Path(store_root))
@@ -168,8 +166,8 @@ def run_describe_stage(ex: Executor, units, plan, recipe: Recipe, specs: dict, o
             stats["failed"] += sum(t.column("failed").to_pylist())
 
         stream = RayFrame(describe_parts(units.ds, specs, recipe, str(out), log), ex.cpus)
-        return ex.consume(stream, "units + describe", tally), stats
-    seconds = ex.consume(units, "units")
+        return ex.consume(stream, tally), stats
+    seconds = ex.consume(units)
     keys = [(s, p) for t in plan.tables_iter()
             for s, p in zip(t.column("source").to_pylist(), t.column("part").to_pylist(),
                             strict=True)]
@@ -260,7 +258,7 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
                                                        log)
             variant = describe_stats["key"]
         else:
-            t_run = ex.consume(units, "units")
+            t_run = ex.consume(units)
         counts, seconds, runs = sum_part_counts(plan, str(out / "units"), run_id)
 
         t1 = time.perf_counter()

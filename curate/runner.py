@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.model.errors import CurateError, TooManyErrors
 from curate.model.recipe import Recipe, SourceSpec
@@ -181,12 +180,11 @@ class LocalFrame:
     def groupby_map(self, key: str, fn, *, args: tuple = (), **_resources) -> LocalFrame:
         if not self.tables:
             return LocalFrame([])
-        f = fn(*args) if isinstance(fn, type) else (lambda t: fn(t, *args))
         t = pa.concat_tables(self.tables).sort_by(key)
         keys = t.column(key)
         starts = [0] + [i for i in range(1, t.num_rows) if keys[i] != keys[i - 1]] + [t.num_rows]
-        return LocalFrame([f(t.slice(a, b - a)) for a, b in zip(starts[:-1], starts[1:],
-                                                               strict=True)])
+        return LocalFrame([fn(t.slice(a, b - a), *args) for a, b in zip(starts[:-1], starts[1:],
+                                                                       strict=True)])
 
     def partition_map(self, key: str, fn, *, args: tuple = (), partitions: int = 1,
                       **_resources) -> LocalFrame:
@@ -235,12 +233,9 @@ class RayFrame:
         return self._wrap(self.ds.map_batches(fn, fn_args=args, **kwargs))
 
     def groupby_map(self, key: str, fn, *, args: tuple = (), num_cpus: float = 1) -> RayFrame:
-        kwargs = dict(batch_format="pyarrow", num_cpus=num_cpus)
-        if isinstance(fn, type):
-            kwargs.update(fn_constructor_args=args,
-                          concurrency=max(1, int(self.cpus // max(num_cpus, 1))))
-            return self._wrap(self.ds.groupby(key).map_groups(fn, **kwargs))
-        return self._wrap(self.ds.groupby(key).map_groups(fn, fn_args=args, **kwargs))
+        """fn(group, *args) once per value of `key`: for few, large groups (shards)."""
+        return self._wrap(self.ds.groupby(key).map_groups(
+            fn, fn_args=args, batch_format="pyarrow", num_cpus=num_cpus))
 
     def partition_map(self, key: str, fn, *, args: tuple = (), partitions: int = 1,
                       num_cpus: float = 1) -> RayFrame:
@@ -348,10 +343,10 @@ class Executor:
                         self.cpus)
 
     def read_parquet(self, path: Path, columns: list[str] | None = None):
-        """A frame over a Parquet file or folder of parts (empty if there is none)."""
+        """A frame over a Parquet file or folder of parts, or None if there is none."""
         path = Path(path)
         if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
-            return LocalFrame([]) if self.kind == "local" else None
+            return None
         if self.kind == "local":
             import pyarrow.parquet as pq
 
@@ -376,8 +371,7 @@ class Executor:
 
         return float(ray.cluster_resources().get("GPU", 0))
 
-    def consume(self, frame, desc: str, on_table: Callable[[pa.Table], None] | None = None,
-                log=print) -> float:
+    def consume(self, frame, on_table: Callable[[pa.Table], None] | None = None) -> float:
         """Run a frame to the end, feeding each small result table to on_table."""
         t = time.perf_counter()
         try:
@@ -391,6 +385,3 @@ class Executor:
             raise
         return time.perf_counter() - t
 
-
-def column_sum(table: pa.Table, name: str) -> int:
-    return int(pc.sum(table.column(name)).as_py() or 0) if table.num_rows else 0

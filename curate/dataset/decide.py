@@ -165,7 +165,7 @@ def near_duplicate_reasons(pairs: pa.Table, groups: dict[str, str],
     for p in pairs.to_pylist():
         if not (p["a_keep"] and p["b_keep"]):
             continue
-        for x, case, part, twin in ((p["a"], p["a_case"], p.get("a_part"), p["b"]),
+        for x, case, part, twin in ((p["a"], p["a_case"], p["a_part"], p["b"]),
                                     (p["b"], p["b_case"], p["b_part"], p["a"])):
             if owner.get(groups.get(case, case), case) != case:
                 out.append({"part": part, "sample_id": x,

@@ -90,10 +90,9 @@ def reasons_to_events(t: pa.Table) -> pa.Table:
 
 
 def close_pairs(pairs: pa.Table, bits: int, kept_only: bool) -> pa.Table:
-    mask = pa.compute.less_equal(pairs.column("dist"), bits)
+    mask = pc.less_equal(pairs.column("dist"), bits)
     if kept_only:
-        mask = pa.compute.and_(mask, pa.compute.and_(pairs.column("a_keep"),
-                                                     pairs.column("b_keep")))
+        mask = pc.and_(mask, pc.and_(pairs.column("a_keep"), pairs.column("b_keep")))
     return pairs.filter(mask)
 
 
