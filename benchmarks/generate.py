@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from curate.describe.backends import DescribeRequest, OpenAIChatGenerator, roi_overlay_png  # noqa: E402
+from tests.phantom_parts import committed_parts  # noqa: E402
 
 MODEL = "fake-vlm"
 
@@ -103,36 +104,6 @@ def run_generator(base_url: str, reqs: list[DescribeRequest], concurrency: int,
     seconds = time.perf_counter() - t0
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
     return seconds
-
-
-def stage_fixture(root: Path, n: int, part_size: int = 1):
-    """n committed samples (phantom skin-lesion images through the real unit pipeline),
-    `part_size` work units to a committed part, as the build groups them."""
-    from curate.ingest import adapter
-    from curate.model.recipe import Recipe, SourceSpec
-    from curate.sources.phantoms import ensure_phantoms, phantom_layout
-    from curate.unit.pipeline import UnitResult, process_unit
-    from curate.unit.store import UnitStore
-
-    spec = SourceSpec(name="bench", format="image_mask", modality="dermoscopy",
-                      generate={"kind": "rgb_mask", "cases": n, "seed": 0},
-                      layout=phantom_layout("rgb_mask").model_dump())
-    src = ensure_phantoms(spec.generate, root / "phantoms")
-    store = UnitStore(root / "units")
-    plan, _ = adapter(spec.format)
-    units, _ = plan(spec, src)
-    keys = []
-    for start in range(0, len(units), part_size):
-        part = UnitResult(f"part{start // part_size:06d}")
-        for unit in units[start:start + part_size]:
-            unit.stamp(src, "bench")
-            done = process_unit(spec, src, unit, Recipe(name="b", sources=[]))
-            part.samples += done.samples
-            part.quarantine += done.quarantine
-            part.counts.update(done.counts)
-        store.commit(spec.name, part)
-        keys.append((spec.name, part.unit_id))
-    return spec, store, keys
 
 
 def stage_recipe(base_url: str, concurrency: int, actors: int = 1):
@@ -219,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     reqs = make_requests(args.n, args.size)
     stage_root = Path(tempfile.mkdtemp(dir=args.cache_root, prefix=".bench-stage-"))
-    spec, store, keys = stage_fixture(stage_root, args.n, args.part_size)
+    spec, store, keys = committed_parts(stage_root, args.n, args.part_size, name="bench")
     from curate.describe.stage import make_requests as stage_requests
     stage_rows = [r for k in keys for r in store.load(key=k).to_pylist()]
     stage_bodies = [OpenAIChatGenerator("http://127.0.0.1:9/v1", MODEL).payload(r)

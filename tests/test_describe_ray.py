@@ -9,33 +9,13 @@ import pytest
 
 from curate.describe.backends.limits import LimiterState, SharedLimit
 from curate.describe.stage import generation_key, run_describe
-from curate.model.recipe import Recipe, SourceSpec
+from curate.model.recipe import Recipe
 from curate.unit.store import UnitStore
 from tests.llm_server import FakeLLMServer
+from tests.phantom_parts import committed_parts
 
 MODEL = "fake-vlm"
 TEXT = ["sample_id", "levels", "caption", "generation", "knowledge_refs"]
-
-
-def committed_parts(root, cases: int):
-    """`cases` committed one-image parts of a phantom skin-lesion source."""
-    from curate.ingest import adapter
-    from curate.sources.phantoms import ensure_phantoms, phantom_layout
-    from curate.unit.pipeline import process_unit
-
-    spec = SourceSpec(name="skin", format="image_mask", modality="dermoscopy",
-                      generate={"kind": "rgb_mask", "cases": cases, "seed": 0},
-                      layout=phantom_layout("rgb_mask").model_dump())
-    src = ensure_phantoms(spec.generate, root / "phantoms")
-    store = UnitStore(root / "units")
-    plan, _ = adapter(spec.format)
-    units, _ = plan(spec, src)
-    keys = []
-    for unit in units:
-        unit.stamp(src, spec.name)
-        store.commit(spec.name, process_unit(spec, src, unit, Recipe(name="t", sources=[])))
-        keys.append((spec.name, unit.unit_id))
-    return spec, store, keys
 
 
 def openai_recipe(url: str, **options) -> Recipe:
