@@ -43,7 +43,7 @@ def row(i, source="a", split="train", case=None, shard="train-000000.tar", rois=
                  "options": [], "origin": "facts"}] * (i % 3),
         "generation": {"backend": backend, "model": None if backend == "grounded-template"
                        else "m1", "prompt_version": "p1", "cache_key": "k", "note": "n"},
-        "quality": {"std": 1.0, "contrast": 1.0, "text_flags": [], "keep": keep,
+        "quality": {"std": 1.0, "contrast": 1.0, "text_flags": [], "scores": [], "keep": keep,
                     "reasons": list(reasons)},
         "split": split, "shard": shard}
 

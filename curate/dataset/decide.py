@@ -55,7 +55,8 @@ def row_decisions(samples: pa.Table, source: str, part: str, filters: FilterConf
                              "quality"]).to_pylist():
         q = r["quality"]
         d = decide({"std": q["std"], "contrast": q["contrast"],
-                    "text_flags": q["text_flags"] or []}, filters)
+                    "text_flags": q["text_flags"] or [], "scores": q.get("scores") or []},
+                   filters)
         usable = not any(x.startswith(("blank", "low_contrast")) for x in d["reasons"])
         hit = benchmarks.match(r["image_phash"]) if benchmarks else None
         if hit:

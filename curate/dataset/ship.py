@@ -94,7 +94,7 @@ def attach_part(events: pa.Table, recipe: Recipe, store_root: str, variant: str 
             order.append(None)
     q = rows.column("quality").combine_chunks()
     quality = pa.StructArray.from_arrays(
-        [q.field("std"), q.field("contrast"), q.field("text_flags"),
+        [q.field("std"), q.field("contrast"), q.field("text_flags"), q.field("scores"),
          pa.array(keep, pa.bool_()), pa.array(reasons, pa.list_(pa.string()))],
         fields=list(QUALITY))
     rows = (rows.set_column(rows.schema.get_field_index("quality"), "quality", quality)

@@ -189,6 +189,11 @@ class FilterConfig(Strict):
         "another case (the same scan re-published in two sources would otherwise put one "
         "patient in two splits); off by default; near-identical slices of one case stay",
     )
+    min_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="drop a sample whose named score in quality.scores (e.g. judge, "
+        "alignment) is below the threshold; a sample without that score is kept",
+    )
 
 
 class DecontaminateConfig(Strict):

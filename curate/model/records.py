@@ -73,6 +73,9 @@ QUALITY = pa.struct([
     ("std", pa.float64()),
     ("contrast", pa.float64()),
     ("text_flags", pa.list_(pa.string())),  # text-fact contradictions (curate.unit.text.consistency)
+    # scores a later stage gives the sample by name (e.g. "judge" from an LLM judge,
+    # "alignment" from a trained checkpoint); `filters.min_scores` drops below a threshold
+    ("scores", pa.list_(pa.struct([("name", pa.string()), ("value", pa.float64())]))),
     ("keep", pa.bool_()),
     ("reasons", pa.list_(pa.string())),
 ])

@@ -104,7 +104,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     # scores only: the keep decision is taken over the whole dataset (curate.dataset.finalize),
     # so changing a threshold re-decides without redoing any unit
     quality = {**image_scores(view.image), "text_flags": check_text(caption, ctx),
-               "keep": None, "reasons": []}
+               "scores": [], "keep": None, "reasons": []}
     result.seconds["score"] += time.perf_counter() - t
     patient = view.meta.patient_id or unit.key
     h, w = view.image.shape[:2]

@@ -22,4 +22,8 @@ def decide(scores: dict, cfg: FilterConfig) -> dict:
         reasons.append(f"blank: pixel std {scores['std']:.2f} < {cfg.blank_std}")
     elif scores["contrast"] < cfg.min_contrast:
         reasons.append(f"low_contrast: p99-p1 {scores['contrast']:.1f} < {cfg.min_contrast}")
+    named = {s["name"]: s["value"] for s in scores.get("scores") or []}
+    for name, low in sorted(cfg.min_scores.items()):
+        if named.get(name) is not None and named[name] < low:
+            reasons.append(f"low_score: {name} {named[name]:.3g} < {low:g}")
     return {**scores, "keep": not reasons, "reasons": reasons}
