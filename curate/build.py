@@ -35,15 +35,8 @@ from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for ca
     read_plan_records,
     unit_fingerprint,
 )
-from curate.report.croissant import write_croissant
-from curate.report.datacard import (
-    card_stats,
-    dropped_stats,
-    merge_all,
-    quarantine_stats,
-    write_datacard,
-)
-from curate.report.figures import contact_sheet
+from curate.report.card import write_reports
+from curate.report.datacard import card_stats, dropped_stats, merge_all, quarantine_stats
 from curate.report.validate import combine_validation, validate_part
 from curate.runner import Executor, RayFrame, UnitStage
 from curate.unit.store import UnitStore
@@ -316,12 +309,7 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
     }
     (out / "validation.json").write_text(json.dumps(validation, indent=1))
     (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    sheet = contact_sheet(out / "shards", kept_stats.get("examples", []),
-                          out / "figures" / "samples.png")
-    write_datacard(out / "DATACARD.md", record, kept_stats, dropped, quarantine, specs,
-                   figure="figures/samples.png" if sheet else None)
-    write_croissant(out, record, sorted({(s.license.spdx or s.license.name) if s.license
-                                         else "unknown" for s in specs}))
+    write_reports(out, record, kept_stats, dropped, quarantine, specs)
     if not shipped.kept:
         log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
     log(f"kept {shipped.kept} samples in {len(sums)} shards; filtered {shipped.dropped}; "
