@@ -9,11 +9,13 @@ import json
 import random
 import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from curate.model.masks import pack
 from curate.model.records import MANIFEST, to_table
 
 
@@ -85,8 +87,8 @@ def write_build(out, table, parts=True):
                 members = {"png": png(r["width"], r["height"]),
                            "json": json.dumps({k: r[k] for k in ("sample_id", "caption",
                                                "case_id", "split", "modality")}).encode()}
-                members |= {f"roi_{i:03d}.png": png(r["width"], r["height"], 1)
-                            for i, x in enumerate(r["rois"]) if x["area_kind"] == "mask"}
+                members["masks.npz"] = pack(np.ones((len(r["rois"]), r["height"], r["width"]),
+                                                    np.uint8))
                 for ext, data in members.items():
                     info = tarfile.TarInfo(f"{r['sample_id']}.{ext}")
                     info.size = len(data)

@@ -86,8 +86,9 @@ def failed(result, *texts):
 
 def test_an_undamaged_build_verifies(built, tmp_path):
     folder = copy(built, tmp_path)
-    assert shards(folder) and any(".roi_" in m for p in shards(folder)
-                                  for m in tarfile.open(p).getnames())
+    assert shards(folder) and all(
+        {n.partition(".")[2] for n in tarfile.open(p).getnames()} == {"png", "json", "masks.npz"}
+        for p in shards(folder))
     for args in ((), ("--shallow",)):
         ok = run(folder, *args)
         assert ok.exit_code == 0 and "verified" in ok.output, ok.output
@@ -98,10 +99,7 @@ def test_a_flipped_byte_in_an_image_or_mask_is_caught_by_the_deep_checks(built, 
                                                                          where):
     folder = copy(built, tmp_path)
     shard = shards(folder)[0]
-    member = first_member(shard, ".png" if where == "image" else ".roi_000.png")
-    if where == "image":
-        member = next(m for m in tarfile.open(shard).getmembers()
-                      if m.name.endswith(".png") and ".roi_" not in m.name)
+    member = first_member(shard, ".png" if where == "image" else ".masks.npz")
     key = member.name.split(".")[0]
     flip(shard, member.offset_data + member.size // 2)
     failed(run(folder, "--shallow"), f"{shard.name}: checksum differs")

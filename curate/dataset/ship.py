@@ -22,6 +22,9 @@ import pyarrow.parquet as pq
 from webdataset import TarWriter
 
 from curate.dataset.decide import shard_of, split_of
+from curate.model.masks import MEMBER as MASKS_MEMBER
+from curate.model.masks import masks_array
+from curate.model.masks import pack as pack_masks
 from curate.model.recipe import Recipe
 from curate.model.records import MANIFEST, QUALITY, SAMPLE
 from curate.unit.store import UnitStore
@@ -112,11 +115,18 @@ def attach_part(events: pa.Table, recipe: Recipe, store_root: str, variant: str 
 
 
 def sample_json(row: dict) -> dict:
-    """The record as shipped beside the image: every manifest field, masks by member name."""
-    out = {k: v for k, v in row.items() if k not in ("image", "roi_masks", "_order")}
-    out["rois"] = [dict(r, mask=f"roi_{i:03d}.png" if m is not None else None)
-                   for i, (r, m) in enumerate(zip(row["rois"], row["roi_masks"], strict=True))]
-    return out
+    """The record as shipped beside the image: every manifest field (the masks are the
+    `masks.npz` member, plane i for record["rois"][i])."""
+    return {k: v for k, v in row.items() if k not in ("image", "roi_masks", "_order")}
+
+
+def sample_members(row: dict) -> dict:
+    """One sample's tar members; every sample has the same names (png, json, masks.npz),
+    so tools that infer one schema per split read the shards as they are."""
+    masks = masks_array(row["rois"], row["roi_masks"], row["height"], row["width"])
+    return {"__key__": row["sample_id"], "png": row["image"],
+            "json": json.dumps(sample_json(row), sort_keys=True).encode(),
+            MASKS_MEMBER: pack_masks(masks)}
 
 
 class _Hashing:
@@ -155,12 +165,7 @@ def write_shard(rows: pa.Table, staging: Path, reports=None) -> pa.Table:
         stream = _Hashing(raw)
         writer = TarWriter(stream, mtime=MTIME, encoder=False)
         for row in rows.to_pylist():
-            record = {"__key__": row["sample_id"], "png": row["image"],
-                      "json": json.dumps(sample_json(row), sort_keys=True).encode()}
-            for i, mask in enumerate(row["roi_masks"]):
-                if mask is not None:
-                    record[f"roi_{i:03d}.png"] = mask
-            writer.write(record)
+            writer.write(sample_members(row))
         writer.close()
     os.replace(tmp, dest)
     manifest = rows.select(MANIFEST.names).cast(MANIFEST)

@@ -49,7 +49,7 @@ def write_croissant(out: Path, record: dict, licences: list[str]) -> Path:
         table,
         mlc.FileSet(id="shards", name="shards", encoding_formats=["application/x-tar"],
                     includes=["shards/*.tar"],
-                    description="WebDataset shards: <id>.png, <id>.roi_NNN.png, <id>.json"),
+                    description="WebDataset shards: <id>.png, <id>.json, <id>.masks.npz"),
     ]
     fields = [mlc.Field(id=f"samples/{col}", name=col, data_types=[getattr(mlc.DataType, dt)],
                         source=mlc.Source(**source, extract=mlc.Extract(column=col)))
