@@ -1,0 +1,66 @@
+"""The bundled model (curate.train.model), its training (Ray Train) and its evaluation."""
+
+import numpy as np
+import pytest
+import torch
+
+from curate.model.errors import CurateError
+from curate.train.model import (
+    ModelConfig,
+    alignment_scores,
+    box_iou,
+    build_model,
+    contrastive_loss,
+    load_run,
+    prepare_images,
+    save_run,
+)
+
+HASHING = {"text_encoder": "hashing:64", "text_dim": 64}  # no model files: milliseconds
+
+
+def test_save_load_roundtrip_gives_the_same_scores(tmp_path):
+    config = ModelConfig(**HASHING, width=4, embed_dim=16, image_size=32)
+    model = build_model(config).eval()
+    images = [np.random.default_rng(i).integers(0, 255, (40, 30), np.uint8) for i in range(3)]
+    images.append(np.full((20, 20, 3), 128, np.uint8))
+    texts = ["a lesion on the left", "a nodule", "no finding", "dermoscopy image"]
+    before = alignment_scores(model, images, texts, batch_size=3)
+    save_run(model, config, tmp_path / "run")
+    loaded, loaded_config = load_run(tmp_path / "run")
+    assert loaded_config == config and not loaded.training
+    after = alignment_scores(loaded, images, texts, batch_size=2)
+    assert before.shape == (4,) and before.dtype == np.float32
+    np.testing.assert_allclose(before, after, atol=1e-5)
+    assert np.all(np.abs(after) <= 1.0 + 1e-5)
+    with pytest.raises(CurateError, match="3 images but 2 texts"):
+        alignment_scores(loaded, images[:3], texts[:2])
+    with pytest.raises(CurateError, match="not a trained run"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_images_of_any_size_and_channels_batch_to_one_shape():
+    x = prepare_images([torch.rand(1, 80, 96), torch.rand(3, 200, 240), torch.rand(4, 9, 9)], 48)
+    assert x.shape == (3, 3, 48, 48)
+
+
+def test_contrastive_loss_treats_equal_texts_as_positives():
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]), dim=-1)
+    same = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    # images 0 and 1 share a caption: matching embeddings are the optimum, not a penalty
+    good = contrastive_loss(emb, emb, torch.tensor(20.0), same)
+    bad = contrastive_loss(emb, emb.flip(0), torch.tensor(20.0), same)
+    assert good < 0.7 and bad > 5
+
+
+def test_box_iou():
+    a = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]])
+    b = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.75, 0.5]])
+    iou, giou = box_iou(a, b)
+    np.testing.assert_allclose(iou.numpy(), [1.0, 1 / 3], rtol=1e-5)
+    assert giou[1] == pytest.approx(iou[1])  # the hull is the union here
+    _, giou_apart = box_iou(a[:1], torch.tensor([[0.75, 0.75, 1.0, 1.0]]))
+    assert giou_apart[0] < 0  # disjoint boxes still get a gradient towards each other
+    boxes = build_model(ModelConfig(**HASHING, width=4, embed_dim=16, image_size=32)).predict_boxes(
+        torch.rand(2, 32, 2, 2), torch.rand(2, 64))
+    assert torch.all(boxes[:, 0] <= boxes[:, 2]) and torch.all(boxes[:, 1] <= boxes[:, 3])
