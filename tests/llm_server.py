@@ -14,6 +14,9 @@ and runs in a thread beside a test or as its own process for the benchmark:
 (say a coarse caption), independent of arrival order. Faults (one per request, then
 `default`): ok, slow:<s>, 500, 429[:<retry-after s>],
 bad_json, wrong_schema, refusal, truncated, ungrounded, disconnect, auth (401).
+Judge requests (prompt judge-vN: the text to review inside <text>...</text>) are answered
+in judge mode: scores 5/5/4 by default, `judge:<accuracy>,<completeness>,<clarity>` for
+other scores (a judge that disagrees), and bad_json / wrong_schema as above.
 `reject_json_schema=True` answers 400 to any json_schema response_format, as servers
 without structured-output support do. A normal answer is built from the ROI facts in the
 prompt, copying sizes, so it passes the grounding check.
@@ -62,6 +65,19 @@ def facts_of(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]
     image = _TAG["image_facts"].search(text)
     rois = _TAG["roi_facts"].search(text)
     return (json.loads(image.group(1)) if image else {}, json.loads(rois.group(1)) if rois else [])
+
+
+def is_judge(body: dict[str, Any]) -> bool:
+    """A request from the LLM judge (curate.score.judge): it carries the text to review."""
+    return "\n<text>\n" in user_text(body)
+
+
+def judge_answer(fault: str) -> dict[str, Any]:
+    """The judge's scores: 5/5/4, or those a `judge:a,c,l` fault names."""
+    name, _, arg = fault.partition(":")
+    a, c, k = (int(x) for x in arg.split(",")) if name == "judge" else (5, 5, 4)
+    return {"accuracy": a, "completeness": c, "clarity": k,
+            "rationale": "none" if min(a, c, k) >= 4 else "the side contradicts the facts"}
 
 
 def answer_from_facts(body: dict[str, Any]) -> dict[str, str]:
@@ -250,7 +266,7 @@ class FakeLLMServer:
             return 401, {}, {"error": {"message": "invalid api key", "type": "auth"}}
         if name == "disconnect":
             return None
-        levels = answer_from_facts(body)
+        levels = judge_answer(fault) if is_judge(body) else answer_from_facts(body)
         content: str | None = json.dumps(levels)
         refusal, finish = None, "stop"
         if name == "bad_json":

@@ -175,7 +175,13 @@ class DescribeConfig(Strict):
 
 
 class AskConfig(Strict):
-    max_questions: int = Field(default=10, ge=1)
+    """Computed VQA (curate.unit.text.vqa): GMAI-MMBench-style categories x granularity."""
+
+    max_questions: int = Field(default=10, ge=1, description="questions per image at most")
+    per_category: int = Field(
+        default=2, ge=1, description="questions per category per image at most (modality, "
+        "organ, presence, counting, localisation, laterality, size, attribute, comparison, "
+        "clinical), so no task dominates")
 
 
 class FilterConfig(Strict):
@@ -194,6 +200,60 @@ class FilterConfig(Strict):
         description="drop a sample whose named score in quality.scores (e.g. judge, "
         "alignment) is below the threshold; a sample without that score is kept",
     )
+
+
+class JudgeConfig(Strict):
+    """An LLM that reads each sample's text against its computed facts and scores it 1-5
+    on accuracy, completeness and clarity (docs/scores.md). Settings that change no
+    answer (concurrency, rates, retries, actors) leave the cached scores valid."""
+
+    backend: Literal["openai"] = Field(
+        default="openai",
+        description="openai: any OpenAI-compatible chat endpoint (vllm serve, a hosted API)")
+    base_url: str = Field(description="the endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="the model name the endpoint serves")
+    prompt_version: str = Field(default="judge-v1",
+                                description="curate/prompts/<version>.md and .schema.json")
+    aggregate: Literal["min", "mean"] = Field(
+        default="min", description="how `judge` combines the three scores: min (a text is "
+        "as good as its weakest axis) or mean")
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=256, ge=16)
+    concurrency: int = Field(default=16, ge=1,
+                             description="requests in flight for the whole build, divided "
+                             "among the actors")
+    rps: float | None = Field(default=None, gt=0,
+                              description="requests per second for the whole build")
+    max_retries: int = Field(default=3, ge=0,
+                             description="retries per sample (server errors, invalid answers)")
+    timeout_s: float = Field(default=120.0, gt=0)
+    api_key_env: str | None = Field(
+        default=None, description="variable holding the API key (default CURATE_LLM_API_KEY, "
+        "then OPENAI_API_KEY)")
+    price_per_1k_prompt: float = Field(default=0.0, ge=0)
+    price_per_1k_completion: float = Field(default=0.0, ge=0)
+    actors: int = Field(default=2, ge=1, description="judge client actors")
+    actor_cpus: float = Field(default=0.5, gt=0, description="CPUs each judge actor reserves")
+
+
+class AlignmentConfig(Strict):
+    """A trained bundled-model run (`curate train`) scoring each sample's image-caption
+    alignment (cosine similarity, -1..1) as the score `alignment`."""
+
+    run: str = Field(description="the training run folder (curate train --out RUN), "
+                     "relative to the recipe's folder")
+    batch_size: int = Field(default=64, ge=1, description="samples per forward pass")
+    num_gpus: float = Field(default=0, ge=0, description="GPUs each scoring actor reserves")
+    num_cpus: float = Field(default=1, gt=0, description="CPUs each scoring actor reserves")
+    actors: int = Field(default=1, ge=1, description="scoring actors (each loads the model)")
+
+
+class ScoreConfig(Strict):
+    """Scores later stages give every sample (quality.scores), after describe; use
+    `filters.min_scores` to drop below a threshold. Off unless configured."""
+
+    judge: JudgeConfig | None = None
+    alignment: AlignmentConfig | None = None
 
 
 class DecontaminateConfig(Strict):
@@ -269,6 +329,7 @@ class Recipe(Strict):
     ground: GroundConfig = GroundConfig()
     describe: DescribeConfig = DescribeConfig()
     ask: AskConfig = AskConfig()
+    score: ScoreConfig = ScoreConfig()
     filters: FilterConfig = FilterConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     split: SplitConfig = SplitConfig()

@@ -311,9 +311,14 @@ class OpenAIChatGenerator:
         if finish == "length":
             raise _Fault("truncated", f"answer hit max_tokens={self.max_tokens}")
         try:
-            return check_answer(content, roi_facts, self.check_sizes), mode
+            return self.check_content(content, roi_facts), mode
         except AnswerError as exc:
             raise _Fault(exc.kind, exc.detail) from None
+
+    def check_content(self, content: str | None, roi_facts: list[dict[str, Any]]) -> Any:
+        """The parsed answer, or AnswerError (retried like a transient fault); a subclass
+        asking another question (curate.score.judge) checks its own answer here."""
+        return check_answer(content, roi_facts, self.check_sizes)
 
     def _read_completion(self, completion: Any, usage: dict[str, int]
                          ) -> tuple[str | None, str | None, str | None]:
