@@ -2,8 +2,8 @@
 
 Every step is a map over parts or a group-by on the executor (curate.runner); the driver
 only gathers per-split counts, the pairs of cases that share a scan, and one small row per
-shard. Outputs are written into a staging folder and moved into place at the end, so a
-build killed here leaves the previous outputs intact.
+shard. Outputs are written into a staging folder and switched into place together at the
+end (curate.workdir.switch), so a build killed here leaves the previous outputs intact.
 
   parts ──map──► decisions (small columns: ids, hashes, filter verdicts)   [materialized]
   decisions ──group by image_sha256──► duplicate reasons
@@ -32,12 +32,13 @@ from curate.dataset.decontam import load_index
 from curate.dataset.ship import atomic_parquet, attach_decisions, write_shard
 from curate.model.recipe import Recipe
 from curate.unit.store import UnitStore
+from curate.workdir import STAGING, fault_point, switch
 
 SMALL = ["sample_id", "case_id", "image_sha256", "image_phash", "quality"]
 EVENT = pa.schema([("source", pa.string()), ("part", pa.string()), ("sample_id", pa.string()),
                    ("case_id", pa.string()), ("keep", pa.bool_()),
                    ("reasons", pa.list_(pa.string()))])
-OUTPUTS = ["shards", "manifest.parquet", "filtered.parquet", "quarantine.parquet"]
+OUTPUTS = ["shards", "manifest.parquet", "filtered.parquet", "quarantine.parquet", "data"]
 
 
 @dataclass
@@ -128,7 +129,7 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
     plan rows) into out/; returns counts and one row per shard. The dropped rows are in
     .staging/filtered.parquet/; their counts come from the report statistics."""
     store_root = str(out / "units")
-    staging = out / ".staging"
+    staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     result = Shipped()
@@ -137,6 +138,7 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
     with result.step("decisions", log):
         decisions = keys.map_batches(decide_parts, args=(recipe, store_root, variant,
                                                          str(recipe_dir))).materialize()
+    fault_point("finalize")
     rows = decisions.count()
     partitions = max(1, min(4 * ex.cpus + rows // 50_000, 2_000))  # ~50k rows per call
     extra = [decisions.partition_map("image_sha256", D.exact_duplicates,
@@ -176,10 +178,12 @@ def ship(ex, parts, recipe: Recipe, out: Path, variant: str | None, recipe_dir: 
         *[e.map_batches(reasons_to_events) for e in extra])
     kept = events.partition_map("part", attach_decisions, partitions=partitions,
                                 args=(recipe, store_root, variant, groups, shards, str(staging)))
-    written = kept.groupby_map("shard", write_shard, args=(staging, reports))
+    written = kept.groupby_map("shard", write_shard,
+                               args=(staging, reports, recipe.shard.parquet_images))
     with result.step("dedup, attach and write shards", log):
         for t in written.tables_iter():
             result.shards += t.to_pylist()
+    fault_point("finalize")
     result.shards.sort(key=lambda r: r["shard"])
     for s in result.shards:
         result.kept += s["samples"]
@@ -208,22 +212,13 @@ def write_indexes(dest: Path, shards: list[dict]) -> None:
         (dest / f"{split}.wids.json").write_text(json.dumps(index, indent=1))
 
 
-def publish(out: Path) -> None:
-    """Move the staged outputs into place (each a rename; the old one is removed first)."""
-    staging = out / ".staging"
+def publish(out: Path) -> list[str]:
+    """Switch everything staged in out/.staging (run.json written last) into place as one
+    step (curate.workdir.switch); the folders every build has exist even when empty.
+    Returns the names of the outputs."""
     for name in OUTPUTS:
-        new, old = staging / name, out / name
-        if not new.exists():
-            new.mkdir(parents=True)
-        trash = out / f".old-{name}"
-        shutil.rmtree(trash, ignore_errors=True)
-        if old.is_dir():
-            old.rename(trash)
-        elif old.exists():
-            old.unlink()
-        new.rename(old)
-        shutil.rmtree(trash, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+        (out / STAGING / name).mkdir(parents=True, exist_ok=True)
+    return switch(out)
 
 
 def _manifest_checks(t: pa.Table) -> pa.Table:
