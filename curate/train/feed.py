@@ -7,11 +7,20 @@
 Each item is the clean image as a float tensor (C, H, W) in [0, 1], the ROI masks as a
 bool tensor (R, H, W) aligned with record["rois"] (box ROIs get their box filled, marked
 by area_kind = "box" in the record), and the record itself (caption, levels, VQA, ...).
-Shards are split across DataLoader workers and, under torch.distributed, across nodes.
+`resize=(H, W)` (or one int for a square) gives every image and mask one size, so items
+batch with the default collate (boxes in `bbox_norm` stay valid: the resize is not a
+crop); `to_tensor=False` yields NumPy arrays instead of tensors. Shards are split across
+DataLoader workers and, under torch.distributed, across nodes.
+
+Decoding is NumPy work on the decoded PNG: one pass from uint8 (H, W, C) to float32
+(C, H, W) scaled to [0, 1], then a zero-copy `torch.from_numpy`; per-sample torch ops
+(`.float()`, `/ 255`, `.permute`, a copy to make it contiguous) cost 3-4x more.
+`benchmarks/feed.py` compares this with a plain webdataset loop.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -19,25 +28,61 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from curate.model import masks as mask_member
+from curate.model.errors import CurateError
 
-def _decode(sample: dict):
-    import torch
+SCALE = np.float32(1.0 / 255.0)
 
+
+def image_chw(png: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """float32 (C, H, W) in [0, 1] from PNG bytes (C = 1 for grey, 3 for colour)."""
+    with Image.open(io.BytesIO(png)) as im:
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(im)
+    hwc = arr[:, :, None] if arr.ndim == 2 else arr
+    out = np.empty((hwc.shape[2], hwc.shape[0], hwc.shape[1]), np.float32)
+    np.multiply(hwc.transpose(2, 0, 1), SCALE, out=out)  # one pass: cast, scale, transpose
+    return out
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour (R, H, W) -> (R, *size), by index arrays (no per-mask loop)."""
+    r, h, w = masks.shape
+    if (h, w) == tuple(size):
+        return masks
+    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(np.intp)
+    return masks[:, rows[:, None], cols[None, :]]
+
+
+def decode(sample: dict, size: tuple[int, int] | None = None, to_tensor: bool = True):
+    """(image, masks, record) from one shard sample's members."""
+    if mask_member.MEMBER not in sample:
+        raise CurateError(
+            f"sample {sample.get('__key__')} in {sample.get('__url__')} has no "
+            f"{mask_member.MEMBER} member: the build was made by an older curate; rebuild it")
     record = json.loads(sample["json"])
-    with Image.open(io.BytesIO(sample["png"])) as im:
-        arr = np.array(im.convert("RGB") if im.mode not in ("L", "RGB") else im)  # a copy
-    image = torch.from_numpy(arr).float() / 255.0
-    image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
-    h, w = image.shape[-2:]
-    masks = torch.zeros((len(record["rois"]), h, w), dtype=torch.bool)
-    for i, roi in enumerate(record["rois"]):
-        if roi.get("mask") and roi["mask"] in sample:
-            with Image.open(io.BytesIO(sample[roi["mask"]])) as m:
-                masks[i] = torch.from_numpy(np.asarray(m) > 0)
-        else:
-            x0, y0, x1, y1 = roi["bbox"]
-            masks[i, y0:y1, x0:x1] = True
+    image = image_chw(sample["png"], size)
+    masks = mask_member.unpack(sample[mask_member.MEMBER])
+    if size is not None:
+        masks = resize_masks(masks, size)
+    if to_tensor:
+        import torch
+
+        return torch.from_numpy(image), torch.from_numpy(np.ascontiguousarray(masks)), record
     return image, masks, record
+
+
+def _size(resize: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if resize is None:
+        return None
+    size = (resize, resize) if isinstance(resize, int) else tuple(resize)
+    if len(size) != 2 or min(size) < 1:
+        raise CurateError(f"resize must be a positive int or (height, width), not {resize!r}")
+    return int(size[0]), int(size[1])
 
 
 def shard_paths(build_dir: str | Path, split: str) -> list[str]:
@@ -47,14 +92,26 @@ def shard_paths(build_dir: str | Path, split: str) -> list[str]:
     return paths
 
 
-def samples(build_dir: str | Path, split: str = "train", shuffle: int = 0, seed: int = 0):
-    """An iterable dataset over one split's shards (webdataset pipeline)."""
+def samples(build_dir: str | Path, split: str = "train", shuffle: int = 0, seed: int = 0, *,
+            resize: int | tuple[int, int] | None = None, to_tensor: bool = True,
+            handler=None):
+    """An iterable dataset over one split's shards (webdataset pipeline).
+
+    shuffle: buffer size of the sample shuffle (0: shards and samples in order).
+    resize: (H, W) or one int: every image and mask to that size (bilinear / nearest).
+    to_tensor: torch tensors (default) or NumPy arrays.
+    handler: webdataset's error policy for a bad shard or sample (default: raise;
+    e.g. `webdataset.warn_and_continue`).
+    """
     import webdataset as wds
 
+    handler = handler or wds.reraise_exception
+    size = _size(resize)
     stages = [wds.SimpleShardList(shard_paths(build_dir, split), seed=seed if shuffle else None),
               wds.split_by_node, wds.split_by_worker,
-              wds.tarfile_to_samples(handler=wds.reraise_exception)]
+              wds.tarfile_to_samples(handler=handler)]
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(wds.map(_decode))
+    stages.append(wds.map(functools.partial(decode, size=size, to_tensor=to_tensor),
+                          handler=handler))
     return wds.DataPipeline(*stages)
