@@ -266,7 +266,7 @@ def test_every_pydicom_test_file_is_read_or_reported(tmp_path, write_recipe):
     q = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert all(r["message"] for r in q)
     errors = {r["file"]: r["error"] for r in q}
-    assert errors["JPEG-lossy.dcm"] == "IngestError"  # no installed decoder reads it
+    assert "JPEG-lossy.dcm" not in errors  # 12-bit JPEG Extended, through GDCM
     assert errors["reportsi.dcm"] == "NotAnImage"
     assert "MR_small.dcm" not in errors  # its truncated twin is a duplicate, not its fault
     assert record["counts"]["filter"]["kept"] >= 50

@@ -172,11 +172,12 @@ def test_rtstruct_contours_are_rasterised(tmp_path):
 
 
 def write_uneven_series(folder, hu):
-    """A 5-slice series 2 mm apart whose last slice moved from z=8 to z=12 (steps 2,2,2,6)."""
+    """A 5-slice series 2 mm apart whose last slice moved from z=8 to z=10 (steps 2,2,2,4:
+    uneven, but under volume.max_gap x the median step, so not a gap)."""
     paths = write_dicom_series(folder, hu, (1.0, 1.0, 2.0))
     last = max(paths, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     ds = pydicom.dcmread(last)
-    ds.ImagePositionPatient = [0.0, 0.0, 12.0]
+    ds.ImagePositionPatient = [0.0, 0.0, 10.0]
     ds.save_as(last)
 
 
@@ -197,8 +198,96 @@ def test_uneven_spacing_follows_the_declared_rule(tmp_path, rule):
     assert case.image.GetSpacing()[2] == pytest.approx(2.0)
     if rule == "median":
         assert arr.tolist() == [0, 100, 200, 300, 400]
-    else:  # z = 0, 2, ..., 12: the gap between z=6 (300) and z=12 (400) is interpolated
-        assert arr == pytest.approx([0, 100, 200, 300, 300 + 100 / 3, 300 + 200 / 3, 400])
+    else:  # z = 0, 2, ..., 10: the step between z=6 (300) and z=10 (400) is interpolated
+        assert arr == pytest.approx([0, 100, 200, 300, 350, 400])
+
+
+def write_gap_series(folder, gap_mm=200.0):
+    """Six 2 mm slices in two runs of three, `gap_mm` apart (missing slices between)."""
+    hu = np.zeros((6, 8, 8), np.float32) + np.arange(6)[:, None, None] * 100
+    paths = write_dicom_series(folder, hu, (1.0, 1.0, 2.0))
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        z = float(ds.ImagePositionPatient[2])
+        if z >= 6:
+            ds.ImagePositionPatient = [0.0, 0.0, z + gap_mm]
+            ds.save_as(p)
+    return paths
+
+
+@pytest.mark.parametrize("rule", ["split", "reject"])
+def test_a_gap_splits_the_series_or_rejects_it_never_interpolates(tmp_path, rule):
+    from curate.model.errors import IngestError
+    write_gap_series(tmp_path / "s")
+    spec = SourceSpec(name="d", format="dicom", layout={"images": ["s/*.dcm"],
+                                                         "volume": {"gaps": rule}})
+    units, _ = plan_dicom(spec, tmp_path)
+    assert len(units) == 1
+    if rule == "reject":
+        with pytest.raises(IngestError, match="gap"):
+            read_dicom(spec, tmp_path, units[0])
+        return
+    cases = read_dicom(spec, tmp_path, units[0])
+    assert [sitk.GetArrayFromImage(c.image)[:, 0, 0].tolist() for c in cases] == \
+        [[0, 100, 200], [300, 400, 500]]  # 3 + 3 slices, none made up across 200 mm
+    assert [c.image.GetOrigin()[2] for c in cases] == [0.0, 206.0]
+    assert all(c.image.GetSpacing()[2] == pytest.approx(2.0) for c in cases)
+    assert all("split into 2 sub-volumes" in " ".join(c.meta.notes) for c in cases)
+
+
+def break_pixels(path):
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]  # too short for Rows x Columns
+    ds.save_as(path)
+
+
+def test_a_slice_that_does_not_decode_loses_only_itself_and_is_named(tmp_path):
+    from curate.model.recipe import Recipe
+    from curate.unit.pipeline import process_unit
+    hu = np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100
+    paths = sorted(write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0)))
+    bad = next(p for p in paths if float(pydicom.dcmread(p).ImagePositionPatient[2]) == 4.0)
+    break_pixels(bad)
+    spec = SourceSpec(name="d", format="dicom", modality="CT",
+                      layout={"images": ["s/*.dcm"], "volume": {"uneven_spacing": "median"}})
+    units, _ = plan_dicom(spec, tmp_path)
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    assert sitk.GetArrayFromImage(case.image)[:, 0, 0].tolist() == [0, 100, 300, 400]
+    assert [Path(rel).name for rel, _ in case.meta.skipped] == [bad.name]
+    assert "did not decode" in " ".join(case.meta.notes)
+    recipe = Recipe(name="t", sources=[spec.model_dump(exclude_none=True)])
+    result = process_unit(spec, tmp_path, units[0].stamp(tmp_path, "test"), recipe)
+    assert result.samples  # the good slices still ship
+    assert [(Path(q["file"]).name, q["stage"]) for q in result.quarantine] == \
+        [(bad.name, "ingest")]
+
+
+def test_files_without_geometry_in_one_series_fail_one_by_one(tmp_path):
+    hu = np.zeros((3, 8, 8), np.float32) + 100
+    paths = sorted(write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0)))
+    for p in paths:  # secondary-capture-like: a shared series, no patient geometry
+        ds = pydicom.dcmread(p)
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+        ds.save_as(p)
+    break_pixels(paths[1])
+    spec = spec_for(["s/*.dcm"])
+    units, _ = plan_dicom(spec, tmp_path)
+    assert len(units) == 1
+    cases = read_dicom(spec, tmp_path, units[0])
+    assert len(cases) == 2
+    assert [Path(rel).name for rel, _ in cases[0].meta.skipped] == [paths[1].name]
+
+
+def test_jpeg_extended_12_bit_decodes_like_its_jpeg_2000_twin():
+    """pydicom's JPEG-lossy.dcm (JPEG Extended, 12-bit, refused by every pydicom plugin)
+    and JPEG2000.dcm hold the same image of one series, each lossy-compressed."""
+    (lossy,) = read_one("JPEG-lossy.dcm")
+    (twin,) = read_one("JPEG2000.dcm")
+    a, b = (np.asarray(c.pixels if isinstance(c, ImageCase) else
+                       sitk.GetArrayFromImage(c.image), float).ravel() for c in (lossy, twin))
+    assert a.shape == b.shape == (1024 * 256,)
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+    assert np.median(np.abs(a - b)) <= 4  # on a 0-264 range: lossy noise, not another image
 
 
 @pytest.mark.parametrize("rule,count", [("first", 1), ("mean", 1), ("split", 2)])

@@ -71,6 +71,8 @@ class CaseMeta:
     label_map: dict[int, str] | None = None  # from the data itself (SEG/RTSTRUCT names)
     image_labels: list[str] = field(default_factory=list)  # image-level class labels
     source_qa: list[dict] = field(default_factory=list)  # QA written by the dataset's authors
+    # files of the unit this case could not use, each with the error: a quarantine row each
+    skipped: list[tuple[str, Exception]] = field(default_factory=list)
 
 
 @dataclass

@@ -12,6 +12,7 @@ Compressed transfer syntaxes decode through the pylibjpeg plugins.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,13 +112,57 @@ def _meta(ds: pydicom.Dataset, spec: SourceSpec, rel: str) -> CaseMeta:
     )
 
 
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def gdcm_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """Pixels decoded by GDCM itself, for the JPEG Extended 12-bit syntax that pydicom's
+    plugins (including its GDCM plugin) refuse; grey images only, as stored."""
+    import gdcm
+
+    path = getattr(ds, "filename", None)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not path or not reader.Read():
+        raise IngestError("GDCM could not read the file")
+    image = reader.GetImage()
+    fmt = image.GetPixelFormat()
+    if fmt.GetSamplesPerPixel() != 1 or fmt.GetBitsAllocated() not in (8, 16):
+        raise IngestError("GDCM fallback reads grey 8- or 16-bit images only")
+    dtype = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}[
+        (fmt.GetBitsAllocated(), fmt.GetPixelRepresentation())]
+    raw = image.GetBuffer().encode("utf-8", "surrogateescape")  # SWIG hands bytes as str
+    dims = [image.GetDimension(i) for i in range(image.GetNumberOfDimensions())]
+    frames = dims[2] if len(dims) > 2 else 1
+    arr = np.frombuffer(raw, dtype=dtype)
+    if arr.size != frames * dims[0] * dims[1]:
+        raise IngestError(f"GDCM decoded {arr.size} pixels, expected "
+                          f"{frames * dims[0] * dims[1]}")
+    arr = arr.reshape(frames, dims[1], dims[0])
+    return arr if frames > 1 else arr[0]
+
+
+def pixel_array(ds: pydicom.Dataset) -> np.ndarray:
+    """ds.pixel_array, with GDCM's own decoder for 12-bit JPEG Extended."""
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+        error = exc
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax == JPEG_EXTENDED and int(ds.get("BitsStored", 8) or 8) > 8:
+        try:
+            return gdcm_pixels(ds)
+        except ImportError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    raise IngestError(f"pixel data not decodable: {str(error).strip()[:300]}",
+                      file=getattr(ds, "curate_rel", None)) from error
+
+
 def _frames(ds: pydicom.Dataset) -> np.ndarray:
     """Pixels as (frames, rows, cols[, 3]): grey in modality units (float), colour as RGB."""
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
-        raise IngestError(f"pixel data not decodable: {str(exc).strip()[:300]}",
-                          file=getattr(ds, "curate_rel", None)) from exc
+    arr = pixel_array(ds)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
@@ -175,10 +220,26 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     if len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
         return _frame_images(first, meta, spec)
     if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
-        many = len(datasets) > 1
-        return [_projection(ds, meta, spec, index=i if many else -1)
-                for i, ds in enumerate(datasets)]
-    return [_volume(datasets, annots, meta, spec.layout.volume)]
+        return _projections(datasets, meta, spec)
+    return _volumes(datasets, annots, meta, spec.layout.volume)
+
+
+def _projections(datasets: list, meta: CaseMeta, spec: SourceSpec) -> list[ImageCase]:
+    """Images without patient geometry that share a series: each file on its own, so one
+    that does not decode loses only itself (named in the quarantine)."""
+    many = len(datasets) > 1
+    out, failed = [], []
+    for i, ds in enumerate(datasets):
+        try:
+            out.append(_projection(ds, meta, spec, index=i if many else -1))
+        except IngestError as exc:
+            if not many:
+                raise
+            failed.append((ds.curate_rel, exc))
+    if not out:
+        raise failed[0][1]
+    meta.skipped.extend(failed)
+    return out
 
 
 def even_grid(stack: np.ndarray, along: np.ndarray, dz: float) -> np.ndarray:
@@ -250,15 +311,64 @@ def _assemble(slices: list[np.ndarray], positions: list[np.ndarray], iop, spacin
     return vol, order
 
 
-def _volume(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules) -> VolumeCase:
+def gap_runs(along: np.ndarray, rules: VolumeRules) -> list[slice]:
+    """Runs of sorted slice positions with no step over rules.max_gap x the median step."""
+    if len(along) < 3:
+        return [slice(0, len(along))]
+    steps = np.diff(along)
+    dz = float(np.median(steps))
+    cuts = [i + 1 for i, step in enumerate(steps) if step > rules.max_gap * dz]
+    bounds = [0, *cuts, len(along)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _volumes(datasets: list, annots: list, meta: CaseMeta, rules: VolumeRules
+             ) -> list[VolumeCase]:
+    """The series as one volume, or one per run of slices between gaps (rules.gaps); a
+    slice that does not decode loses only itself (named in the quarantine)."""
     first = datasets[0]
-    positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
     iop = [float(v) for v in first.ImageOrientationPatient]
-    keep = first_per_position(positions, np.cross(iop[:3], iop[3:]), rules, meta)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
+    keep = first_per_position(positions, normal, rules, meta)
     datasets, positions = [datasets[i] for i in keep], [positions[i] for i in keep]
-    slices = [_frames(ds)[0] for ds in datasets]
+    slices, good, failed = [], [], []
+    for i, ds in enumerate(datasets):
+        try:
+            slices.append(_frames(ds)[0])
+            good.append(i)
+        except IngestError as exc:
+            failed.append((ds.curate_rel, exc))
+    if not good:
+        raise failed[0][1]
+    if failed:
+        meta.skipped.extend(failed)
+        meta.notes.append(f"{len(failed)} slice file(s) did not decode and were left out")
+    datasets, positions = [datasets[i] for i in good], [positions[i] for i in good]
     if any(s.ndim != 2 or s.shape != slices[0].shape for s in slices):
         raise IngestError("series mixes colour or differently sized slices")
+    order = np.argsort([float(p @ normal) for p in positions], kind="stable")
+    along = np.array([float(positions[i] @ normal) for i in order])
+    runs = gap_runs(along, rules)
+    if len(runs) > 1:
+        if rules.gaps == "reject":
+            raise IngestError(f"series has {len(runs) - 1} gap(s) between slices (over "
+                              f"{rules.max_gap:g} x the median step); rejected by the "
+                              "source's rule (volume.gaps)")
+        meta.notes.append(f"{len(runs) - 1} gap(s) between slices; split into {len(runs)} "
+                          "sub-volumes, nothing interpolated across a gap")
+    out = []
+    for run in runs:
+        idx = [int(i) for i in order[run]]
+        sub = replace(meta, notes=list(meta.notes)) if len(runs) > 1 else meta
+        out.append(_volume([datasets[i] for i in idx], [slices[i] for i in idx],
+                           [positions[i] for i in idx], annots, sub, rules))
+    return out
+
+
+def _volume(datasets: list, slices: list, positions: list, annots: list, meta: CaseMeta,
+            rules: VolumeRules) -> VolumeCase:
+    first = datasets[0]
     vol, _ = _assemble(slices, positions, first.ImageOrientationPatient, first.PixelSpacing, meta,
                        rules)
     if len(datasets) == 1:
@@ -280,11 +390,7 @@ def _enhanced_volume(ds: pydicom.Dataset, meta: CaseMeta, rules: VolumeRules) ->
     """Enhanced CT/MR: one file, per-frame positions, shared orientation and spacing."""
     shared = ds.SharedFunctionalGroupsSequence[0]
     per = ds.PerFrameFunctionalGroupsSequence
-    try:
-        raw = ds.pixel_array.astype(np.float32)
-    except Exception as exc:  # noqa: BLE001
-        raise IngestError(f"pixel data not decodable: {str(exc).strip()[:300]}",
-                          file=getattr(ds, "curate_rel", None)) from exc
+    raw = pixel_array(ds).astype(np.float32)
     raw = raw if raw.ndim == 3 else raw[None]
     frames = []
     for frame, group in zip(raw, per, strict=True):

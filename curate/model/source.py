@@ -127,6 +127,16 @@ class VolumeRules(Strict):
         description="DICOM series with several instances at one position (re-sent or "
         "re-encoded copies): keep the first file of each position, or reject",
     )
+    gaps: Literal["split", "reject"] = Field(
+        default="split",
+        description="DICOM series with a step between slices over max_gap times the median "
+        "step (missing slices): split into sub-volumes at each gap, or reject; never "
+        "interpolated across",
+    )
+    max_gap: float = Field(
+        default=2.5, gt=1,
+        description="a slice step over this multiple of the median step is a gap",
+    )
     four_d: Literal["first", "mean", "split"] = Field(
         default="first",
         description="4D NIfTI (time or channels): the first volume, the mean over the 4th "

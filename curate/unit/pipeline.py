@@ -97,7 +97,8 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     vqa = [{"question": q["question"], "answer": q["answer"],
             "type": "closed" if q.get("type") in ("closed", "yes/no") else "open",
             "category": "source", "options": [], "origin": "source"}
-           for q in view.meta.source_qa] + ask(ctx, recipe.ask.max_questions, seed=sample_id)
+           for q in view.meta.source_qa] + ask(ctx, recipe.ask.max_questions, seed=sample_id,
+                                                  per_category=recipe.ask.per_category)
     result.seconds["ask"] += time.perf_counter() - t
     result.counts["vqa"] += len(vqa)
     t = time.perf_counter()
@@ -237,6 +238,10 @@ def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
         t = time.perf_counter()
         cases = read(spec, root, unit)
         result.seconds["ingest"] += time.perf_counter() - t
+        skipped = {rel: exc for case in cases for rel, exc in case.meta.skipped}
+        for rel, exc in sorted(skipped.items()):  # files the unit's cases could not use
+            result.quarantine.append(quarantine_row(spec.name, unit.unit_id, rel, "ingest",
+                                                    exc, root))
         result.counts["cases"] += len(cases)
         stage = "normalize"
         t = time.perf_counter()
