@@ -5,8 +5,9 @@ sets each sample's keep decision, reasons and split, writes the dropped rows to
 filtered.parquet/<part>.parquet and returns the kept rows with their shard name and order.
 `write_shard` runs once per shard, on a worker: it writes {split}-{index}.tar (members
 in the shard's seeded order, fixed mtime, so bytes repeat), the shard's manifest part
-manifest.parquet/{split}-{index}.parquet, and returns its counts and sha256 (hashed as
-it is written, never re-read).
+manifest.parquet/{split}-{index}.parquet, the same rows with their image and masks as the
+Parquet export data/{split}-{index}.parquet (curate.dataset.hub), and returns its counts
+and sha256 (hashed as it is written, never re-read).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from webdataset import TarWriter
 
 from curate.dataset.decide import shard_of, split_of
+from curate.dataset.hub import DATA, parquet_table, write_parquet_part
 from curate.model.masks import MEMBER as MASKS_MEMBER
 from curate.model.masks import masks_array
 from curate.model.masks import pack as pack_masks
@@ -152,24 +154,32 @@ SHARD_RESULT = pa.schema([("shard", pa.string()), ("split", pa.string()),
                           ("sha256", pa.string()), ("reports", pa.string())])
 
 
-def write_shard(rows: pa.Table, staging: Path, reports=None) -> pa.Table:
-    """Write one shard's tar and manifest part; `reports(manifest_part) -> dict` adds the
-    per-part aggregates (validation, card statistics) computed here, on the worker."""
+def write_shard(rows: pa.Table, staging: Path, reports=None,
+                parquet_images: bool = True) -> pa.Table:
+    """Write one shard's tar, manifest part and (unless `parquet_images` is off) Parquet
+    export part; `reports(manifest_part) -> dict` adds the per-part aggregates
+    (validation, card statistics) computed here, on the worker."""
     rows = rows.sort_by("_order")
     name = rows.column("shard")[0].as_py()
     split = rows.column("split")[0].as_py()
     dest = staging / "shards" / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{name}.tmp{os.getpid()}")
+    masks = []
     with open(tmp, "wb") as raw:
         stream = _Hashing(raw)
         writer = TarWriter(stream, mtime=MTIME, encoder=False)
         for row in rows.to_pylist():
-            writer.write(sample_members(row))
+            members = sample_members(row)
+            masks.append(members[MASKS_MEMBER])
+            writer.write(members)
         writer.close()
     os.replace(tmp, dest)
     manifest = rows.select(MANIFEST.names).cast(MANIFEST)
-    atomic_parquet(manifest, staging / "manifest.parquet" / name.replace(".tar", ".parquet"))
+    part = name.replace(".tar", ".parquet")
+    atomic_parquet(manifest, staging / "manifest.parquet" / part)
+    if parquet_images:
+        write_parquet_part(parquet_table(rows, masks), staging / DATA / part)
     extra = reports(manifest) if reports else {}
     return pa.Table.from_pylist([{"shard": name, "split": split, "samples": rows.num_rows,
                                   "bytes": stream.size, "sha256": stream.h.hexdigest(),
