@@ -139,7 +139,9 @@ def test_card_stats_of_two_parts_merge_to_the_stats_of_the_whole(seed):
                                            whole.column("source").to_pylist(), strict=True)
                          if s == source)
         assert ids == all_ids[:len(ids)] and 0 < len(ids) <= 4
-    assert set(expected["examples"][0]) == {"sample_id", "source", "shard", "rois", "caption"}
+    assert set(expected["examples"][0]) == {"sample_id", "source", "shard", "split", "modality",
+                                            "anatomy", "width", "height", "rois", "levels",
+                                            "caption", "vqa"}
 
 
 def test_dropped_and_quarantine_stats_merge_by_reason_and_error():
@@ -160,37 +162,6 @@ def test_dropped_and_quarantine_stats_merge_by_reason_and_error():
     assert merge_stats(quarantine_stats(q.slice(2)), quarantine_stats(q.slice(0, 2))) == \
         quarantine_stats(q)
     assert quarantine_stats(q)["errors"] == {"describe": {"X": 1}, "ingest": {"IngestError": 2}}
-
-
-def test_data_card_renders_from_merged_stats(tmp_path):
-    from curate.model.records import QUARANTINE
-    from curate.model.source import SourceSpec
-    from curate.report.datacard import card_stats, dropped_stats, merge_stats, quarantine_stats
-
-    whole = manifest()
-    a, b = halves(whole, 0)
-    specs = [SourceSpec.model_validate({
-        "name": n, "format": "image_mask", "layout": {"images": ["*.png"]},
-        "license": {"spdx": "CC-BY-4.0", "name": "cc", "commercial_use": True}}) for n in "abc"]
-    record = {"curate_version": "0", "pipeline_version": "1", "recipe_file": "r.yaml",
-              "sources_missing": {},
-              "recipe": {"name": "t", "description": "d",
-                         "describe": {"knowledge": {"k": 3, "kb": "kb"}},
-                         "normalize": {"mr_percentiles": [1, 99]}},
-              "counts": {"shard": {"shards": 1}, "describe": {}}}
-    path = tmp_path / "DATACARD.md"
-    from curate.report.datacard import write_datacard
-    write_datacard(path, record, merge_stats(card_stats(a), card_stats(b)),
-                   dropped_stats(to_table([row(99, keep=False, reasons=["blank"])], MANIFEST)),
-                   quarantine_stats(to_table([], QUARANTINE)), specs, figure="figures/x.png")
-    card = path.read_text()
-    assert "- 40 samples (2D views) kept in 1 WebDataset shards; 1 dropped" in card
-    assert "deterministic grounded generator" in card and "32 samples" in card
-    assert "8 samples: backend `openai`, model `m1` with prompt `p1`" in card
-    assert "| a | 14 | from DICOM header | CC-BY-4.0 | True |" in card
-    assert "| blank | 1 |" in card and "No file was quarantined." in card
-    assert "7 samples carry `knowledge_refs`" in card and "figures/x.png" in card
-    assert "VQA pairs: 39" in card and "'expert:x': 20" in card
 
 
 def test_validate_parts_and_global_counts_flag_a_bad_box_and_a_case_in_two_splits():

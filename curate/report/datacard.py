@@ -1,6 +1,7 @@
-"""DATACARD.md: what was built, from what, under which licences, and how it was decided.
+"""The data card's statistics: small, mergeable aggregates, never the manifest itself.
 
-The card is rendered from small, mergeable statistics, never from the manifest itself:
+The card (curate.report.card_markdown), its plots (curate.report.figures) and its front
+matter (curate.report.hub_meta) are rendered from these:
 each shard writer computes `card_stats` (kept rows), `dropped_stats` (filtered rows) and
 `quarantine_stats` on its own part, and the driver folds them with `merge_stats`, which is
 associative and commutative and gives the same result in any order. Every statistic is a
@@ -11,37 +12,17 @@ list of example rows for the contact sheet.
 from __future__ import annotations
 
 from functools import reduce
-from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.model.recipe import SourceSpec
-
 EXAMPLES_PER_SOURCE = 4  # the smallest sample ids of each source, for the contact sheet
-EXAMPLE_FIELDS = ["sample_id", "source", "shard", "rois", "caption"]
+EXAMPLE_FIELDS = ["sample_id", "source", "shard", "split", "modality", "anatomy", "width",
+                  "height", "rois", "levels", "caption", "vqa"]
+CAPTION_BIN = 50  # caption length histogram: 50-character bins ...
+CAPTION_MAX = 1500  # ... the last one holding every caption from 1500 characters on
 
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def commercial_note(specs: list[SourceSpec]) -> str:
-    """The dataset allows commercial use only if every source does; say which do not."""
-    blocked = [s.name for s in specs if not s.license or s.license.commercial_use is False]
-    unknown = [s.name for s in specs if s.license and s.license.commercial_use == "unknown"]
-    if not blocked and not unknown:
-        return "Every source allows commercial use."
-    parts = []
-    if blocked:
-        parts.append(f"do not allow commercial use or state no licence: {', '.join(blocked)}")
-    if unknown:
-        parts.append(f"leave commercial use unclear: {', '.join(unknown)}")
-    return ("**Commercial use:** the build inherits the strictest licence of its sources; "
-            "these " + "; these ".join(parts) + ". Filter by `license` or `source` before any "
-            "commercial use.")
 
 def _key(value) -> str:
     return "" if value is None else str(value)
@@ -70,14 +51,11 @@ def _nested(table: pa.Table, keys: list[str]) -> dict:
     return out
 
 
-def _list_field(table: pa.Table, column: str, field: str) -> pa.Array:
-    flat = pc.list_flatten(table.column(column))
-    return pc.struct_field(flat, field) if len(flat) else pa.array([], pa.string())
-
-
-def _caption_bucket(n: int) -> int:
-    """Histogram bucket of a caption length: 0, then powers of two (1, 2, 4, ... 512)."""
-    return 0 if n <= 0 else 1 << (n.bit_length() - 1)
+def _list_field(table: pa.Table, column: str, field: str, empty: str = "string") -> pa.Array:
+    """One field of every element of a list-of-struct column; an empty array of type
+    `empty` when there are none."""
+    flat = pc.list_flatten(table.column(column)) if table.num_rows else []
+    return pc.struct_field(flat, field) if len(flat) else pa.array([], empty)
 
 
 def _examples(table: pa.Table, per_source: int = EXAMPLES_PER_SOURCE) -> list[dict]:
@@ -126,186 +104,83 @@ def merge_all(parts: list[dict]) -> dict:
     return reduce(merge_stats, parts, {})
 
 
+def _log2_buckets(values: pa.Array, low: int, high: int) -> dict[str, int]:
+    """Counts of floor(log2(v)) clipped to [low, high], keyed by the exponent; null and
+    non-positive values count under ""."""
+    arr = np.asarray(pc.fill_null(values, -1.0).to_numpy(zero_copy_only=False), np.float64)
+    ok = arr > 0
+    exps = np.clip(np.floor(np.log2(arr[ok])), low, high).astype(int)
+    out = {str(k): int(n) for k, n in zip(*np.unique(exps, return_counts=True), strict=True)}
+    if (~ok).any():
+        out[""] = int((~ok).sum())
+    return out
+
+
+def _caption_hist(lengths: np.ndarray) -> dict[str, int]:
+    """Caption lengths in CAPTION_BIN-character bins (key: the bin's lower bound), the last
+    bin holding everything from CAPTION_MAX on."""
+    bins = np.minimum(lengths // CAPTION_BIN * CAPTION_BIN, CAPTION_MAX)
+    return {str(k): int(n) for k, n in zip(*np.unique(bins, return_counts=True), strict=True)}
+
+
 def card_stats(table: pa.Table) -> dict:
     """What the card says about kept rows, for one manifest part (MANIFEST schema)."""
     gen = table.column("generation")
     models = pa.table({"backend": pc.struct_field(gen, "backend"),
                        "model": pc.struct_field(gen, "model"),
                        "prompt": pc.struct_field(gen, "prompt_version")}) if table.num_rows \
-        else pa.table({"backend": pa.array([], pa.string())} | {
-            k: pa.array([], pa.string()) for k in ("model", "prompt")})
-    lengths = pc.utf8_length(pc.fill_null(table.column("caption"), "")).to_pylist() \
-        if table.num_rows else []
-    hist: dict[str, int] = {}
-    for n in lengths:
-        hist[str(_caption_bucket(n))] = hist.get(str(_caption_bucket(n)), 0) + 1
+        else pa.table({k: pa.array([], pa.string()) for k in ("backend", "model", "prompt")})
+    lengths = np.asarray(pc.utf8_length(pc.fill_null(table.column("caption"), "")).to_numpy(
+        zero_copy_only=False), np.int64) if table.num_rows else np.zeros(0, np.int64)
     refs = pc.list_value_length(table.column("knowledge_refs"))
+    rois = table.column("rois")
+    roi_sources = pc.take(table.column("source"), pc.list_parent_indices(rois)) \
+        if table.num_rows else pa.array([], pa.string())
+    by_origin = pa.table({"source": roi_sources,
+                          "origin": _list_field(table, "rois", "origin")})
     stats = {
         "rows": table.num_rows,
         "per_source": _counts(table.column("source")),
         "per_modality": _counts(table.column("modality")),
+        "per_source_modality": _nested(table, ["source", "modality"]),
         "per_split": _counts(table.column("split")),
         "licenses": _nested(table, ["source", "license"]),
         "backends": _nested(models, ["backend", "model", "prompt"]),
-        "roi_origins": _counts(_list_field(table, "rois", "origin")),
+        "roi_origins": _counts(by_origin.column("origin")),
+        "roi_origins_by_source": _nested(by_origin, ["source", "origin"]),
+        "roi_kinds": _counts(_list_field(table, "rois", "area_kind")),
+        "roi_findings": _counts(_list_field(table, "rois", "finding")),
+        "roi_area_frac_log2": _log2_buckets(_list_field(table, "rois", "area_frac", "float64"),
+                                            -14, 0),
+        "roi_diameter_mm_log2": _log2_buckets(
+            _list_field(table, "rois", "longest_diameter_mm", "float64"), -1, 9),
         "vqa_origins": _counts(_list_field(table, "vqa", "origin")),
+        "vqa_categories": _counts(_list_field(table, "vqa", "category")),
+        "vqa_types": _counts(_list_field(table, "vqa", "type")),
         "knowledge_refs": int(pc.sum(pc.greater(refs, 0)).as_py() or 0) if len(refs) else 0,
-        "caption_chars": {"sum": int(sum(lengths)), "hist": hist},
+        "caption_chars": {"sum": int(lengths.sum()), "hist": _caption_hist(lengths)},
         "examples": _examples(table),
     }
     return _merge(stats, {})
 
 
 def dropped_stats(table: pa.Table) -> dict:
-    """Filtered rows of one part: how many, per source, and per reason (the reason's name,
-    before any ':'); a sample dropped for two reasons counts once under each."""
-    reasons = pc.list_flatten(pc.struct_field(table.column("quality"), "reasons")) \
-        if table.num_rows else pa.array([], pa.string())
-    names = pc.list_element(pc.split_pattern(reasons, ":", max_splits=1), 0) \
-        if len(reasons) else reasons
+    """Filtered rows of one part: how many, per source and split, and per reason (the
+    reason's name, before any ':') overall and per split; a sample dropped for two reasons
+    counts once under each."""
+    reasons = pc.struct_field(table.column("quality"), "reasons")
+    flat = pc.list_flatten(reasons) if table.num_rows else pa.array([], pa.string())
+    names = pc.list_element(pc.split_pattern(flat, ":", max_splits=1), 0) if len(flat) else flat
+    splits = pc.take(table.column("split"), pc.list_parent_indices(reasons)) \
+        if len(flat) else pa.array([], pa.string())
     return _merge({"rows": table.num_rows, "per_source": _counts(table.column("source")),
-                   "reasons": _counts(names)}, {})
+                   "per_split": _counts(table.column("split")),
+                   "reasons": _counts(names),
+                   "reasons_by_split": _nested(pa.table({"split": splits, "reason": names}),
+                                               ["split", "reason"])}, {})
 
 
 def quarantine_stats(table: pa.Table) -> dict:
     """Quarantined files of one part (QUARANTINE schema): per stage and error, per source."""
     return _merge({"rows": table.num_rows, "per_source": _counts(table.column("source")),
                    "errors": _nested(table, ["stage", "error"])}, {})
-
-
-def _as_stats(kept, dropped, quarantine) -> tuple[dict, dict, dict]:
-    if isinstance(kept, pa.Table):  # whole tables, from a caller not yet passing stats
-        kept, dropped, quarantine = (card_stats(kept), dropped_stats(dropped),
-                                     quarantine_stats(quarantine))
-    return merge_stats(kept, {}), merge_stats(dropped, {}), merge_stats(quarantine, {})
-
-
-def write_datacard(path: Path, record: dict, kept_stats: dict, dropped_stats: dict,
-                   quarantine_stats: dict, specs: list[SourceSpec],
-                   figure: str | None = None) -> None:
-    """Render DATACARD.md from the run record and the merged statistics of the kept,
-    filtered and quarantined rows (merge_stats of card_stats, dropped_stats and
-    quarantine_stats over every part; {} stands for none)."""
-    kept, dropped, quarantine = _as_stats(kept_stats, dropped_stats, quarantine_stats)
-    c = record["counts"]
-    recipe = record["recipe"]
-    per_source = kept.get("per_source", {})
-    per_modality = kept.get("per_modality", {})
-    backends = kept.get("backends", {})
-    origins = kept.get("roi_origins", {})
-    vqa_origins = kept.get("vqa_origins", {})
-    captions = kept.get("caption_chars", {})
-    reasons = dropped.get("reasons", {})
-    licences = sorted({(s.license.spdx or s.license.name) if s.license else "unstated"
-                       for s in specs})
-    out = [
-        "---",
-        f"pretty_name: {recipe['name']}",
-        "task_categories: [image-to-text, visual-question-answering]",
-        "tags: [medical, curate]",
-        f"license: {'other' if len(licences) != 1 else licences[0]}",
-        "---",
-        "",
-        f"# {recipe['name']}",
-        "",
-        recipe.get("description") or "",
-        "",
-        f"Built by curate {record['curate_version']} (pipeline {record['pipeline_version']}) "
-        f"from `{record['recipe_file']}`. Everything below is computed from the build "
-        "outputs; `run.json` holds the full resolved configuration and package versions.",
-        "",
-        "## Contents",
-        "",
-        f"- {kept.get('rows', 0)} samples (2D views) kept in {c['shard']['shards']} WebDataset "
-        f"shards; {dropped.get('rows', 0)} dropped by filters (`filtered.parquet`); "
-        f"{quarantine.get('rows', 0)} file(s) quarantined (`quarantine.parquet`).",
-        f"- Splits by patient (salted hash of the case id): {kept.get('per_split', {})}.",
-        f"- ROIs: {sum(origins.values())} ({origins}); VQA pairs: "
-        f"{sum(vqa_origins.values())}.",
-        *([f"- Captions: {captions['sum'] / kept['rows']:.0f} characters on average."]
-          if kept.get("rows") else []),
-        "",
-        *([f"![The first samples of each source, with their ROI boxes and captions]({figure})",
-           ""] if figure else []),
-        "## Sources",
-        "",
-        _table(["source", "samples", "modality", "licence", "commercial use"], [
-            [s.name, per_source.get(s.name, 0), s.modality or "from DICOM header",
-             (s.license.spdx or s.license.name) if s.license else "not stated",
-             s.license.commercial_use if s.license else "unknown"] for s in specs]),
-        "",
-        commercial_note(specs),
-        "",
-        "Missing sources (skipped): " + (", ".join(
-            f"{k} ({v})" for k, v in record["sources_missing"].items()) or "none") + ".",
-        "",
-        "## Modalities",
-        "",
-        _table(["modality", "samples"], [[k, v] for k, v in per_modality.items()]),
-        "",
-        "## How text was made",
-        "",
-    ]
-    for backend, models in backends.items():
-        n = sum(sum(p.values()) for p in models.values())
-        if backend == "grounded-template":
-            out.append(f"- {n} samples: **deterministic grounded generator, no language model** "
-                       "(`generation.backend = grounded-template`). Sentences are assembled "
-                       "only from computed ROI geometry and source metadata; they are "
-                       "accurate but plain, and contain no medical knowledge beyond that.")
-        else:
-            out.append(f"- {n} samples: backend `{backend}`, "
-                       + ", ".join(f"model `{m}` with prompt `{v}`"
-                                   for m, prompts in models.items() for v in prompts)
-                       + ". Answers were validated against the five-level schema and every "
-                       "size and side checked against the computed facts.")
-    acct = c["describe"].get("stage", {}).get("generator")
-    if acct:
-        out.append(f"- Model calls this run: {acct.get('requests', 0)} requests "
-                   f"({acct.get('retries', 0)} retries, {acct.get('cache_hits', 0)} cache hits), "
-                   f"{acct.get('prompt_tokens', 0)} prompt and {acct.get('completion_tokens', 0)} "
-                   f"completion tokens, estimated cost {acct.get('cost_estimate', 0)}.")
-    refs = kept.get("knowledge_refs", 0)
-    knowledge = recipe.get("describe", {}).get("knowledge")
-    if refs and knowledge:
-        out.append(f"- {refs} samples carry `knowledge_refs`: the ids of {knowledge['k']} "
-                   f"passages retrieved from the `{knowledge['kb']}` knowledge base for their "
-                   "modality, region and findings.")
-    out.append(f"- VQA: {vqa_origins} (`facts`: answers computed from the ROI facts and "
-               "metadata; `source`: written by the dataset's authors).")
-    out += [
-        "",
-        "## Conventions",
-        "",
-        "- `bbox` is `[x0, y0, x1, y1]` in pixels of the shipped image, x1/y1 exclusive; "
-        "`bbox_norm` divides by width/height.",
-        "- Volumes are reoriented to LPS; axial slices and frontal projections follow the "
-        "radiological convention (the patient's left on the image right). Laterality is stated "
-        "only for those views, from the ROI centroid against the body's midline.",
-        "- `area_mm2` and `longest_diameter_mm` come from the pixel spacing after resizing; "
-        "they are null when the source gives no spacing. Box ROIs have `area_kind = box`.",
-        f"- CT is windowed in HU with named presets; MR and other grey images are clipped at "
-        f"the {recipe['normalize']['mr_percentiles']} percentiles of non-zero pixels. The "
-        "window used is recorded per sample.",
-        "- Patient ids are salted hashes; no DICOM patient attribute is written.",
-        "",
-        "## Filters",
-        "",
-        _table(["reason", "dropped"], [[k, v] for k, v in reasons.items()])
-        if reasons else "No sample was dropped.",
-        "",
-        "## Quarantine",
-        "",
-        _table(["stage", "error", "files"], [
-            [stage, error, n] for stage, errors in quarantine.get("errors", {}).items()
-            for error, n in errors.items()])
-        if quarantine.get("rows") else "No file was quarantined.",
-        "",
-        "## Limitations",
-        "",
-        "- Text from the grounded generator describes geometry, not diagnosis; it says nothing "
-        "about what is not annotated.",
-        "- Licences are those the sources declare; check each before redistribution.",
-        "",
-    ]
-    path.write_text("\n".join(out))

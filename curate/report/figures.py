@@ -1,35 +1,117 @@
-"""A contact sheet for the data card: a few samples per source with their boxes and text,
-so a reader can check at a glance that descriptions match images."""
+"""The card's pictures: a contact sheet (a few samples per source with their ROIs and full
+captions), one example sample, and distribution plots drawn from the merged card stats
+(curate.report.datacard), never from the manifest."""
 
 from __future__ import annotations
 
 import io
-import textwrap
+import tarfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from curate.model.errors import MissingDependency
+from curate.model.masks import MEMBER, unpack
+from curate.report.datacard import CAPTION_BIN, CAPTION_MAX
+from curate.report.hub_meta import hub_split
+
 TILE = 256
-TEXT_LINES = 7
+LINE = 14  # pixels per caption line on a tile
+TINT = (255, 64, 64)
+MAX_BARS = 30  # sources drawn one by one; the rest share a bar
+
+PLOTS = {  # file under figures/ -> what it shows (its alt text)
+    "sources.png": "Samples per source, by modality",
+    "splits.png": "Samples per split",
+    "rois.png": "ROI area (share of the image) and longest diameter (mm)",
+    "captions.png": "Caption length in characters",
+    "vqa.png": "VQA pairs per category",
+}
 
 
-def _tile(png: bytes, rois: list[dict], caption: str, source: str) -> Image.Image:
-    from curate.describe.backends import roi_overlay_png
+def _font(size: int = 11):
+    """DejaVu Sans from matplotlib when installed (covers x, superscripts, umlauts), else
+    Pillow's default font."""
+    try:
+        from matplotlib import font_manager
 
-    marked = roi_overlay_png(png, rois) if rois else png
-    with Image.open(io.BytesIO(marked)) as im:
-        im = im.convert("RGB")
-        scale = TILE / max(im.size)  # small images are enlarged too, pixels kept sharp
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                       Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
-        tile = Image.new("RGB", (TILE, TILE + 14 * (TEXT_LINES + 1)), "white")
-        tile.paste(im, ((TILE - im.width) // 2, 0))
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to `width` pixels; nothing is dropped (over-long words are split)."""
+    lines, line = [], ""
+    for word in text.split():
+        while font.getlength(word) > width:  # a word wider than the line: split it
+            cut = max(1, next((i for i in range(len(word), 0, -1)
+                               if font.getlength(word[:i]) <= width), 1))
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:cut])
+            word = word[cut:]
+        trial = f"{line} {word}" if line else word
+        if font.getlength(trial) <= width:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def overlay(png: bytes, masks: bytes | None, rois: list[dict], size: int) -> Image.Image:
+    """The image scaled so its longest side is `size`, masks tinted and boxes drawn."""
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = np.asarray(im.convert("RGB"), np.float32)
+    if masks is not None and rois:
+        try:
+            any_mask = unpack(masks).any(axis=0)
+        except (KeyError, ValueError, OSError):  # unreadable: `curate verify` reports it
+            any_mask = np.zeros(0, bool)
+        if any_mask.shape == rgb.shape[:2]:
+            rgb[any_mask] = 0.6 * rgb[any_mask] + 0.4 * np.asarray(TINT, np.float32)
+    im = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+    scale = size / max(im.size)  # small images are enlarged too, pixels kept sharp
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                   Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(im)
+    font = _font(max(10, size // 24))
+    for i, roi in enumerate(rois, 1):
+        x0, y0, x1, y1 = (round(v * scale) for v in roi["bbox"])
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=(255, 210, 0),
+                       width=max(1, size // 256))
+        draw.text((x0 + 2, max(0, y0 - font.size - 2)), str(i), fill=(255, 210, 0), font=font)
+    return im
+
+
+def read_members(shards: Path, rows: list[dict]) -> dict[str, bytes]:
+    """The image and masks members of the given manifest rows, each shard opened once and
+    read only until its wanted members are found."""
+    found: dict[str, bytes] = {}
+    for shard in sorted({row["shard"] for row in rows}):
+        wanted = {f"{row['sample_id']}.{ext}" for row in rows if row["shard"] == shard
+                  for ext in ("png", MEMBER)}
+        with tarfile.open(shards / shard) as tar:
+            for member in tar:
+                if member.name in wanted:
+                    found[member.name] = tar.extractfile(member).read()
+                    if wanted <= found.keys():
+                        break
+    return found
+
+
+def _tile(image: Image.Image, caption: str, source: str, lines: int) -> Image.Image:
+    font = _font()
+    tile = Image.new("RGB", (TILE, TILE + LINE * (lines + 1) + 4), "white")
+    tile.paste(image, ((TILE - image.width) // 2, 0))
     draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default()
-    plain = caption.translate(str.maketrans({"×": "x", "²": "2", "³": "3"}))  # bitmap font
-    lines = [source] + textwrap.wrap(plain, width=42)[:TEXT_LINES - 1]
-    for i, line in enumerate(lines):
-        draw.text((4, TILE + 2 + 14 * i), line, fill="black" if i else "navy", font=font)
+    for i, line in enumerate([source] + wrap(caption, font, TILE - 8)):
+        draw.text((4, TILE + 2 + LINE * i), line, fill="black" if i else "navy", font=font)
     return tile
 
 
@@ -39,10 +121,9 @@ def contact_sheet(shards: Path, examples: list[dict], dest: Path, per_source: in
 
     examples are manifest rows with sample_id, source, shard, rois and caption, such as the
     bounded `examples` of merged data card stats (curate.report.datacard.card_stats); only the
-    shards that hold a picked sample are opened, each once.
+    shards that hold a picked sample are opened, each once. Captions are wrapped in full:
+    every tile is as tall as the longest caption needs.
     """
-    import tarfile
-
     picked: list[dict] = []
     counts: dict[str, int] = {}
     for row in sorted(examples, key=lambda r: (r["source"] or "", r["sample_id"])):
@@ -51,17 +132,12 @@ def contact_sheet(shards: Path, examples: list[dict], dest: Path, per_source: in
             picked.append(row)
     if not picked:
         return None
-    images: dict[str, bytes] = {}
-    for shard in sorted({row["shard"] for row in picked}):
-        wanted = {f"{row['sample_id']}.png" for row in picked if row["shard"] == shard}
-        with tarfile.open(shards / shard) as tar:
-            for member in tar:  # stream: stop once every wanted image is read
-                if member.name in wanted:
-                    images[member.name] = tar.extractfile(member).read()
-                    if wanted <= images.keys():
-                        break
-    tiles = [_tile(images[f"{row['sample_id']}.png"], row["rois"], row["caption"], row["source"])
-             for row in picked]
+    members = read_members(shards, picked)
+    font = _font()
+    lines = max(len(wrap(row["caption"] or "", font, TILE - 8)) for row in picked)
+    tiles = [_tile(overlay(members[f"{row['sample_id']}.png"],
+                           members.get(f"{row['sample_id']}.{MEMBER}"), row["rois"], TILE),
+                   row["caption"] or "", row["source"] or "", lines) for row in picked]
     cols = min(4, len(tiles))
     rows = (len(tiles) + cols - 1) // cols
     w, h = tiles[0].size
@@ -71,3 +147,124 @@ def contact_sheet(shards: Path, examples: list[dict], dest: Path, per_source: in
     dest.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(dest, optimize=False)
     return dest
+
+
+def example_figure(shards: Path, row: dict, dest: Path, size: int = 384) -> Path:
+    """One sample at `size` pixels with its masks tinted and its boxes numbered as in the
+    card's ROI table."""
+    members = read_members(shards, [row])
+    im = overlay(members[f"{row['sample_id']}.png"], members.get(f"{row['sample_id']}.{MEMBER}"),
+                 row["rois"], size)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    im.save(dest, optimize=False)
+    return dest
+
+
+def _ordered(counts: dict[str, int], numeric: bool = False) -> tuple[list[str], list[int]]:
+    keys = sorted(counts, key=lambda k: (k == "", float(k) if numeric and k else 0, k))
+    return keys, [counts[k] for k in keys]
+
+
+def _log2_labels(keys: list[str], scale: float, low: int, high: int, none: str) -> list[str]:
+    """Labels of log2 bins (key k holds [2^k, 2^(k+1)) times scale); the clipped end bins
+    are open: "<x" and "x+"."""
+    def fmt(k: int) -> str:
+        return f"{scale * 2.0 ** k:.2g}"
+
+    return [none if not k else f"<{fmt(low + 1)}" if int(k) <= low
+            else f"{fmt(int(k))}+" if int(k) >= high else f"{fmt(int(k))}-{fmt(int(k) + 1)}"
+            for k in keys]
+
+
+def _bars(ax, labels: list[str], values: list[int], title: str, horizontal: bool = False):
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if horizontal else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+    if horizontal:
+        ax.barh(range(len(values)), values, color="#4c72b0")
+        ax.set_yticks(range(len(values)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("count")
+    else:
+        ax.bar(range(len(values)), values, color="#4c72b0")
+        ax.set_xticks(range(len(values)), labels, rotation=45 if len(labels) > 6 else 0,
+                      ha="right" if len(labels) > 6 else "center")
+        ax.set_ylabel("count")
+    ax.set_title(title)
+
+
+def distribution_plots(kept: dict, dest: Path) -> dict[str, str]:
+    """Write the PLOTS that have data under dest (the build's figures/ folder); returns
+    {file name: alt text} for those written. PNG metadata carries no version or date, so
+    identical stats give identical files."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingDependency("matplotlib") from exc
+    dest.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(dest / name, dpi=100, metadata={"Software": None})
+        written[name] = PLOTS[name]
+
+    by_source = dict(kept.get("per_source_modality", {}))
+    if by_source:
+        sources = sorted(by_source, key=lambda s: (-sum(by_source[s].values()), s))
+        if len(sources) > MAX_BARS:  # the smallest sources as one bar
+            rest: dict[str, int] = {}
+            for s in sources[MAX_BARS - 1:]:
+                for m, n in by_source.pop(s).items():
+                    rest[m] = rest.get(m, 0) + n
+            other = f"{len(sources) - MAX_BARS + 1} other sources"
+            by_source[other] = rest
+            sources = sources[:MAX_BARS - 1] + [other]
+        modalities = sorted({m for v in by_source.values() for m in v})
+        fig = Figure(figsize=(8, 1.5 + 0.35 * len(sources)))
+        ax = fig.subplots()
+        left = np.zeros(len(sources))
+        for modality in modalities:
+            vals = np.array([by_source[s].get(modality, 0) for s in sources], float)
+            ax.barh(range(len(sources)), vals, left=left, label=modality or "unknown")
+            left += vals
+        ax.set_yticks(range(len(sources)), [s or "unknown" for s in sources])
+        ax.invert_yaxis()
+        ax.set_xlabel("samples")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(title="modality", fontsize="small", loc="center left",
+                  bbox_to_anchor=(1.01, 0.5))
+        ax.set_title(PLOTS["sources.png"])
+        save(fig, "sources.png")
+    splits = kept.get("per_split", {})
+    if splits:
+        fig = Figure(figsize=(5, 3))
+        _bars(fig.subplots(), [hub_split(k) if k else "none" for k in splits],
+              list(splits.values()), PLOTS["splits.png"])
+        save(fig, "splits.png")
+    area, diam = kept.get("roi_area_frac_log2", {}), kept.get("roi_diameter_mm_log2", {})
+    if area or diam:
+        fig = Figure(figsize=(10, 3.5))
+        a1, a2 = fig.subplots(1, 2)
+        keys, vals = _ordered(area, numeric=True)
+        _bars(a1, _log2_labels(keys, 100, -14, 1, "n/a"), vals,
+              "ROI area, % of the image")
+        keys, vals = _ordered(diam, numeric=True)
+        _bars(a2, _log2_labels(keys, 1, -1, 9, "no spacing"), vals,
+              "ROI longest diameter, mm")
+        save(fig, "rois.png")
+    hist = kept.get("caption_chars", {}).get("hist", {})
+    if hist:
+        keys, vals = _ordered(hist, numeric=True)
+        fig = Figure(figsize=(8, 3))
+        _bars(fig.subplots(), [f"{k}+" if int(k) >= CAPTION_MAX else f"{k}-{int(k) + CAPTION_BIN - 1}"
+                               for k in keys], vals, PLOTS["captions.png"])
+        save(fig, "captions.png")
+    categories = kept.get("vqa_categories", {})
+    if categories:
+        keys = sorted(categories, key=lambda k: (-categories[k], k))
+        fig = Figure(figsize=(8, 1.5 + 0.3 * len(keys)))
+        _bars(fig.subplots(), [k or "none" for k in keys], [categories[k] for k in keys],
+              PLOTS["vqa.png"], horizontal=True)
+        save(fig, "vqa.png")
+    return written
