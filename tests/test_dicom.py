@@ -244,7 +244,8 @@ def break_pixels(path):
 def test_a_slice_that_does_not_decode_loses_only_itself_and_is_named(tmp_path):
     from curate.model.recipe import Recipe
     from curate.unit.pipeline import process_unit
-    hu = np.zeros((5, 8, 8), np.float32) + np.arange(5)[:, None, None] * 100
+    hu = np.zeros((5, 24, 24), np.float32) + np.arange(5)[:, None, None] * 100
+    hu[:, 8:16, 8:16] += 300  # something to see: not a blank view
     paths = sorted(write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0)))
     bad = next(p for p in paths if float(pydicom.dcmread(p).ImagePositionPatient[2]) == 4.0)
     break_pixels(bad)
@@ -383,3 +384,56 @@ def test_enhanced_multiframe_ct_reads_like_its_legacy_series(tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(multi.image), sitk.GetArrayFromImage(series.image))
     assert multi.image.GetSpacing() == pytest.approx(series.image.GetSpacing())
     assert multi.image.GetOrigin() == pytest.approx(series.image.GetOrigin())
+
+
+def test_a_sagittal_series_is_cut_in_its_own_plane():
+    """pydicom's 16x16 sagittal MR files: 16x16 sagittal views, never 1-pixel-wide axial
+    strips of the LPS volume."""
+    from curate.model.recipe import NormalizeConfig
+    from curate.unit.normalize import volume_views
+    spec = spec_for(["dicomdirtests/98892003/MR1/*"])
+    units, _ = plan_dicom(spec, TEST_FILES)
+    cases = [c for u in units for c in read_dicom(spec, TEST_FILES, u)]
+    views = [v for c in cases if not isinstance(c, ImageCase)
+             for v in volume_views(c, NormalizeConfig(), np.random.default_rng(0))]
+    assert views and all(v.image.shape == (16, 16) for v in views)
+    assert {v.plane.value for v in views} == {"sagittal"}
+
+
+def test_a_coronal_series_keeps_head_up_and_the_patients_left_on_image_right(tmp_path):
+    """A coronal CT phantom whose lesion is high in the patient's left: coronal views,
+    the lesion in the upper part on the image right, laterality left, from geometry."""
+    from curate.model.recipe import NormalizeConfig
+    from curate.unit.ground import ground
+    from curate.unit.normalize import volume_views
+    nx, ny, nz = 40, 6, 48  # LPS voxels: x to the patient's left, z to the head
+    hu = np.full((nz, ny, nx), -1000.0, np.float32)
+    hu[4:44, :, 4:36] = 40  # body
+    lesion = np.zeros_like(hu, bool)
+    lesion[34:40, 2:5, 26:32] = True  # superior, patient's left
+    hu[lesion] = 150
+    # slice k is the plane y = 3k; rows run from the head down (z decreasing), cols along x
+    slices = np.stack([hu[::-1, k, :] for k in range(ny)])
+    paths = write_dicom_series(tmp_path / "s", slices, (1.0, 1.0, 3.0))
+    lab = np.stack([lesion[::-1, k, :] for k in range(ny)]).astype(np.uint8)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        k = int(round(float(ds.ImagePositionPatient[2]) / 3.0))
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [0.0, 3.0 * k, float(nz - 1)]
+        ds.save_as(p)
+    spec = spec_for(["s/*.dcm"], modality="CT", anatomy="abdomen")
+    units, _ = plan_dicom(spec, tmp_path)
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    lab_img = sitk.GetImageFromArray(lab)
+    lab_img.CopyInformation(case.image)
+    case.label = lab_img
+    views = volume_views(case, NormalizeConfig(max_size=4096, roi_slices=2, normal_slices=0),
+                         np.random.default_rng(0))
+    assert views and {v.plane.value for v in views} == {"coronal"}
+    assert all(v.image.shape == (nz, nx) for v in views)
+    rois, _ = ground(views[0], {1: "lesion"}, {"lesion": "lesion"}, min_pixels=4)
+    (roi,) = rois
+    x0, y0, x1, y1 = roi["bbox"]
+    assert (x0, x1) == (26, 32) and (y0, y1) == (nz - 40, nz - 34)  # head at the top
+    assert roi["laterality"] == "left" and roi["location"].startswith("upper part")

@@ -192,3 +192,21 @@ def test_volume_views_of_a_reoriented_phantom_match_the_whole_volume_path(tmp_pa
     assert list(views[0].component_mm3.values()) == pytest.approx([lesion.sum() * np.prod(spacing)])
     shown = [v for v in views if v.labels.any()]
     assert len(shown) == 3 and all(np.nonzero(v.labels)[1].min() > 24 for v in shown)
+
+
+@pytest.mark.parametrize("spacing,planes", [((1.0, 1.0, 1.1), ["axial", "coronal", "sagittal"]),
+                                            ((0.7, 0.7, 5.0), ["axial"])])
+def test_other_planes_only_where_the_voxels_are_near_isotropic(spacing, planes):
+    from curate.ingest.base import CaseMeta, VolumeCase
+    arr = np.zeros((24, 32, 32), np.int16) - 1000
+    arr[4:20, 6:26, 6:26] = 40
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    case = VolumeCase(image=img, label=None, meta=CaseMeta(modality="CT"))
+    cfg = NormalizeConfig(planes=["acquisition", "coronal", "sagittal"], normal_slices=1)
+    views = volume_views(case, cfg, np.random.default_rng(0))
+    assert sorted({v.plane.value for v in views}) == planes
+    shapes = {v.plane.value: v.image.shape for v in views}
+    assert shapes["axial"] == (32, 32)
+    if "coronal" in shapes:
+        assert shapes["coronal"] == (24, 32) and shapes["sagittal"] == (24, 32)

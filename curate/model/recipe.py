@@ -138,6 +138,18 @@ class NormalizeConfig(Strict):
     )
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
     ct_window: str | None = Field(default=None, description="preset for all CT; else by anatomy")
+    planes: list[Literal["acquisition", "axial", "coronal", "sagittal"]] = Field(
+        default_factory=lambda: ["acquisition"],
+        description="planes volumes are cut in: the acquisition plane always; the others "
+        "only where the voxels are near-isotropic (isotropic_tolerance)",
+    )
+    isotropic_tolerance: float = Field(
+        default=1.2, ge=1,
+        description="a volume is near-isotropic when its largest voxel side is at most "
+        "this multiple of its smallest",
+    )
+    min_view_px: int = Field(
+        default=16, ge=1, description="never make a view thinner than this many pixels")
 
 
 class GroundConfig(Strict):

@@ -42,6 +42,8 @@ class View(StrEnum):
     """How the pixel grid relates to the patient; decides whether laterality can be stated."""
 
     axial = "axial"  # volume slices, reoriented to LPS: patient's left on image right
+    coronal = "coronal"  # volume slices, head at the top, patient's left on image right
+    sagittal = "sagittal"  # volume slices, head at the top, anterior on image left
     frontal = "frontal"  # frontal projection (PA/AP X-ray), radiological display
     lateral = "lateral"
     none = "none"  # no patient frame (dermoscopy, endoscopy, pathology, fundus, ...)

@@ -18,7 +18,8 @@ from scipy.spatial import ConvexHull, QhullError
 from curate.model.recipe import View
 from curate.unit.normalize import View2D
 
-PATIENT_FRAME = {View.axial, View.frontal}
+# views whose image x axis runs from the patient's right to left (laterality is stated)
+PATIENT_FRAME = {View.axial, View.coronal, View.frontal}
 
 
 def box_mask(shape: tuple[int, int], bbox: list[int]) -> np.ndarray:
@@ -69,7 +70,12 @@ def location(view: View2D, cx: float, cy: float) -> tuple[str, str | None]:
             side = "near the midline" if lat == "midline" else f"on the patient's {lat} side"
             return f"{ap} part of the slice, {side}", lat
         side = "near the midline" if lat == "midline" else f"on the patient's {lat} side"
+        if view.plane == View.coronal:
+            return f"{vert} part of the slice, {side}", lat
         return f"{vert} zone of the image, {side}", lat
+    if view.plane == View.sagittal:  # image x runs anterior to posterior: no side in-plane
+        ap = ("anterior", "central", "posterior")[min(2, int(3 * cx / w))]
+        return f"{vert} {ap} part of the slice", None
     horiz = ("left", "centre", "right")[min(2, int(3 * cx / w))]
     where = "centre" if (vert, horiz) == ("middle", "centre") else f"{vert} {horiz}"
     return f"{where} of the image", None
@@ -144,7 +150,9 @@ def relations(rois: list[dict], plane: View, masks: list | None = None) -> None:
                 a["relations"].append(f"adjacent to {other}")
             dx = a["centroid"][0] - b["centroid"][0]
             if abs(dx) > 0.5 * max(ax1 - ax0, bx1 - bx0):
-                if frame:  # image right is the patient's left
+                if plane == View.sagittal:  # image right is posterior
+                    a["relations"].append(f"{'posterior' if dx > 0 else 'anterior'} to {other}")
+                elif frame:  # image right is the patient's left
                     a["relations"].append(f"to the patient's {'left' if dx > 0 else 'right'} of {other}")
                 else:
                     a["relations"].append(f"{'right' if dx > 0 else 'left'} of {other} in the image")

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from curate.ingest.base import Box, CaseMeta, ImageCase, VolumeCase
+from curate.model.errors import IngestError
 from curate.model.recipe import NormalizeConfig, View
 
 # (width, level) in HU; see FIELD-NOTES for where the numbers come from
@@ -267,19 +268,93 @@ def volume_percentiles(arr: np.ndarray, pct: tuple[float, float]) -> tuple[float
     return float(low), float(high)
 
 
+PLANES = (View.sagittal, View.coronal, View.axial)  # the LPS axis (x, y, z) each one cuts
+
+
+def acquisition_plane(img: sitk.Image, shape_zyx: tuple[int, ...],
+                      spacing: tuple[float, float, float], tolerance: float) -> View:
+    """The plane the slices were acquired in, as an LPS axis (x, y, z) normal to it: an
+    axis one voxel deep; else the coarsest axis where the voxels are anisotropic (the
+    slice step; a NIfTI file may store its axes in any order); else the LPS axis nearest
+    the direction of the stored third index axis."""
+    sizes = shape_zyx[::-1]  # per LPS axis x, y, z
+    if min(sizes) == 1:
+        return PLANES[int(np.argmin(sizes))]
+    if max(spacing) > tolerance * min(spacing):
+        return PLANES[int(np.argmax(spacing))]
+    d = np.asarray(img.GetDirection(), float).reshape(3, 3)
+    return PLANES[int(np.abs(d[:, 2]).argmax())]
+
+
+def in_plane(arr: np.ndarray, plane: View) -> np.ndarray:
+    """An LPS (z, y, x) array as (slices, rows, cols) cut in `plane` (a view, no copy):
+    axial rows run anterior to posterior and columns to the patient's left (radiological
+    display); coronal (columns to the patient's left) and sagittal (columns anterior to
+    posterior) have the head at the top."""
+    if plane == View.axial:
+        return arr
+    if plane == View.coronal:
+        return arr.transpose(1, 0, 2)[:, ::-1, :]
+    return arr.transpose(2, 0, 1)[:, ::-1, :]
+
+
+def plane_spacing(spacing: tuple[float, float, float], plane: View) -> tuple[float, ...]:
+    """(row, col, slice) mm of the in_plane array, from LPS (x, y, z) spacing."""
+    sx, sy, sz = spacing
+    return {View.axial: (sy, sx, sz), View.coronal: (sz, sx, sy),
+            View.sagittal: (sz, sy, sx)}[plane]
+
+
+def view_planes(case: VolumeCase, shape_zyx, spacing, cfg: NormalizeConfig) -> list[View]:
+    """The acquisition plane, plus the planes the recipe asks for when the voxels are
+    near-isotropic (no plane is ever cut across thick slices)."""
+    acquired = acquisition_plane(case.image, shape_zyx, spacing, cfg.isotropic_tolerance)
+    isotropic = max(spacing) <= cfg.isotropic_tolerance * min(spacing)
+    out = []
+    for name in cfg.planes:
+        plane = acquired if name == "acquisition" else View(name)
+        if (plane == acquired or isotropic) and plane not in out:
+            out.append(plane)
+    return out or [acquired]
+
+
 def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
                  window: str | None = None, expert_rois: list[tuple] = ()) -> list[View2D]:
-    """2D views of a volume; expert_rois are (expert, ExpertROI) on the LPS grid of this
-    volume, sliced onto the views (and, where nothing is annotated, steering slice choice
-    towards the lesions they found).
+    """2D views of a volume, cut in its acquisition plane (and others the recipe asks for
+    when it is near-isotropic); expert_rois are (expert, ExpertROI) on the LPS grid of
+    this volume, sliced onto the views (and, where nothing is annotated, steering slice
+    choice towards the lesions they found). Views thinner than cfg.min_view_px are not
+    made (noted on the case).
 
     Only what ships is materialised at full precision: the volume is read through an
     LPS view of its stored buffer, windowed slice by slice, and label components are
     found inside each label's bounding box. Peak memory stays near the stored volume's.
     """
-    arr, spacing = lps_array(case.image)  # (z, y, x), stored pixel type
-    labels = lps_array(case.label)[0] if case.label is not None else None
-    sx, sy, _ = spacing
+    lps, spacing = lps_array(case.image)  # (z, y, x), stored pixel type
+    lps_labels = lps_array(case.label)[0] if case.label is not None else None
+    views = []
+    for plane in view_planes(case, lps.shape, spacing, cfg):
+        arr = in_plane(lps, plane)
+        if min(arr.shape[1:]) < cfg.min_view_px:
+            case.meta.notes.append(f"{plane.value} views would be {arr.shape[1]}x"
+                                   f"{arr.shape[2]} px, under normalize.min_view_px "
+                                   f"({cfg.min_view_px}); not made")
+            continue
+        views += _plane_views(case, cfg, rng, window, plane, arr,
+                              None if lps_labels is None else in_plane(lps_labels, plane),
+                              plane_spacing(spacing, plane),
+                              [(name, r, in_plane(r.mask, plane)) for name, r in expert_rois])
+    if not views:
+        raise IngestError("every view of this volume would be thinner than "
+                          f"normalize.min_view_px ({cfg.min_view_px} px)")
+    return views
+
+
+def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
+                 window: str | None, plane: View, arr: np.ndarray, labels: np.ndarray | None,
+                 spacing: tuple[float, float, float], expert_rois: list[tuple]
+                 ) -> list[View2D]:
+    sy, sx, _ = spacing
     modality = (case.meta.modality or "").upper()
     if modality == "CT":
         name = pick_window(modality, case.meta.anatomy, window or cfg.ct_window)
@@ -304,7 +379,7 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
     if comps is not None:
         areas = comps.areas
     else:
-        lesions = [r.mask for _, r in expert_rois if r.kind == "lesion"]
+        lesions = [m for _, r, m in expert_rois if r.kind == "lesion"]
         areas = lesion_areas(lesions, nz) if lesions else {}
     picks = pick_slices(areas, body_frac, cfg, rng) if nz > 1 else [0]
     if not picks:  # unlabelled volume: the central slice
@@ -314,13 +389,13 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
         raw = np.array(arr[k], np.float32, order="C")
         u8, win = intensity(raw)
         views.append(resize_view(View2D(
-            image=u8, raw=raw, plane=View.axial, index=k, count=nz, spacing=(sy, sx),
+            image=u8, raw=raw, plane=plane, index=k, count=nz, spacing=(sy, sx),
             window=win, meta=case.meta,
             labels=None if labels is None else np.array(labels[k], order="C"),
             body=body_of(raw), components=None if comps is None else comps.at(k),
             component_mm3={} if comps is None else comps.mm3,
-            expert_slices=[(name, r.label, r.kind, r.score, r.mask[k]) for name, r in expert_rois
-                           if r.mask[k].any()],
+            expert_slices=[(name, r.label, r.kind, r.score, np.array(m[k]))
+                           for name, r, m in expert_rois if m[k].any()],
         ), cfg.max_size))
     return views
 
