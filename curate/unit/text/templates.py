@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+from curate.unit.text.place import is_organ, where
+
 BACKEND = "grounded-template"
-PROMPT_VERSION = "grounded-v1"
+PROMPT_VERSION = "grounded-v2"
 NOTE = ("Deterministic grounded generator (no language model): text is assembled from "
         "computed geometry and source metadata only.")
 
@@ -29,8 +31,41 @@ MODALITY_NAMES = {
 INTENSITY_WORDS = {
     "CT": {"hyper": "hyperdense", "hypo": "hypodense", "iso": "isodense"},
     "MR": {"hyper": "hyperintense", "hypo": "hypointense", "iso": "isointense"},
+    "US": {"hyper": "hyperechoic", "hypo": "hypoechoic", "iso": "isoechoic"},
 }
 GENERIC_INTENSITY = {"hyper": "brighter than", "hypo": "darker than", "iso": "similar in brightness to"}
+# modality code -> the family whose words describe brightness (density, signal, echo...)
+FAMILY = {"CT": "CT", "MR": "MR", "MRI": "MR", "US": "US", "PT": "PET", "PET": "PET",
+          "XR": "XR", "CR": "XR", "DX": "XR", "MG": "XR", "RF": "XR", "XA": "XR", "PX": "XR",
+          "IO": "XR", "DERMOSCOPY": "dermoscopy", "PATHOLOGY": "pathology",
+          "SM": "pathology", "MICROSCOPY": "pathology", "GM": "pathology"}
+# how a region compares with its surroundings, in each family's own words
+APPEARANCE = {
+    "CT": {"hyper": "hyperdense, of higher attenuation than the surrounding tissue",
+           "hypo": "hypodense, of lower attenuation than the surrounding tissue",
+           "iso": "isodense, of similar attenuation to the surrounding tissue"},
+    "MR": {"hyper": "hyperintense, of higher signal than the surrounding tissue on this sequence",
+           "hypo": "hypointense, of lower signal than the surrounding tissue on this sequence",
+           "iso": "isointense to the surrounding tissue on this sequence"},
+    "US": {"hyper": "hyperechoic compared with the surrounding tissue",
+           "hypo": "hypoechoic compared with the surrounding tissue",
+           "iso": "isoechoic to the surrounding tissue"},
+    "PET": {"hyper": "of higher tracer uptake than the surrounding tissue",
+            "hypo": "of lower tracer uptake than the surrounding tissue",
+            "iso": "of similar tracer uptake to the surrounding tissue"},
+    "XR": {"hyper": "more opaque (denser) than the surrounding area",
+           "hypo": "more lucent than the surrounding area",
+           "iso": "of similar opacity to the surrounding area"},
+    "dermoscopy": {"hyper": "lighter in colour than the surrounding skin",
+                   "hypo": "darker in colour than the surrounding skin",
+                   "iso": "of similar colour to the surrounding skin"},
+    "pathology": {"hyper": "paler-staining than the surrounding tissue",
+                  "hypo": "more darkly stained than the surrounding tissue",
+                  "iso": "of similar staining to the surrounding tissue"},
+}
+GENERIC_APPEARANCE = {"hyper": "brighter than the surrounding area",
+                      "hypo": "darker than the surrounding area",
+                      "iso": "of similar brightness to the surrounding area"}
 
 
 def modality_name(modality: str | None) -> str:
@@ -41,6 +76,11 @@ def modality_name(modality: str | None) -> str:
     return name or "medical image"
 
 
+def family(modality: str | None) -> str | None:
+    """The wording family of a modality code (CT, MR, US, PET, XR, dermoscopy, pathology)."""
+    return FAMILY.get((modality or "").upper())
+
+
 def intensity_phrase(modality: str | None, code: str) -> str:
     words = INTENSITY_WORDS.get((modality or "").upper())
     if words:
@@ -48,68 +88,96 @@ def intensity_phrase(modality: str | None, code: str) -> str:
     return GENERIC_INTENSITY[code]
 
 
-def _size(roi: dict) -> str:
+def appearance(modality: str | None, code: str) -> str | None:
+    """"hyperdense, of higher attenuation than the surrounding tissue" for a CT "hyper"
+    region; None when the comparison is unknown."""
+    if code not in ("hyper", "hypo", "iso"):
+        return None
+    return APPEARANCE.get(family(modality) or "", GENERIC_APPEARANCE)[code]
+
+
+def size_phrase(roi: dict, spacing) -> str:
+    """Sizes in mm (area for masks, box sides for boxes, 3D volume where known); pixels
+    only when the pixel spacing is unknown."""
     x0, y0, x1, y1 = roi["bbox"]
-    parts = [f"a {x1 - x0}×{y1 - y0} pixel box"]
-    if roi["area_mm2"] is not None:
-        what = "area" if roi["area_kind"] == "mask" else "box area"
-        parts.append(f"{what} about {roi['area_mm2']:.0f} mm²")
-    if roi["longest_diameter_mm"] is not None and roi["area_kind"] == "mask":
-        parts.append(f"longest diameter about {roi['longest_diameter_mm']:.1f} mm")
-    parts.append(f"{100 * roi['area_frac']:.1f}% of the image area")
+    if not spacing or roi.get("area_mm2") is None:
+        return (f"spanning about {x1 - x0} × {y1 - y0} pixels, "
+                f"{100 * roi['area_frac']:.1f}% of the image")
+    if roi["area_kind"] == "mask":
+        text = f"measuring about {roi['longest_diameter_mm']:.1f} mm in longest diameter " \
+               f"with an in-plane area of about {roi['area_mm2']:.0f} mm²"
+    else:
+        text = (f"measuring about {(x1 - x0) * spacing[1]:.1f} × "
+                f"{(y1 - y0) * spacing[0]:.1f} mm (width × height of the box)")
     if roi.get("volume_mm3") is not None:
-        parts.append(f"part of a 3D region of about {roi['volume_mm3']:.0f} mm³")
-    return ", ".join(parts)
+        text += f"; this slice cuts a 3D region of about {roi['volume_mm3']:.0f} mm³"
+    return text
+
+
+def _kind(roi: dict) -> str:
+    if roi["origin"].startswith("expert:"):
+        return (f"is a region outlined by the {roi['origin'][7:]} expert model "
+                f"(confidence {roi['confidence']:.2f})")
+    return "is an outlined region" if roi["area_kind"] == "mask" else "is marked by a box"
+
+
+def _head(ctx: dict) -> str:
+    mod = modality_name(ctx["modality"])
+    plane, win = ctx["plane"], ctx["window"]
+    noun = "" if mod == "medical image" else " image"
+    head = f"{plane.capitalize()} {mod} slice" if plane in ("axial", "coronal", "sagittal") else (
+        f"Frontal {mod}{noun}" if plane == "frontal" else f"{mod[0].upper()}{mod[1:]}{noun}")
+    if win["method"] == "ct_window":
+        head += (f", shown in the {win['name'].replace('_', ' ')} window "
+                 f"({win['low']:.0f} to {win['high']:.0f} HU)")
+    return head + "."
 
 
 def levels_for(ctx: dict) -> dict[str, str]:
     """The five MedTrinity levels for one sample context (see pipeline.sample_context)."""
-    mod = modality_name(ctx["modality"])
-    plane = ctx["plane"]
-    win = ctx["window"]
-    noun = "" if mod == "medical image" else " image"
-    head = f"{plane.capitalize()} {mod} slice" if plane == "axial" else (
-        f"Frontal {mod}{noun}" if plane == "frontal" else f"{mod[0].upper()}{mod[1:]}{noun}")
-    if win["method"] == "ct_window":
-        head += f", shown in the {win['name'].replace('_', ' ')} window ({win['low']:.0f} to {win['high']:.0f} HU)"
-    modality_text = head + "."
-    organ = (f"The source records the imaged region as {ctx['anatomy']}." if ctx["anatomy"]
+    organ = (f"Imaged region, as recorded by the source: {ctx['anatomy']}." if ctx["anatomy"]
              else "The source does not record the imaged body region.")
-    rois = ctx["rois"]
+    all_rois = ctx["rois"]
+    organs = [r for r in all_rois if is_organ(r)]
+    if organs:
+        names = ", ".join(dict.fromkeys(r["label"] for r in organs))
+        origins = ", ".join(dict.fromkeys(r["origin"][7:] for r in organs))
+        organ += f" Organs outlined by expert models ({origins}): {names}."
     if ctx.get("image_labels"):
         organ += f" The source labels the whole image as: {', '.join(ctx['image_labels'])}."
-    if not rois:
+    found = [(i, r) for i, r in enumerate(all_rois, 1) if not is_organ(r)]
+    if not found:
         if ctx.get("image_labels"):
             roi_text = "No region is outlined; the labels apply to the whole image."
+        elif ctx["annotated"] and ctx.get("labels"):
+            roi_text = (f"No {' or '.join(ctx['labels'])} is outlined in this view, although "
+                        "the source outlines them where present.")
         elif ctx["annotated"]:
             roi_text = "No annotated finding is present in this view."
         else:
             roi_text = "No region of interest is annotated for this image."
-        return {"modality": modality_text, "organ": organ, "roi": roi_text, "texture": "",
+        return {"modality": _head(ctx), "organ": organ, "roi": roi_text, "texture": "",
                 "relations": ""}
     roi_sents, tex_sents, rel_sents = [], [], []
-    for i, roi in enumerate(rois[:5], 1):
-        name = roi["label"]
-        tag = f"{name} #{i}" if len(rois) > 1 else name
-        if roi["origin"].startswith("expert:"):
-            kind = (f"a region outlined by the {roi['origin'][7:]} expert model "
-                    f"(confidence {roi['confidence']:.2f})")
-        else:
-            kind = "an annotated region" if roi["area_kind"] == "mask" else "an annotated box"
-        roi_sents.append(f"The {tag} is {kind} in the {roi['location']}, {_size(roi)}.")
-        if roi["intensity"] in ("hyper", "hypo", "iso"):
-            tex_sents.append(f"The {tag} is {intensity_phrase(ctx['modality'], roi['intensity'])} "
-                             f"the surrounding tissue.")
-        for rel in roi["relations"][:3]:
+    for i, roi in found[:5]:
+        tag = f"{roi['label']} #{i}" if len(all_rois) > 1 else roi["label"]
+        roi_sents.append(f"The {tag} {_kind(roi)} {where(roi, ctx)}, "
+                         f"{size_phrase(roi, ctx.get('spacing'))}.")
+        look = appearance(ctx["modality"], roi["intensity"])
+        if look:
+            tex_sents.append(f"The {tag} is {look}.")
+        for rel in [r for r in roi["relations"] if not r.startswith("in the ")][:3]:
             rel_sents.append(f"The {tag} lies {rel}.")
-    if len(rois) > 5:
-        roi_sents.append(f"{len(rois) - 5} further annotated regions are not described.")
+    if len(found) > 5:
+        roi_sents.append(f"{len(found) - 5} further outlined regions are not described.")
+    if not ctx.get("spacing"):
+        roi_sents.append("The pixel spacing is not recorded, so sizes are given in pixels.")
     counts: dict[str, int] = {}
-    for roi in rois:
+    for _, roi in found:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
     count_text = "; ".join(f"{n} {label} region{'s' if n > 1 else ''}" for label, n in counts.items())
     rel_sents.insert(0, f"Outlined in this view: {count_text}.")
-    return {"modality": modality_text, "organ": organ, "roi": " ".join(roi_sents),
+    return {"modality": _head(ctx), "organ": organ, "roi": " ".join(roi_sents),
             "texture": " ".join(tex_sents), "relations": " ".join(rel_sents)}
 
 
