@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pyarrow.parquet as pq
@@ -52,8 +53,20 @@ def test_a_build_is_published_to_an_s3_uri(tmp_path, mask_folder, write_recipe, 
             assert f.read() == (work / name).read_bytes(), name
     manifest = pq.read_table("bucket/builds/demo/manifest.parquet", filesystem=s3fs)
     assert manifest.num_rows == 3
-    # a second build replaces the outputs, it does not pile up old shards
+    from curate.dataset.publish import output_files
+    named = json.loads(work.joinpath(".curate-outputs").read_text())
+    assert "shards" in named and "run.json" in named
+    assert {f.split("/")[0] for f in output_files(work)} | {"run.json", ".curate-outputs"} <= \
+        {n.split("/")[0] for n in listed}
+    # a second build replaces the outputs, it does not pile up old shards, nor outputs an
+    # earlier build listed that this one does not write; other files stay
     s3fs.open_output_stream("bucket/builds/demo/shards/train-999999.tar").close()
+    for name, data in (("old-card.html", b"x"), ("notes.txt", b"mine"),
+                       (".curate-outputs", json.dumps(["old-card.html", "run.json"]).encode())):
+        with s3fs.open_output_stream(f"bucket/builds/demo/{name}") as f:
+            f.write(data)
     build(recipe, uri, executor="local", work=work, log=lambda m: None)
-    assert s3fs.get_file_info("bucket/builds/demo/shards/train-999999.tar").type == \
-        fs.FileType.NotFound
+    for gone in ("shards/train-999999.tar", "old-card.html"):
+        assert s3fs.get_file_info(f"bucket/builds/demo/{gone}").type == fs.FileType.NotFound
+    assert s3fs.get_file_info("bucket/builds/demo/notes.txt").type == fs.FileType.File
+    assert s3fs.get_file_info("bucket/builds/demo/run.json").type == fs.FileType.File

@@ -2,22 +2,23 @@
 
 Work state (parts, plan records, the answer cache, the knowledge index) needs renames and
 SQLite, so a build whose `--out` is a URI runs in a work folder that every node sees
-(`--work`), and its outputs are then copied to the URI one file per task on the
-executor, so the bytes never pass through the driver. Old outputs under the URI are
-removed first; run.json goes last, so its presence marks a complete upload.
+(`--work`), and its outputs (whatever the build switched into place: the names in the
+work folder's `.curate-outputs`) are then copied to the URI one file per task on the
+executor, so the bytes never pass through the driver. An object store has no rename, so
+run.json marks a complete upload: it is deleted first and written last. The old outputs
+(named by the URI's own `.curate-outputs`, or the fixed names of older builds) are removed
+before the new list is written, so a killed upload leaves nothing the next one misses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pyarrow as pa
 
-OUTPUT_DIRS = ["shards", "manifest.parquet", "filtered.parquet", "quarantine.parquet",
-               "figures"]
-OUTPUT_FILES = ["validation.json", "DATACARD.md", "croissant.json"]
-LAST = "run.json"
+from curate.workdir import LAST, LEGACY_OUTPUTS, OUTPUTS, outputs_in_place
 
 
 def is_uri(out) -> bool:
@@ -42,9 +43,17 @@ def destination(uri: str):
 
 
 def output_files(local: Path) -> list[str]:
-    files = [str(p.relative_to(local)) for d in OUTPUT_DIRS if (local / d).is_dir()
-             for p in sorted((local / d).rglob("*")) if p.is_file()]
-    return files + [f for f in OUTPUT_FILES if (local / f).is_file()]
+    """Every file of the build's outputs in the work folder, run.json aside."""
+    files = []
+    for name in outputs_in_place(local):
+        path = local / name
+        if name == LAST:
+            continue
+        if path.is_dir():
+            files += [str(p.relative_to(local)) for p in sorted(path.rglob("*")) if p.is_file()]
+        elif path.is_file():
+            files.append(name)
+    return files
 
 
 def copy_batch(batch: pa.Table, local: str, uri: str) -> pa.Table:
@@ -62,22 +71,34 @@ def copy_batch(batch: pa.Table, local: str, uri: str) -> pa.Table:
 
 
 def clear(uri: str) -> None:
-    """Remove the outputs of an earlier build under the URI (not other files)."""
+    """Remove the outputs of an earlier build under the URI (not other files): run.json
+    first, so the URI no longer claims a complete build."""
     from pyarrow import fs
 
     dst, root = destination(uri)
     dst.create_dir(root, recursive=True)
-    for name in [LAST, *OUTPUT_FILES]:
-        if dst.get_file_info(f"{root}/{name}").type == fs.FileType.File:
-            dst.delete_file(f"{root}/{name}")
-    for name in OUTPUT_DIRS:
-        if dst.get_file_info(f"{root}/{name}").type == fs.FileType.Directory:
-            dst.delete_dir(f"{root}/{name}")
+    names = list(LEGACY_OUTPUTS)
+    listed = dst.get_file_info(f"{root}/{OUTPUTS}")
+    if listed.type == fs.FileType.File:
+        try:
+            with dst.open_input_stream(listed.path) as f:
+                old = json.loads(f.read())
+            names += [n for n in old if isinstance(n, str) and n and "/" not in n
+                      and n not in (".", "..")]
+        except (OSError, ValueError, pa.ArrowException):
+            pass  # unreadable: the fixed names at least
+    for name in dict.fromkeys([LAST, *names, OUTPUTS]):
+        info = dst.get_file_info(f"{root}/{name}")
+        if info.type == fs.FileType.File:
+            dst.delete_file(info.path)
+        elif info.type == fs.FileType.Directory:
+            dst.delete_dir(info.path)
 
 
 def publish_to_uri(ex, local: Path, uri: str, log=print) -> int:
     """Copy a finished build's outputs from `local` to `uri` on the executor."""
     clear(uri)
+    copy_batch(pa.table({"path": [OUTPUTS]}), str(local), uri)  # first: what to clear next time
     files = output_files(local)
     frame = ex.frame(pa.table({"path": pa.array(files, pa.string())}),
                      blocks=min(len(files), 4 * ex.cpus))
@@ -85,5 +106,5 @@ def publish_to_uri(ex, local: Path, uri: str, log=print) -> int:
     for t in frame.map_batches(copy_batch, args=(str(local), uri)).tables_iter():
         total += sum(t.column("bytes").to_pylist())
     copy_batch(pa.table({"path": [LAST]}), str(local), uri)  # last: the upload is complete
-    log(f"published {len(files) + 1} files ({total / 1e6:.1f} MB) to {uri.split('?')[0]}")
+    log(f"published {len(files) + 2} files ({total / 1e6:.1f} MB) to {uri.split('?')[0]}")
     return total
