@@ -343,3 +343,36 @@ def test_check_command(tmp_path):
         assert ok and text.startswith(f"{spec.name} at {root}: OK")
         ok, text = check_command(spec.name, tmp_path / "empty")
         assert not ok and "DOES NOT MATCH" in text
+
+
+def _png(path: Path, value: int = 0) -> None:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+
+
+def test_check_sees_a_subjects_further_images_that_no_glob_takes(tmp_path):
+    """HC18's real layout: NNN_HC.png, and for some subjects NNN_2HC.png, NNN_3HC.png,
+    each with its _Annotation.png; the declared glob *_HC.png misses the further ones."""
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "hc18.yaml")
+    for name in ("001_HC", "002_HC", "002_2HC", "002_3HC"):
+        _png(tmp_path / "training_set" / f"{name}.png", 100)
+        _png(tmp_path / "training_set" / f"{name}_Annotation.png", 255)
+    rep = check_layout(spec, tmp_path)
+    assert rep.unmatched == ["training_set/002_2HC.png", "training_set/002_3HC.png"]
+    assert rep.unpaired_masks == ["training_set/002_2HC_Annotation.png",
+                                  "training_set/002_3HC_Annotation.png"]
+    assert not rep.ok and "match no image glob" in rep.summary()
+
+
+def test_check_sees_a_second_mask_no_image_is_paired_with(tmp_path):
+    """BUSI's real layout: benign/benign (1).png, its _mask.png and, for some, _mask_1.png."""
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "busi.yaml")
+    for cls in ("benign", "malignant", "normal"):
+        _png(tmp_path / cls / f"{cls} (1).png", 100)
+        _png(tmp_path / cls / f"{cls} (1)_mask.png", 255)
+    _png(tmp_path / "benign" / "benign (1)_mask_1.png", 255)
+    rep = check_layout(spec, tmp_path)
+    assert rep.unmatched == []
+    assert rep.unpaired_masks == ["benign/benign (1)_mask_1.png"]
+    assert "paired with no image" in " ".join(rep.problems)

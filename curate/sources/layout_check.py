@@ -57,6 +57,8 @@ class LayoutReport:
     images_with_classes: int = 0
     classes_found: list[str] = field(default_factory=list)
     patient_ids: int | None = None
+    unmatched: list[str] = field(default_factory=list)  # image-like files no glob takes
+    unpaired_masks: list[str] = field(default_factory=list)  # mask files no image uses
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -87,6 +89,12 @@ class LayoutReport:
             lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
                          f"{self.images} images labelled; classes seen: "
                          f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.unmatched:
+            lines.append(f"  files no image glob takes: {len(self.unmatched)}")
+            lines += [f"    {m}" for m in self.unmatched[:examples]]
+        if self.unpaired_masks:
+            lines.append(f"  mask files paired with no image: {len(self.unpaired_masks)}")
+            lines += [f"    {m}" for m in self.unpaired_masks[:examples]]
         if self.patient_ids is not None:
             lines.append(f"  patient_id regex: {self.patient_ids} of {self.images} images yield an id")
         lines += [f"  problem: {p}" for p in self.problems]
@@ -296,6 +304,64 @@ def _check_classes(spec: SourceSpec, images: list[str], root: Path, rep: LayoutR
         rep.problems.append(f"no image is named in {c.file} (by relative path, name or stem)")
 
 
+def _suffix(rel: str) -> str:
+    name = rel.rsplit("/", 1)[-1].lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else posixpath.splitext(name)[1]
+
+
+def mask_marker(template: str | None, images: list[str], case_regex: str | None) -> str:
+    """What a mask's name adds to its image's stem ("_mask", "_Annotation"), or ""."""
+    for rel in images[:20]:
+        try:
+            name = posixpath.basename(fill_template(template, rel, case_regex, "mask"))
+        except LayoutError:
+            return ""
+        core = name[:-len(_suffix(name))] if _suffix(name) else name
+        base = stem(rel).rsplit("/", 1)[-1]
+        if base and base in core and core != base:
+            return core.replace(base, "", 1)
+    return ""
+
+
+def _check_leftovers(root: Path, images: list[str], matched: set[str], masks: list[str],
+                     rep: LayoutReport, marker: str = "", limit: int = 2_000_000) -> None:
+    """Files the layout never reads: image-like files beside the matched images that no
+    glob takes (a glob too narrow: a subject's further images), and mask-like files in
+    the mask folders that no image is paired with (a second mask per image, a renamed
+    mask). Where images and masks share a folder, a file is mask-like when its name holds
+    what the mask template adds to an image's stem (`marker`, e.g. "_mask")."""
+    used = set(images) | matched | set(masks)
+    image_dirs = {(posixpath.dirname(r), _suffix(r)) for r in images}
+    mask_dirs = {posixpath.dirname(m) for m in masks}
+    shared = {d for d, _ in image_dirs} & mask_dirs
+    seen = 0
+    for path in root.rglob("*"):
+        seen += 1
+        if seen > limit:
+            rep.warnings.append(f"more than {limit} files: stopped looking for unread ones")
+            break
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if rel in used or _suffix(rel) not in FILE_EXT:
+            continue
+        folder = posixpath.dirname(rel)
+        masklike = folder in mask_dirs and (
+            folder not in shared or bool(marker) and marker in posixpath.basename(rel))
+        if masklike:
+            rep.unpaired_masks.append(rel)
+        elif (folder, _suffix(rel)) in image_dirs:
+            rep.unmatched.append(rel)
+    rep.unmatched.sort()
+    rep.unpaired_masks.sort()
+    if rep.unmatched:
+        rep.problems.append(f"{len(rep.unmatched)} file(s) beside the images match no image "
+                            f"glob (nor exclude), e.g. {rep.unmatched[0]}")
+    if rep.unpaired_masks:
+        rep.problems.append(f"{len(rep.unpaired_masks)} file(s) in the mask folders are "
+                            f"paired with no image, e.g. {rep.unpaired_masks[0]}")
+
+
 def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
     """Compare a local folder with the declared layout; reads at most `sample` masks."""
     root, lay = Path(root), spec.layout
@@ -336,6 +402,8 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
             rep.unmapped_labels = [v for v in rep.label_values if v not in lay.label_map]
             if rep.unmapped_labels:
                 rep.problems.append(f"mask values {rep.unmapped_labels} are not in label_map")
+    _check_leftovers(root, images, matched, present if lay.masks else [], rep,
+                     mask_marker(lay.masks, images, lay.case_regex) if lay.masks else "")
     if lay.boxes:
         _check_boxes(spec, root, images, rep)
     if lay.classes:
