@@ -529,6 +529,31 @@ def resolve_path(raw: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
+def through_archive_folder(folder: Path, globs: list[str], depth: int = 2) -> Path:
+    """The folder itself, or the one folder an archive extracted into it kept as its top
+    (data_root/kvasir-seg/Kvasir-SEG/...): followed while a folder holds exactly one
+    visible subfolder and, besides it, only archives, and the layout's image globs do not
+    start with that subfolder's name. Looks at folder listings only, never at the data."""
+    import fnmatch
+
+    firsts = [g.split("/")[0] for g in globs if "/" in g]
+    for _ in range(depth):
+        if not folder.is_dir():
+            return folder
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+        dirs = [e for e in entries if e.is_dir()]
+        others = [e for e in entries if not e.is_dir()
+                  and not e.name.lower().endswith(ARCHIVE_SUFFIXES)]
+        if len(dirs) != 1 or others or any(f == "**" or fnmatch.fnmatch(dirs[0].name, f)
+                                           for f in firsts):
+            return folder
+        folder = dirs[0]
+    return folder
+
+
 def resolve_sources(
     recipe: Recipe, recipe_dir: Path, out_dir: Path, registry: dict[str, SourceSpec] | None = None,
     data_root: str | None = None,
@@ -549,6 +574,8 @@ def resolve_sources(
                 )
             spec = registry[entry.source].model_copy(deep=True)
             spec.path = str(resolve_path(entry.path or entry.source, root))
+            if entry.path is None:  # <data_root>/<name>: look through an archive's own folder
+                spec.path = str(through_archive_folder(Path(spec.path), spec.layout.images))
             if entry.window:
                 spec.window = entry.window
             spec.allow_burned_in = entry.allow_burned_in
