@@ -64,3 +64,58 @@ def test_box_iou():
     boxes = build_model(ModelConfig(**HASHING, width=4, embed_dim=16, image_size=32)).predict_boxes(
         torch.rand(2, 32, 2, 2), torch.rand(2, 64))
     assert torch.all(boxes[:, 0] <= boxes[:, 2]) and torch.all(boxes[:, 1] <= boxes[:, 3])
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    """The demo recipe built once for this module (in-process executor)."""
+    from curate.build import build
+    from tests.conftest import ROOT
+
+    out = tmp_path_factory.mktemp("train") / "demo"
+    build(ROOT / "recipes" / "demo.yaml", out, executor="local", log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_workers_train_on_the_demo_then_resume_and_evaluate(demo_build, local_ray, tmp_path):
+    import json
+
+    from curate.train.evaluate import evaluate
+    from curate.train.trainer import train
+
+    run = tmp_path / "run"
+    lines: list[str] = []
+    last = train(demo_build, run, workers=2, steps=30, batch_size=8, log_every=5, lr=2e-3,
+                 log=lines.append)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [5, 10, 15, 20, 25, 30] and last == metrics[-1]
+    assert metrics[-1]["loss"] < 0.75 * metrics[0]["loss"]  # it learns
+    assert metrics[-1]["roi"] < metrics[0]["roi"]
+    assert any(line.startswith("step 30/30  loss") and "samples/s" in line for line in lines)
+    assert {"config.json", "model.pt", "optimizer.pt", "state.json"} <= {p.name for p in
+                                                                          run.iterdir()}
+    assert json.loads((run / "state.json").read_text())["step"] == 30
+
+    with pytest.raises(CurateError, match="already holds a run"):
+        train(demo_build, run, workers=1, steps=40, log=lambda m: None)
+    train(demo_build, run, workers=2, steps=35, batch_size=8, log_every=5, resume=True,
+          log=lambda m: None)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 35 and json.loads((run / "state.json").read_text())["step"] == 35
+
+    result = evaluate(run, demo_build)
+    assert result["split"] == "val" and result["samples"] >= 1
+    assert json.loads((run / "eval.json").read_text()) == result
+    for key in ("image_to_text", "text_to_image"):
+        assert set(result["retrieval"][key]) == {"R@1", "R@5", "R@10"}
+    assert result["roi"]["n"] >= 1 and 0 <= result["roi"]["mean_iou"] <= 1
+    assert result["vqa"]["n"] >= 1 and 0 <= result["vqa"]["accuracy"] <= 1
