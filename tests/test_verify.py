@@ -194,3 +194,73 @@ def test_every_damage_at_once_is_still_lines(built, tmp_path):
         part.write_bytes(b"PAR1")
     (folder / "shards" / "SHA256SUMS").write_text("garbage\n")
     failed(run(folder), "SHA256SUMS line 1", "unreadable", "damaged or truncated")
+
+
+def outputs(folder):
+    """The output trees that a repair must restore byte for byte."""
+    from tests.conftest import tree_bytes
+
+    return {n: tree_bytes(folder / n) for n in ("shards", "manifest.parquet",
+                                                "quarantine.parquet", "validation.json")}
+
+
+def test_repair_rebuilds_damaged_shards_manifest_and_units_to_the_clean_bytes(built, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(built, folder)
+    clean = outputs(folder)
+    shard = shards(folder)[0]
+    shard.write_bytes(shard.read_bytes()[:700])
+    part = sorted((folder / "manifest.parquet").glob("*.parquet"))[-1]
+    part.write_bytes(b"PAR1")
+    unit = sorted((folder / "units").rglob("*.parquet"))[0]
+    flip(unit, unit.stat().st_size // 2)
+    failed(run(folder), f"{shard.name}: checksum differs")
+    fixed = run(folder, "--repair", "--executor", "local")
+    assert fixed.exit_code == 0 and "verified" in fixed.output, fixed.output
+    assert "rebuilding" in fixed.output and "redoing part" in fixed.output, fixed.output
+    assert outputs(folder) == clean
+
+
+def test_repair_that_cannot_rebuild_says_why_and_what_remains(built, tmp_path):
+    import json
+
+    folder = copy(built, tmp_path)
+    shard = shards(folder)[0]
+    flip(shard, 600)
+    record = json.loads((folder / "run.json").read_text())
+    record["recipe_file"] = str(tmp_path / "gone.yaml")
+    (folder / "run.json").write_text(json.dumps(record))
+    failed(run(folder, "--repair", "--executor", "local"), f"{shard.name}: checksum differs",
+           "cannot repair", "gone.yaml, is gone")
+    record["recipe_file"] = str(tmp_path / "changed.yaml")
+    changed = yaml.safe_load(open(json.loads((built / "run.json").read_text())["recipe_file"]))
+    changed["salt"] = "another"
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    (folder / "run.json").write_text(json.dumps(record))
+    failed(run(folder, "--repair", "--executor", "local"), "has changed since this build (salt)")
+    assert (folder / "shards" / shard.name).read_bytes() != b""  # nothing was rebuilt
+
+
+def test_verify_completes_a_switch_a_killed_build_left_half_done(built, tmp_path):
+    import json
+
+    from curate.report.verify import verify
+    from curate.workdir import JOURNAL, OUTPUTS, STAGING, TRASH
+
+    folder = copy(built, tmp_path)
+    clean = outputs(folder)
+    names = json.loads((folder / OUTPUTS).read_text())
+    # killed after moving run.json and the manifest of the old build aside and moving the
+    # new shards in (the new build here has the same bytes as the old)
+    shutil.copytree(folder, tmp_path / "new", ignore=shutil.ignore_patterns(".*"))
+    (tmp_path / "new").rename(folder / STAGING)
+    (folder / JOURNAL).write_text(json.dumps({"old": names, "new": names}))
+    (folder / TRASH).mkdir()
+    for name in ("run.json", "manifest.parquet", "shards"):
+        (folder / name).rename(folder / TRASH / name)
+    (folder / STAGING / "shards").rename(folder / "shards")
+    assert "killed while switching" in verify(folder)[0]
+    ok = run(folder)
+    assert ok.exit_code == 0 and "completed an interrupted switch" in ok.output, ok.output
+    assert outputs(folder) == clean
+    assert not any((folder / n).exists() for n in (JOURNAL, STAGING, TRASH))

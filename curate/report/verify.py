@@ -30,8 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from PIL import Image
 
+from curate.dataset.hub import verify_parquet
 from curate.model.masks import MEMBER as MASKS_MEMBER
 from curate.model.masks import unpack as unpack_masks
+from curate.workdir import JOURNAL
 
 COLUMNS = ["sample_id", "shard", "rois", "caption", "case_id", "split", "modality", "width",
            "height", "image_sha256"]
@@ -108,6 +110,9 @@ def verify(out: Path, deep: bool = True) -> list[str]:
     """Problems found (empty when the build verifies)."""
     out = Path(out)
     problems: list[str] = []
+    if (out / JOURNAL).exists():
+        return [f"{out}: a build was killed while switching its outputs in ({JOURNAL}); "
+                "`curate verify` or the next build completes the switch"]
     sums_file = out / "shards" / "SHA256SUMS"
     if not sums_file.is_file() or not (out / "manifest.parquet").exists():
         return [f"{out} is not a curate build (no manifest.parquet or shards/SHA256SUMS)"]
@@ -146,6 +151,7 @@ def verify(out: Path, deep: bool = True) -> list[str]:
             problems.append(f"{key}: in the manifest but in no shard ({shard} is missing)")
         else:
             problems.append(f"{key}: in the manifest but in no shard")
+    problems += verify_parquet(out, deep)  # the Parquet export (data/), if the build has one
     return problems
 
 
@@ -285,3 +291,67 @@ def _check(key: str, row: dict, sample: dict, tar_name: str, deep: bool) -> list
         problems.append(f"{key}: image is {size}, manifest says "
                         f"{(row['width'], row['height'])}")
     return problems
+
+
+def repair(out: Path, executor: str = "ray", address: str | None = None,
+           data_root: str | None = None, deep: bool = True, log=print) -> list[str]:
+    """Redo what is damaged, then verify again; returns the problems that remain.
+
+    An interrupted switch of outputs is completed first. If problems remain, the build is
+    run again in place from the recipe its run.json names: every committed part that still
+    verifies is reused (a damaged one is redone from the source files), and the shards,
+    manifest and every other output are rewritten from the parts and switched in together,
+    so the result is the bytes of a clean build.
+    """
+    from curate.model.errors import CurateError
+    from curate.workdir import finish_switch
+
+    out = Path(out)
+    try:
+        if finish_switch(out):
+            log(f"{out}: completed an interrupted switch of outputs")
+    except CurateError as exc:
+        return [str(exc)]
+    problems = verify(out, deep=deep)
+    if not problems:
+        return []
+    log(f"{len(problems)} problem(s); rebuilding {out} in place from its committed parts")
+    try:
+        recipe_file, llm = _recorded_recipe(out)
+        from curate.build import build
+
+        build(recipe_file, out, executor=executor, address=address, data_root=data_root,
+              llm=llm, log=log)
+    except CurateError as exc:
+        return problems + [f"cannot repair: {exc}"]
+    return verify(out, deep=deep)
+
+
+def _recorded_recipe(out: Path) -> tuple[Path, dict | None]:
+    """The recipe file a build was made from, and the --llm-* options it ran with; an
+    error if the file is gone or has changed since (a repair must not change the data)."""
+    from curate.load import load_recipe
+    from curate.model.errors import CurateError
+
+    try:
+        record = json.loads((out / "run.json").read_text())
+        recipe_file, recorded = Path(record["recipe_file"]), record["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CurateError(f"{out}/run.json cannot be read ({_why(exc)}), so the recipe is "
+                          f"unknown; run curate build RECIPE --out {out}") from None
+    if not recipe_file.is_file():
+        raise CurateError(f"the recipe it was built from, {recipe_file}, is gone; run "
+                          f"curate build RECIPE --out {out}")
+    current = load_recipe(recipe_file).model_dump(mode="json")
+    llm = None
+    described = recorded.get("describe") or {}
+    if current.get("describe") != described and described.get("backend") == "openai":
+        llm = dict(described.get("options") or {})  # it ran with --llm-endpoint/--llm-model
+        current["describe"] = described
+    if current != recorded:
+        changed = sorted(k for k in set(current) | set(recorded)
+                         if current.get(k) != recorded.get(k))
+        raise CurateError(f"{recipe_file} has changed since this build ({', '.join(changed)}); "
+                          f"a repair rebuilds the same data: restore it, or run curate "
+                          f"build {recipe_file} --out {out}")
+    return recipe_file, llm
