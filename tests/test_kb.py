@@ -22,6 +22,7 @@ from curate.kb import (
     ModelMismatch,
     build_kb,
     chunk_document,
+    corpus_info,
     default_corpus_dir,
     kb_build_command,
     kb_query_command,
@@ -314,3 +315,56 @@ def test_minilm_index_refuses_other_model_and_serves_samples(minilm_kb):
            "rois": [{"label": "pneumothorax", "finding": "pneumothorax", "intensity": "hypo"}],
            "annotated": True, "labels": ["pneumothorax"]}
     assert minilm_kb.query_for_sample(ctx, k=2)[0].doc_id == "pneumothorax"
+
+
+def _jsonl_corpus(path: Path, n: int, dup: bool = False) -> Path:
+    with open(path, "w") as fh:
+        for i in range(n):
+            doc_id = "p0" if dup and i == n - 1 else f"p{i}"
+            fh.write(json.dumps({"id": doc_id, "title": f"Passage {i}",
+                                 "text": f"Passage {i} about {_words(30, f'w{i % 7}x')}."}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("backend", ["parquet", "lance"])
+def test_streamed_build_from_one_jsonl_with_licence(tmp_path, backend):
+    if backend == "lance" and not lance_available():
+        pytest.skip("lancedb not installed")
+    corpus = _jsonl_corpus(tmp_path / "abstracts.jsonl", 50)
+    seen = []
+    stats = build_kb(corpus, tmp_path / "small", model="hashing:512", backend=backend,
+                     batch_size=7, license="CC-BY-4.0", progress=seen.append)
+    build_kb(corpus, tmp_path / "whole", model="hashing:512", backend=backend,
+             batch_size=10_000, license="CC-BY-4.0")
+    assert stats["documents"] == stats["chunks"] == 50 and len(seen) == 8  # ceil(50 / 7) batches
+    meta = json.loads((tmp_path / "small" / "kb.json").read_text())
+    assert meta["corpus"] == {"name": "abstracts.jsonl", "license": "CC-BY-4.0"}
+    assert meta["corpus_fingerprint"] == json.loads(
+        (tmp_path / "whole" / "kb.json").read_text())["corpus_fingerprint"]
+    info = corpus_info(tmp_path / "small")
+    assert info["license"] == "CC-BY-4.0" and info["chunks"] == 50
+    a = KnowledgeBase.open(tmp_path / "small").query("passage w3x5 w3x6", k=3)
+    b = KnowledgeBase.open(tmp_path / "whole").query("passage w3x5 w3x6", k=3)
+    assert [p.id for p in a] == [p.id for p in b]
+    assert a[0].doc_id in {f"p{i}" for i in range(3, 50, 7)}
+
+
+def test_streamed_build_refuses_duplicate_ids_and_bad_lines(tmp_path):
+    corpus = _jsonl_corpus(tmp_path / "dup.jsonl", 20, dup=True)
+    with pytest.raises(CorpusError, match="1 duplicate document id"):
+        build_kb(corpus, tmp_path / "kb", model="hashing:64", backend="parquet", batch_size=4)
+    assert not (tmp_path / "kb" / "kb.json").exists()  # no index that looks complete
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "a", "text": "fine"}) + "\n{not json\n")
+    from curate.kb import iter_corpus
+    docs = iter_corpus([(bad, "bad.jsonl")])
+    assert next(docs).doc_id == "a"  # read lazily: the bad line is reached only after
+    with pytest.raises(CorpusError, match="bad.jsonl:2"):
+        next(docs)
+
+
+def test_packaged_corpus_licence_is_recorded(tmp_path):
+    build_kb(default_corpus_dir(), tmp_path / "kb", model="hashing:32", backend="parquet")
+    assert corpus_info(tmp_path / "kb")["license"] == "Apache-2.0"
+    summary = kb_build_command(None, tmp_path / "kb2", "hashing:32", license="CC0-1.0")
+    assert "licence:  CC0-1.0" in summary

@@ -10,16 +10,21 @@ from curate.kb.index import KnowledgeBase, build_kb, default_corpus_dir
 
 
 def kb_build_command(corpus_dir: str | Path | None, out: str | Path,
-                     model: str | None = None) -> str:
+                     model: str | None = None, license: str | None = None,
+                     backend: str = "auto", batch_size: int = 2048) -> str:
     """Build an index (the packaged corpus when `corpus_dir` is None); a summary."""
     corpus = Path(corpus_dir) if corpus_dir else default_corpus_dir()
-    stats = build_kb(corpus, Path(out), model)
+    stats = build_kb(corpus, Path(out), model, backend=backend, license=license,
+                     batch_size=batch_size)
+    rate = stats["chunks"] / stats["seconds"] if stats["seconds"] else 0.0
     lines = [f"knowledge base written to {stats['path']}",
              f"  corpus:   {corpus}",
+             f"  licence:  {license or 'not stated (pass --license; the data card will say unknown)'}",
              f"  indexed:  {stats['documents']} documents, {stats['chunks']} chunks, "
              f"{stats['words']} words",
-             f"  model:    {stats['model']} (dim {stats['dim']}), backend {stats['backend']}",
-             f"  time:     {stats['seconds']:.1f} s"]
+             f"  model:    {stats['model']} (dim {stats['dim']}), backend {stats['backend']}"
+             + (", IVF-PQ index" if stats["ann_index"] else ""),
+             f"  time:     {stats['seconds']:.1f} s ({rate:.0f} chunks/s)"]
     if stats["skipped_files"]:
         lines.append(f"  skipped:  {', '.join(stats['skipped_files'])} "
                      f"(README, hidden or not .md/.jsonl/.txt)")

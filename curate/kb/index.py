@@ -13,17 +13,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from curate.kb.chunk import MAX_WORDS, MIN_WORDS, OVERLAP_WORDS, TARGET_WORDS, chunk_documents
+from curate.kb.chunk import MAX_WORDS, MIN_WORDS, OVERLAP_WORDS, TARGET_WORDS, chunk_document
 from curate.kb.embed import Embedder, get_embedder, same_model
-from curate.kb.errors import KnowledgeBaseError, ModelMismatch
-from curate.kb.ingest import TAG_KEYS, Document, read_corpus
+from curate.kb.errors import CorpusError, KnowledgeBaseError, ModelMismatch
+from curate.kb.ingest import TAG_KEYS, Document, corpus_files, iter_corpus, read_corpus
 from curate.kb.store import (
     ParquetStore,
     Store,
@@ -32,11 +34,14 @@ from curate.kb.store import (
     make_table,
     open_store,
     resolve_backend,
-    write_store,
+    schema,
+    write_store_batches,
 )
 
 FORMAT_VERSION = 1
 META_FILE = "kb.json"
+PACKAGED_CORPUS_LICENSE = "Apache-2.0"  # curate/data/corpus is written for curate, under its licence
+ANN_MIN_ROWS = 200_000  # LanceDB tables this large get an IVF-PQ index (exact search below)
 
 
 def default_corpus_dir() -> Path:
@@ -74,31 +79,34 @@ def embed_text(title: str, heading: str, text: str) -> str:
     return f"{head}\n{text}"
 
 
+def _doc_rows(doc: Document, **chunking: int) -> list[dict[str, Any]]:
+    meta = json.dumps(doc.metadata, sort_keys=True, default=str)
+    return [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "chunk_index": c.index,
+             "title": doc.title, "heading": c.heading, "text": c.text, "source": doc.source,
+             "format": doc.format, "references": list(doc.references),
+             **{k: doc.tags(k) for k in TAG_KEYS}, "metadata": meta}
+            for c in chunk_document(doc, **chunking)]
+
+
 def _rows(docs: list[Document], **chunking: int) -> list[dict[str, Any]]:
-    by_id = {d.doc_id: d for d in docs}
-    rows = []
-    for c in chunk_documents(docs, **chunking):
-        d = by_id[c.doc_id]
-        rows.append({
-            "chunk_id": c.chunk_id, "doc_id": c.doc_id, "chunk_index": c.index,
-            "title": d.title, "heading": c.heading, "text": c.text, "source": d.source,
-            "format": d.format, "references": list(d.references),
-            **{k: d.tags(k) for k in TAG_KEYS},
-            "metadata": json.dumps(d.metadata, sort_keys=True, default=str),
-        })
-    return rows
+    return [r for d in docs for r in _doc_rows(d, **chunking)]
+
+
+def _fingerprint_update(h: Any, r: dict[str, Any]) -> None:
+    h.update(json.dumps([r["chunk_id"], r["title"], r["heading"], r["text"], r["metadata"]],
+                        sort_keys=True).encode())
 
 
 def _corpus_fingerprint(rows: list[dict[str, Any]]) -> str:
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps([r["chunk_id"], r["title"], r["heading"], r["text"], r["metadata"]],
-                            sort_keys=True).encode())
+        _fingerprint_update(h, r)
     return h.hexdigest()[:16]
 
 
 def _embed_corpus(corpus_dir: Path, embedder: Embedder, chunking: dict[str, int]
                   ) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, Any]]:
+    """The whole corpus chunked and embedded in memory (KnowledgeBase.from_corpus only)."""
     docs, skipped = read_corpus(corpus_dir)
     if not docs:
         raise KnowledgeBaseError(f"no documents in {corpus_dir} (.md, .jsonl or .txt files)")
@@ -111,33 +119,118 @@ def _embed_corpus(corpus_dir: Path, embedder: Embedder, chunking: dict[str, int]
     return rows, vectors, stats
 
 
+class _Streamer:
+    """Documents -> embedded Arrow tables of `batch_size` chunks, counting as it goes.
+
+    Holds one batch of chunks at a time; what grows with the corpus is 8 bytes per
+    document (a hash of its id, for the duplicate-id check at the end)."""
+
+    def __init__(self, docs: Iterator[Document], embedder: Embedder, chunking: dict[str, int],
+                 batch_size: int, progress: Callable[[dict[str, Any]], None] | None):
+        self.docs, self.embedder, self.chunking = docs, embedder, chunking
+        self.batch_size, self.progress = batch_size, progress
+        self.counts = {"documents": 0, "chunks": 0, "words": 0}
+        self.fingerprint = hashlib.sha256()
+        self.id_hashes: list[np.ndarray] = []
+        self._ids: list[int] = []
+
+    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        vectors = self.embedder.embed_documents(
+            [embed_text(r["title"], r["heading"], r["text"]) for r in rows])
+        self.counts["chunks"] += len(rows)
+        if self.progress:
+            self.progress(dict(self.counts))
+        return make_table(rows, vectors)
+
+    def tables(self) -> Iterator[pa.Table]:
+        rows: list[dict[str, Any]] = []
+        for doc in self.docs:
+            self.counts["documents"] += 1
+            self._ids.append(int.from_bytes(
+                hashlib.blake2b(doc.doc_id.encode(), digest_size=8).digest(), "little"))
+            if len(self._ids) >= 65536:
+                self.id_hashes.append(np.array(self._ids, np.uint64))
+                self._ids = []
+            for r in _doc_rows(doc, **self.chunking):
+                _fingerprint_update(self.fingerprint, r)
+                self.counts["words"] += len(r["text"].split())
+                rows.append(r)
+            if len(rows) >= self.batch_size:
+                yield self._table(rows)
+                rows = []
+        if rows:
+            yield self._table(rows)
+
+    def duplicate_ids(self) -> int:
+        ids = np.concatenate(self.id_hashes + [np.array(self._ids, np.uint64)])
+        ids.sort()
+        return int((ids[1:] == ids[:-1]).sum()) if len(ids) > 1 else 0
+
+
 def build_kb(corpus_dir: Path, out: Path, model: str | Path | Embedder | None = None,
              backend: str = "auto", min_words: int = MIN_WORDS, target_words: int = TARGET_WORDS,
-             max_words: int = MAX_WORDS, overlap_words: int = OVERLAP_WORDS) -> dict[str, Any]:
-    """Read, chunk and embed every document under `corpus_dir` and write the index to
-    `out` (replacing an index already there). Returns counts and timings."""
+             max_words: int = MAX_WORDS, overlap_words: int = OVERLAP_WORDS,
+             license: str | None = None, corpus_name: str | None = None,
+             batch_size: int = 2048, ann_min_rows: int | None = ANN_MIN_ROWS,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Read, chunk and embed every document of `corpus_dir` (a folder, or one .jsonl,
+    .md or .txt file) and write the index to `out` (replacing an index already there).
+
+    Streams: documents are read one at a time (a JSONL file line by line), chunked,
+    embedded `batch_size` chunks at a time and appended to the table, so memory stays
+    flat however large the corpus. `license` (SPDX id or a name with its terms) is the
+    corpus's licence, recorded in kb.json for the data card. Returns counts and timings.
+    """
     t0 = time.perf_counter()
     corpus_dir, out = Path(corpus_dir), Path(out)
+    if license is None and corpus_dir.resolve() == default_corpus_dir().resolve():
+        license = PACKAGED_CORPUS_LICENSE
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).is_file():
         raise KnowledgeBaseError(f"{out} exists and is not a knowledge base; refusing to "
                                  f"write into it (choose an empty or new folder)")
     backend = resolve_backend(backend)
+    files, skipped = corpus_files(corpus_dir)
+    if not files:
+        raise KnowledgeBaseError(f"no documents in {corpus_dir} (.md, .jsonl or .txt files)")
     embedder = get_embedder(model)
     chunking = {"min_words": min_words, "target_words": target_words, "max_words": max_words,
                 "overlap_words": overlap_words}
-    rows, vectors, stats = _embed_corpus(corpus_dir, embedder, chunking)
     out.mkdir(parents=True, exist_ok=True)
-    write_store(out, make_table(rows, vectors), backend)
+    (out / META_FILE).unlink(missing_ok=True)  # an interrupted build leaves no valid index
+    stream = _Streamer(iter_corpus(files), embedder, chunking, batch_size, progress)
+    written = write_store_batches(out, stream.tables(), schema(embedder.dim), backend,
+                                  ann_min_rows if backend == "lance" else None)
+    if not written["rows"]:
+        raise KnowledgeBaseError(f"the documents in {corpus_dir} hold no text to index")
+    dups = stream.duplicate_ids()
+    if dups:
+        raise CorpusError(f"{dups} duplicate document id(s) in {corpus_dir}: the index reports "
+                          f"hits by document id, so every document needs its own 'id'")
     meta = {
         "format_version": FORMAT_VERSION, "backend": backend,
         "model": {"name": embedder.name, "dim": embedder.dim, "fingerprint": embedder.fingerprint,
                   "spec": embedder.spec},
-        "chunking": chunking, "corpus_fingerprint": _corpus_fingerprint(rows),
-        "counts": {k: stats[k] for k in ("documents", "chunks", "words")},
+        "chunking": chunking, "corpus_fingerprint": stream.fingerprint.hexdigest()[:16],
+        "counts": stream.counts, "ann_index": written["ann_index"],
+        "corpus": {"name": corpus_name or corpus_dir.name, "license": license},
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return {**stats, "model": embedder.name, "dim": embedder.dim, "backend": backend,
-            "path": str(out), "seconds": round(time.perf_counter() - t0, 2)}
+    return {**stream.counts, "skipped_files": skipped, "model": embedder.name,
+            "dim": embedder.dim, "backend": backend, "path": str(out), "license": license,
+            "ann_index": written["ann_index"], "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def corpus_info(path: str | Path) -> dict[str, Any]:
+    """What a data card says about the knowledge base at `path`: the corpus's name and
+    licence (None when the build was not told), counts and the embedding model."""
+    meta_path = Path(path) / META_FILE
+    if not meta_path.is_file():
+        raise KnowledgeBaseError(f"{path} is not a knowledge base (no {META_FILE})")
+    meta = json.loads(meta_path.read_text())
+    corpus = meta.get("corpus") or {}
+    return {"name": corpus.get("name"), "license": corpus.get("license"),
+            "documents": meta["counts"]["documents"], "chunks": meta["counts"]["chunks"],
+            "model": meta["model"]["name"]}
 
 
 class KnowledgeBase:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,56 +150,85 @@ def parse_text(text: str, default_id: str, source: str = "") -> Document:
                     sections=[Section("", paras)] if paras else [], source=source, format="text")
 
 
+def _jsonl_document(line: str, n: int, stem: str, source: str) -> Document | None:
+    if not line.strip():
+        return None
+    where = f"{source or stem}:{n}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise CorpusError(f"{where}: each line must be an object with a string 'text' field")
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise CorpusError(f"{where}: 'metadata' must be an object")
+    refs = obj.get("references") or meta.get("references") or []
+    doc_id = str(obj.get("id") or f"{stem}-{n}")
+    paras = _paragraphs(obj["text"].splitlines())
+    return Document(doc_id=doc_id, title=str(obj.get("title") or doc_id),
+                    sections=[Section("", paras)] if paras else [],
+                    references=[str(r) for r in refs], metadata=dict(meta),
+                    source=where, format="jsonl")
+
+
 def parse_jsonl(text: str, stem: str, source: str = "") -> list[Document]:
     """One document per line: `text` (required), optional `id`, `title`, `metadata`
     (tags such as modality/anatomy/findings go here) and `references`."""
-    docs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{source or stem}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{where}: not valid JSON: {exc}") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise CorpusError(f"{where}: each line must be an object with a string 'text' field")
-        meta = obj.get("metadata") or {}
-        if not isinstance(meta, dict):
-            raise CorpusError(f"{where}: 'metadata' must be an object")
-        refs = obj.get("references") or meta.get("references") or []
-        doc_id = str(obj.get("id") or f"{stem}-{n}")
-        paras = _paragraphs(obj["text"].splitlines())
-        docs.append(Document(doc_id=doc_id, title=str(obj.get("title") or doc_id),
-                             sections=[Section("", paras)] if paras else [],
-                             references=[str(r) for r in refs], metadata=dict(meta),
-                             source=where, format="jsonl"))
-    return docs
+    docs = (_jsonl_document(line, n, stem, source) for n, line in enumerate(text.splitlines(), 1))
+    return [d for d in docs if d is not None]
+
+
+def iter_jsonl(path: Path, source: str = "") -> Iterator[Document]:
+    """The documents of a JSONL file, one line at a time (the file is never read whole)."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            doc = _jsonl_document(line, n, path.stem, source or path.name)
+            if doc is not None:
+                yield doc
+
+
+def corpus_files(corpus: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(path, relative name) of every file a corpus folder (or a single .jsonl/.md/.txt
+    file) contributes, sorted, and the files skipped (unsupported suffix, README-like)."""
+    corpus = Path(corpus)
+    if corpus.is_file():
+        if corpus.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise CorpusError(f"{corpus}: a corpus file must be .jsonl, .md or .txt")
+        return [(corpus, corpus.name)], []
+    if not corpus.is_dir():
+        raise CorpusError(f"corpus folder not found: {corpus}")
+    files, skipped = [], []
+    for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
+        rel = path.relative_to(corpus).as_posix()
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES or path.name.startswith((".", "_")) or \
+                path.stem.upper() == "README":
+            skipped.append(rel)
+        else:
+            files.append((path, rel))
+    return files, skipped
+
+
+def iter_corpus(files: list[tuple[Path, str]]) -> Iterator[Document]:
+    """Every document of `files` (from `corpus_files`) in order, streamed: a JSONL file
+    of millions of lines is read line by line; Markdown and text files are small."""
+    for path, rel in files:
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES:
+            yield from iter_jsonl(path, rel)
+        elif suffix in MARKDOWN_SUFFIXES:
+            yield parse_markdown(path.read_text(encoding="utf-8"), path.stem, rel)
+        else:
+            yield parse_text(path.read_text(encoding="utf-8"), path.stem, rel)
 
 
 def read_corpus(corpus_dir: Path) -> tuple[list[Document], list[str]]:
     """All documents under `corpus_dir` (recursively, sorted) and the files skipped
-    (unsupported suffix, README-like files). Duplicate doc ids are errors: the index
-    reports hits by doc id, so two documents must never share one."""
-    corpus_dir = Path(corpus_dir)
-    if not corpus_dir.is_dir():
-        raise CorpusError(f"corpus folder not found: {corpus_dir}")
-    docs: list[Document] = []
-    skipped: list[str] = []
-    for path in sorted(p for p in corpus_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(corpus_dir).as_posix()
-        suffix = path.suffix.lower()
-        if suffix not in SUPPORTED_SUFFIXES or path.name.startswith((".", "_")) or \
-                path.stem.upper() == "README":
-            skipped.append(rel)
-            continue
-        text = path.read_text(encoding="utf-8")
-        if suffix in MARKDOWN_SUFFIXES:
-            docs.append(parse_markdown(text, path.stem, rel))
-        elif suffix in JSONL_SUFFIXES:
-            docs.extend(parse_jsonl(text, path.stem, rel))
-        else:
-            docs.append(parse_text(text, path.stem, rel))
+    (unsupported suffix, README-like files), in memory: for small corpora and tests;
+    `curate kb build` streams with `iter_corpus`. Duplicate doc ids are errors: the
+    index reports hits by doc id, so two documents must never share one."""
+    files, skipped = corpus_files(Path(corpus_dir))
+    docs = list(iter_corpus(files))
     seen: dict[str, str] = {}
     for d in docs:
         if d.doc_id in seen:

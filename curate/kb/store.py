@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,19 +173,51 @@ class LanceStore:
         return hits
 
 
-def write_store(out: Path, table: pa.Table, backend: str) -> None:
-    """Write the table (replacing an earlier one of either backend)."""
+def _remove_old(out: Path) -> None:
     for old in (out / f"{TABLE}.lance", out / f"{TABLE}.parquet"):
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
             old.unlink()
+
+
+def write_store(out: Path, table: pa.Table, backend: str) -> None:
+    """Write the table (replacing an earlier one of either backend)."""
+    write_store_batches(out, iter([table]), table.schema, backend)
+
+
+def write_store_batches(out: Path, tables: Iterator[pa.Table], table_schema: pa.Schema,
+                        backend: str, ann_min_rows: int | None = None) -> dict[str, Any]:
+    """Write tables as they come (replacing an earlier index of either backend): only
+    one batch is in memory at a time. Parquet gets one row group per batch; LanceDB
+    reads the batches as a stream, and a table of at least `ann_min_rows` rows gets an
+    IVF-PQ vector index (cosine) so that queries stay fast at millions of rows.
+    Returns what was built ({"rows": n, "ann_index": bool})."""
+    _remove_old(out)
+    rows = 0
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for t in tables:
+            rows += t.num_rows
+            yield from t.to_batches()
+
     if backend == "lance":
         import lancedb
 
-        lancedb.connect(str(out)).create_table(TABLE, data=table, mode="overwrite")
-    else:
-        pq.write_table(table, out / f"{TABLE}.parquet")
+        reader = pa.RecordBatchReader.from_batches(table_schema, counted())
+        table = lancedb.connect(str(out)).create_table(TABLE, data=reader, mode="overwrite")
+        ann = bool(ann_min_rows and rows >= ann_min_rows)
+        if ann:
+            dim = table_schema.field("vector").type.list_size
+            table.create_index(metric="cosine", vector_column_name="vector",
+                               num_partitions=max(1, int(rows ** 0.5) // 4),
+                               num_sub_vectors=max(1, dim // 16))
+        return {"rows": rows, "ann_index": ann}
+    with pq.ParquetWriter(out / f"{TABLE}.parquet", table_schema) as writer:
+        for batch in counted():
+            writer.write_batch(batch)
+    return {"rows": rows, "ann_index": False}
 
 
 def open_store(path: Path, backend: str) -> Store:
