@@ -212,7 +212,7 @@ def test_dotted_file_names_keep_their_masks(tmp_path):
     Image.fromarray(grey()).save(root / "img" / "case.v1.png")
     Image.fromarray(np.ones((32, 40), np.uint8)).save(root / "seg" / "case.v1.png")
     units, _ = plan_images(spec(masks="seg/{stem}.png"), root)
-    assert units[0].extra["mask"] == "seg/case.v1.png"
+    assert units[0].extra["masks"] == ["seg/case.v1.png"]
 
 
 # (e) non-finite pixels and voxels

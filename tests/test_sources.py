@@ -358,7 +358,10 @@ def test_check_sees_a_subjects_further_images_that_no_glob_takes(tmp_path):
     for name in ("001_HC", "002_HC", "002_2HC", "002_3HC"):
         _png(tmp_path / "training_set" / f"{name}.png", 100)
         _png(tmp_path / "training_set" / f"{name}_Annotation.png", 255)
-    rep = check_layout(spec, tmp_path)
+    assert check_layout(spec, tmp_path).ok  # the declared glob takes them all
+    narrow = spec.model_copy(deep=True)
+    narrow.layout.images = ["training_set/*_HC.png"]  # as it was declared before
+    rep = check_layout(narrow, tmp_path)
     assert rep.unmatched == ["training_set/002_2HC.png", "training_set/002_3HC.png"]
     assert rep.unpaired_masks == ["training_set/002_2HC_Annotation.png",
                                   "training_set/002_3HC_Annotation.png"]
@@ -372,7 +375,75 @@ def test_check_sees_a_second_mask_no_image_is_paired_with(tmp_path):
         _png(tmp_path / cls / f"{cls} (1).png", 100)
         _png(tmp_path / cls / f"{cls} (1)_mask.png", 255)
     _png(tmp_path / "benign" / "benign (1)_mask_1.png", 255)
-    rep = check_layout(spec, tmp_path)
+    assert check_layout(spec, tmp_path).ok  # the declared pattern takes both masks
+    narrow = spec.model_copy(deep=True)
+    narrow.layout.masks = "{parent}/{stem}_mask.png"  # as it was declared before
+    rep = check_layout(narrow, tmp_path)
     assert rep.unmatched == []
     assert rep.unpaired_masks == ["benign/benign (1)_mask_1.png"]
     assert "paired with no image" in " ".join(rep.problems)
+
+
+def _read_cases(spec, root):
+    from curate.ingest.image2d import plan_images, read_image
+    units, problems = plan_images(spec, root)
+    assert not problems, problems
+    return [read_image(spec, root, u)[0] for u in units]
+
+
+def test_each_lesion_mask_of_an_image_becomes_an_roi(tmp_path):
+    """BUSI: benign (1)_mask.png and benign (1)_mask_1.png are two lesions of one image."""
+    from PIL import Image
+
+    from curate.model.recipe import NormalizeConfig
+    from curate.unit.ground import ground
+    from curate.unit.normalize import image_view
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "busi.yaml")
+    img = np.full((64, 64), 90, np.uint8)
+    img[8:20, 8:20] = img[40:56, 36:60] = 30  # two dark lesions
+    (tmp_path / "benign").mkdir()
+    Image.fromarray(img).save(tmp_path / "benign" / "benign (1).png")
+    for suffix, (ys, xs) in (("", (slice(8, 20), slice(8, 20))),
+                             ("_1", (slice(40, 56), slice(36, 60)))):
+        m = np.zeros((64, 64), np.uint8)
+        m[ys, xs] = 255
+        Image.fromarray(m).save(tmp_path / "benign" / f"benign (1)_mask{suffix}.png")
+    (case,) = _read_cases(spec, tmp_path)
+    rois, _ = ground(image_view(case, NormalizeConfig()), spec.layout.label_map,
+                     spec.findings, min_pixels=4)
+    assert sorted(r["bbox"] for r in rois) == [[8, 8, 20, 20], [36, 40, 60, 56]]
+
+
+def test_jpeg_masks_are_thresholded_not_read_as_stray_labels(tmp_path):
+    """Kvasir-SEG's masks are JPEGs: edges carry grey values; no 'label 254' ROIs."""
+    from PIL import Image
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "kvasir-seg.yaml")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(
+        tmp_path / "images" / "c1.jpg")
+    m = np.zeros((64, 64), np.uint8)
+    m[16:48, 20:44] = 255
+    Image.fromarray(m).save(tmp_path / "masks" / "c1.jpg", quality=60)
+    with Image.open(tmp_path / "masks" / "c1.jpg") as im:
+        assert len(np.unique(np.asarray(im))) > 2  # the compression made grey values
+    (case,) = _read_cases(spec, tmp_path)
+    assert set(np.unique(case.mask)) == {0, 255}
+    ys, xs = np.nonzero(case.mask)
+    assert abs(ys.min() - 16) <= 1 and abs(xs.max() - 43) <= 1
+
+
+def test_an_outline_annotation_is_filled(tmp_path):
+    """HC18: the head is drawn as an ellipse outline; the ROI is the filled ellipse."""
+    from PIL import Image, ImageDraw
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "hc18.yaml")
+    (tmp_path / "training_set").mkdir()
+    Image.fromarray(np.full((80, 100), 60, np.uint8)).save(
+        tmp_path / "training_set" / "001_HC.png")
+    ring = Image.new("L", (100, 80))
+    ImageDraw.Draw(ring).ellipse([20, 10, 80, 70], outline=255, width=2)
+    ring.save(tmp_path / "training_set" / "001_HC_Annotation.png")
+    (case,) = _read_cases(spec, tmp_path)
+    filled = int((case.mask > 0).sum())
+    assert filled == pytest.approx(np.pi * 30 * 30, rel=0.08)  # the head, not a 2-px ring

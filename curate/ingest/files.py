@@ -156,6 +156,28 @@ def annotation_path(template: str, rel: str, case_regex: str | None = None) -> s
                            case=case_name(rel, case_regex))
 
 
+GLOB_CHARS = set("*?[")
+
+
+def annotation_files(template: str, rel: str, root: Path, case_regex: str | None = None
+                     ) -> list[str]:
+    """The annotation files of one image: the filled template, or, when the template
+    itself holds * or ?, every file its filled pattern matches (names from the image are
+    escaped, so brackets in a file name are not patterns), sorted."""
+    if not GLOB_CHARS & set(template):
+        return [annotation_path(template, rel, case_regex)]
+    import glob as globlib
+
+    p = Path(rel)
+    parent = p.parent.as_posix()
+    esc = globlib.escape
+    pattern = template.format(stem=esc(stem(p.name)), name=esc(p.name),
+                              parent="" if parent == "." else esc(parent),
+                              case=esc(case_name(rel, case_regex)))
+    return sorted(x.relative_to(root).as_posix() for x in root.glob(pattern.lstrip("/"))
+                  if x.is_file())
+
+
 def file_meta(spec: SourceSpec, key: str, series_id: str | None = None, **extra) -> CaseMeta:
     """What a file-based source says about a case: its declared modality and anatomy,
     the patient id from the path (when declared) and the file as its series."""

@@ -14,6 +14,7 @@ from curate.ingest.files import (
     EmptyInput,
     Problem,
     TooLarge,
+    annotation_files,
     annotation_path,
     check_file,
     check_pixels,
@@ -100,13 +101,17 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     for rel in list_images(spec, root, problems):
         files, extra = [rel], {}
         if spec.layout.masks:
-            mask = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
-            if (root / mask).is_file() and mask != rel:
-                if (why := outside_root(spec, root, mask)) is not None:
-                    problems.append(Problem(mask, "plan", why))
-                    continue
-                files.append(mask)
-                extra["mask"] = mask
+            masks = [m for m in annotation_files(spec.layout.masks, rel, root,
+                                                 spec.layout.case_regex)
+                     if m != rel and (root / m).is_file()]
+            outside = [(m, why) for m in masks
+                       if (why := outside_root(spec, root, m)) is not None]
+            if outside:
+                problems.append(Problem(outside[0][0], "plan", outside[0][1]))
+                continue
+            if masks:
+                files.extend(masks)
+                extra["masks"] = masks
         if boxes and boxes.format == "voc":
             voc = annotation_path(boxes.file, rel, spec.layout.case_regex)
             if (root / voc).is_file():
@@ -151,6 +156,49 @@ def _dicom_pixels(spec: SourceSpec, root: Path, rel: str) -> ImageCase:
                      spacing=(sy, sx))
 
 
+def _read_mask(spec: SourceSpec, root: Path, mrel: str, shape: tuple[int, int],
+               notes: list[str]) -> np.ndarray:
+    """One mask file as label values, by the layout's rules (threshold, outline fill,
+    unknown values)."""
+    lay = spec.layout
+    try:
+        mask = load_image(root / mrel, lay.max_image_pixels)
+    except IngestError as exc:
+        exc.file = exc.file or mrel
+        raise
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    if mask.shape != shape:
+        raise IngestError(f"mask shape {mask.shape} differs from image {shape}", file=mrel)
+    mask, note = nonfinite_fix(spec, mask, Path(mrel).name)
+    notes += [note] if note else []
+    if lay.mask_threshold is not None:  # lossy masks: grey edges are not labels
+        value = next(v for v in lay.label_map if v)
+        mask = np.where(mask >= lay.mask_threshold, value, 0).astype(
+            np.uint16 if value > 255 else np.uint8)
+    unknown = unknown_values(np.unique(mask), lay.label_map)
+    if unknown and lay.unknown_labels == "quarantine":
+        raise unknown_labels_error(spec, unknown, mrel)
+    if unknown and lay.unknown_labels == "ignore":
+        mask = np.where(np.isin(mask, unknown), 0, mask).astype(mask.dtype)
+    if lay.mask_fill == "outline":
+        mask = fill_outlines(mask)
+    return mask
+
+
+def fill_outlines(mask: np.ndarray) -> np.ndarray:
+    """Each label value's closed outlines filled (the ring and its inside get the value)."""
+    from scipy import ndimage
+
+    out = mask.copy()
+    for value in np.unique(mask):
+        if value == 0:
+            continue
+        inside = ndimage.binary_fill_holes(mask == value)
+        out[inside & (out == 0)] = value
+    return out
+
+
 def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     rel = unit.files[0]
     budget = spec.layout.max_image_pixels
@@ -163,24 +211,9 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     pixels, note = nonfinite_fix(spec, pixels, Path(rel).name)
     notes = [note] if note else []
     mask = None
-    if "mask" in unit.extra:
-        mrel = unit.extra["mask"]
-        try:
-            mask = load_image(root / mrel, budget)
-        except IngestError as exc:
-            exc.file = exc.file or mrel
-            raise
-        if mask.ndim == 3:
-            mask = mask.max(axis=2)
-        if mask.shape != pixels.shape[:2]:
-            raise IngestError(f"mask shape {mask.shape} differs from image {pixels.shape[:2]}")
-        mask, note = nonfinite_fix(spec, mask, Path(mrel).name)
-        notes += [note] if note else []
-        unknown = unknown_values(np.unique(mask), spec.layout.label_map)
-        if unknown and spec.layout.unknown_labels == "quarantine":
-            raise unknown_labels_error(spec, unknown, mrel)
-        if unknown and spec.layout.unknown_labels == "ignore":
-            mask = np.where(np.isin(mask, unknown), 0, mask).astype(mask.dtype)
+    for mrel in unit.extra.get("masks", []):
+        one = _read_mask(spec, root, mrel, pixels.shape[:2], notes)
+        mask = one if mask is None else np.maximum(mask, one)  # one file per lesion
     boxes = []
     raw_boxes = read_voc(root / unit.extra["voc"]) if "voc" in unit.extra else \
         unit.extra.get("boxes", [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SLUG = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -159,10 +159,30 @@ class Layout(Strict):
     to the source root).
     """
 
+    @model_validator(mode="after")
+    def _threshold_needs_one_label(self):
+        if self.mask_threshold is not None and len([v for v in self.label_map if v]) != 1:
+            raise ValueError("mask_threshold needs a label_map with exactly one non-zero "
+                             "value (the value a thresholded pixel gets)")
+        return self
+
     images: list[str] = Field(description="glob(s) relative to the source root")
     exclude: list[str] = Field(default_factory=list, description="globs to leave out")
     masks: str | None = Field(
-        default=None, description="mask/label file template, e.g. 'labelsTr/{name}'"
+        default=None,
+        description="mask/label file template, e.g. 'labelsTr/{name}'; with * or ? after "
+        "filling (e.g. '{parent}/{stem}_mask*.png') every matching file is a mask of the "
+        "image (one per lesion), combined",
+    )
+    mask_threshold: int | None = Field(
+        default=None, ge=1,
+        description="lossy (JPEG) masks: a pixel at or above this grey value is the "
+        "label_map's single value, below it background",
+    )
+    mask_fill: Literal["none", "outline"] = Field(
+        default="none",
+        description="'outline': masks draw each region's outline (HC18's ellipse); the "
+        "inside of each closed outline is filled, per label value",
     )
     case_regex: str | None = Field(
         default=None,

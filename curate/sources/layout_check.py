@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.ingest.files import annotation_path, list_images, patient_from_path, stem
+from curate.ingest.files import (
+    GLOB_CHARS,
+    annotation_files,
+    annotation_path,
+    list_images,
+    patient_from_path,
+    stem,
+)
 from curate.model.errors import CurateError
 from curate.model.recipe import SUPPORTED_FAMILIES, FormatFamily, SourceSpec, load_source_registry
 
@@ -219,6 +226,11 @@ def _templated(template: str, images: list[str], root: Path, what: str, rep: Lay
             return [], []
         if path == rel:
             rep.problems.append(f"{what} template gives the image itself for {rel}")
+        if GLOB_CHARS & set(template):  # several files per image
+            found = annotation_files(template, rel, root, case_regex)
+            present += found
+            missing += [] if found else [path]
+            continue
         (present if (root / path).is_file() else missing).append(path)
     if missing:
         rep.problems.append(f"{len(missing)} of {len(images)} {what} files missing, "
@@ -316,6 +328,7 @@ def mask_marker(template: str | None, images: list[str], case_regex: str | None)
             name = posixpath.basename(fill_template(template, rel, case_regex, "mask"))
         except LayoutError:
             return ""
+        name = name.replace("*", "").replace("?", "")
         core = name[:-len(_suffix(name))] if _suffix(name) else name
         base = stem(rel).rsplit("/", 1)[-1]
         if base and base in core and core != base:
@@ -397,8 +410,11 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
                 rep.masks_sampled += 1
             except Exception as exc:  # noqa: BLE001 - any unreadable mask is reported
                 rep.problems.append(f"mask {mask} unreadable: {exc}")
+        if lay.mask_threshold is not None:  # what the reader makes of lossy values
+            one = next(v for v in lay.label_map if v)
+            values = {one if v >= lay.mask_threshold else 0 for v in values}
         rep.label_values = sorted(values - {0})
-        if lay.label_map:
+        if lay.label_map and lay.unknown_labels != "ignore":
             rep.unmapped_labels = [v for v in rep.label_values if v not in lay.label_map]
             if rep.unmapped_labels:
                 rep.problems.append(f"mask values {rep.unmapped_labels} are not in label_map")

@@ -332,6 +332,8 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
                  f"{label}</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>6</xmax><ymax>6</ymax>"
                  "</bndbox></object></annotation>")
         mask = _target(lay.masks, rel, lay, "mask", skipped) if lay.masks else None
+        if mask:  # a pattern for several masks per image: write one that it matches
+            mask = mask.replace("*", "").replace("?", "x")
         if mask and _kind(mask, fam) not in ("volume", "raster"):
             skipped.append(f"mask {mask!r}: no writer for its extension")
         elif mask:
@@ -341,7 +343,8 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
             block = marr.size // (len(labels) + 1)
             for j, v in enumerate(labels):
                 marr.flat[(j + 1) * block:(j + 2) * block] = v
-            if mkind == "raster" and mask.lower().endswith((".jpg", ".jpeg")):
+            if mkind == "raster" and mask.lower().endswith((".jpg", ".jpeg")) \
+                    and lay.mask_threshold is None:
                 skipped.append(f"mask {mask}: JPEG is lossy, label values are not kept exactly")
             _write(dest / mask, mkind, marr, spec, patient)
             masks.append(mask)
