@@ -21,6 +21,7 @@ features=webdataset_features_of_datasets())` loads the shards from anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.model.masks import unpack
 from curate.model.records import MANIFEST
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Image storage
@@ -163,3 +165,63 @@ def card_dataset_info(dest: Path, per_split: dict[str, int]) -> list[dict]:
     features = parquet_features() if parquet else webdataset_features()
     return [{"config_name": "default" if parquet else "webdataset",
              "features": yaml_features(features), "splits": splits}]
+
+
+def verify_parquet(out: Path, deep: bool = True) -> list[str]:
+    """Problems of the Parquet export against the manifest (empty without an export):
+    each part has its manifest part's rows, ids in the same order, and (unless shallow)
+    every image's sha256 is the manifest's `image_sha256` and its masks decode to one
+    plane per ROI at the image's size. Read one row group at a time; damage is a line."""
+    folder = out / DATA
+    if not folder.is_dir():
+        return []
+    problems: list[str] = []
+    manifests = {p.name for p in (out / "manifest.parquet").glob("*.parquet")} \
+        if (out / "manifest.parquet").is_dir() else set()
+    parts = {p.name for p in folder.glob("*.parquet")}
+    for name in sorted(manifests - parts):
+        problems.append(f"{DATA}/{name}: missing (the manifest has this part)")
+    for name in sorted(parts - manifests):
+        problems.append(f"{DATA}/{name}: no manifest part of that name")
+    columns = ["sample_id", "image_sha256", "rois", "width", "height"]
+    for name in sorted(parts & manifests):
+        try:
+            want = pq.read_table(out / "manifest.parquet" / name, columns=columns)
+            f = pq.ParquetFile(folder / name)
+            if f.metadata.num_rows != want.num_rows:
+                problems.append(f"{DATA}/{name}: {f.metadata.num_rows} rows, the manifest "
+                                f"part has {want.num_rows}")
+                continue
+            at = 0
+            read = ["sample_id", "image", "masks"] if deep else ["sample_id"]
+            for batch in f.iter_batches(columns=read, batch_size=ROW_GROUP):
+                rows = want.slice(at, batch.num_rows).to_pylist()
+                at += batch.num_rows
+                got = batch.to_pylist()
+                for w, g in zip(rows, got, strict=True):
+                    problems += _row_problems(name, w, g, deep)
+        except Exception as exc:  # noqa: BLE001 - damage must be a line, never a traceback
+            problems.append(f"{DATA}/{name}: cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})")
+    return problems
+
+
+def _row_problems(name: str, want: dict, got: dict, deep: bool) -> list[str]:
+    key = want["sample_id"]
+    if got["sample_id"] != key:
+        return [f"{DATA}/{name}: holds {got['sample_id']} where the manifest has {key}"]
+    if not deep:
+        return []
+    out = []
+    image = (got.get("image") or {}).get("bytes")
+    if image is None or hashlib.sha256(image).hexdigest() != want["image_sha256"]:
+        out.append(f"{DATA}/{name}: {key} image sha256 differs from the manifest")
+    shape = (len(want["rois"] or []), want["height"], want["width"])
+    try:
+        masks = tuple(unpack(got["masks"]).shape)
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"{DATA}/{name}: {key} masks do not decode ({type(exc).__name__})")
+    else:
+        if masks != shape:
+            out.append(f"{DATA}/{name}: {key} masks hold {masks}, manifest says {shape}")
+    return out
