@@ -93,6 +93,8 @@ def test_location_phrases_use_one_frame_of_reference():
     skin = ctx([roi(bbox=(150, 120, 190, 150), lat=None)], modality="dermoscopy", plane="none")
     text = where(skin["rois"][0], skin)
     assert text == "towards the bottom-right of the image" and "patient" not in text
+    sagittal = ctx([roi(bbox=(10, 10, 30, 30), lat=None)], plane="sagittal", anatomy="brain")
+    assert where(sagittal["rois"][0], sagittal) == "in the upper anterior part of the brain"
 
 
 # --- descriptions --------------------------------------------------------------------------
@@ -187,7 +189,8 @@ def test_knowledge_sentences_that_the_fact_check_flags_are_skipped():
 def test_the_bank_has_five_phrasings_per_kind_and_every_phrasing_is_recognised():
     fill = {"x": "nodule", "a_x": "a nodule", "mod": "CT", "a_mod": "a CT", "box": "[1, 2, 3, 4]",
             "box2": "[5, 6, 7, 8]", "m": "1", "m2": "2", "side": "left", "word": "hyperdense",
-            "t": "12", "k": "two", "k_x": "two nodule regions", "region": "chest", "tol": "20%"}
+            "t": "12", "k": "two", "k_x": "two nodule regions", "region": "chest", "tol": "20%",
+            "place": "in the right lung"}
     assert {k.split(".")[0] for k in BANK} == set(CATEGORIES)
     for kind, phrasings in BANK.items():
         assert len(set(phrasings)) >= 5, kind

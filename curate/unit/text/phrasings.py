@@ -5,10 +5,11 @@ A kind is "<category>.<form>": the category is one of GMAI-MMBench's clinical ta
 curate names them (vqa.CATEGORIES), the form says what is asked (open, choice, yesno) or
 which region is given (box: pixel coordinates in the question; mask: the index of a
 region in the sample's masks.npz, 1-based, aligned with `rois`). Placeholders: {x} a
-finding, {a_x} the finding with its article, {mod} the modality, {box}/{box2} a box
-"[x0, y0, x1, y1]", {m}/{m2} a mask number, {k_x} a count with its noun
-("two nodule regions"), {a_mod} the modality with its article, {side} left/right, {word} an appearance
-word, {t} a size threshold, {k} a count, {region} a body region, {tol} the tolerance.
+finding, {a_x} the finding with its article, {mod} the modality, {a_mod} the modality
+with its article, {box}/{box2} a box "[x0, y0, x1, y1]", {m}/{m2} a mask number, {k} a
+count, {k_x} a count with its noun ("two nodule regions"), {place} a location phrase,
+{side} left/right, {word} an appearance word, {t} a size threshold, {region} a body
+region, {tol} the tolerance.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ BANK: dict[str, tuple[str, ...]] = {
         "Which location best describes the {x}?",
         "Where does the {x} lie?",
         "Choose the location of the {x}.",
+    ),
+    "localisation.yesno": (
+        "Is the {x} located {place}?",
+        "Does the {x} lie {place}?",
+        "Is the {x} found {place}?",
+        "Would you place the {x} {place}?",
+        "Is the {x} situated {place}?",
     ),
     "localisation.mask": (
         "Where is the region in mask {m} located?",

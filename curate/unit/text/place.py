@@ -122,6 +122,12 @@ def where(roi: dict, ctx: dict, rois: list[dict] | None = None) -> str:
         if lat == "midline":
             return f"near the midline, in the {vert} third of the image"
         return f"on the patient's {lat}, in the {vert} third of the image"
+    if plane == "sagittal" and w is not None:  # x runs anterior to posterior, no side
+        parts = [("upper", "", "lower")[third(cy, 0, h)],
+                 ("anterior", "", "posterior")[third(cx, 0, w)]]
+        region = ctx.get("anatomy") or "body"
+        text = " ".join(p for p in parts if p)
+        return f"in the {text} part of the {region}" if text else f"centrally in the {region}"
     vert = ("top", "", "bottom")[_third_of_image(cy, h)]
     horiz = ("left", "", "right")[_third_of_image(cx, w)]
     if not vert and not horiz:

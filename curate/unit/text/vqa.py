@@ -19,12 +19,22 @@ from __future__ import annotations
 import random
 
 from curate.unit.text.phrasings import BANK
-from curate.unit.text.place import FRAME_PLANES, image_size, is_organ, organ_of, short_where
+from curate.unit.text.place import (
+    FRAME_PLANES,
+    image_size,
+    is_organ,
+    organ_of,
+    short_where,
+    where,
+)
 from curate.unit.text.templates import family, modality_name
 
 CATEGORIES = ("modality", "organ", "presence", "counting", "localisation", "laterality",
               "size", "attribute", "comparison", "clinical")
 GRANULARITIES = ("image", "box", "mask")
+PAIRED = ("presence", "clinical")  # pools ordered yes/no in pairs: kept in order under the cap
+FORMS = ("open", "choice", "yesno")
+FORM_WEIGHTS = (1, 2, 2)  # open answers are the easiest to guess from the text alone
 SIZE_TOLERANCE = 0.2  # a size answer within 20% of the computed value is correct
 SIZE_FACTORS = (0.25, 0.4, 0.6, 1.6, 2.5, 4.0)  # distractors, all outside the tolerance
 MODALITY_CHOICES = ["CT", "MRI", "X-ray", "ultrasound", "PET", "histopathology", "dermoscopy",
@@ -120,10 +130,11 @@ class Asker:
     def modality(self) -> None:
         if self.mod == "medical image":
             return  # unknown modality: no question whose answer we do not know
-        form = self.rng.choice(("open", "choice", "yesno"))
+        form = self.rng.choices(FORMS, FORM_WEIGHTS)[0]
         if form == "choice" and self.mod in MODALITY_CHOICES:
+            # distractors from the common modalities, so a prior over answers gains little
             self.add("modality", "image", "modality.choice", self.mod,
-                     self.choices(self.mod, MODALITY_CHOICES))
+                     self.choices(self.mod, MODALITY_CHOICES[:6]))
         elif form == "yesno":
             asked = self.mod if self.flip() else self.rng.choice(
                 [m for m in MODALITY_CHOICES if m != self.mod])
@@ -143,12 +154,13 @@ class Asker:
         region = self.ctx.get("anatomy")
         if not region:
             return
-        form = self.rng.choice(("open", "choice", "yesno"))
+        form = self.rng.choices(FORMS, FORM_WEIGHTS)[0]
         if form == "yesno":
             asked = region if self.flip() else self.rng.choice([r for r in REGIONS if r != region])
             self.add("organ", "image", "organ.yesno", self.yes_no(asked == region), region=asked)
         elif form == "choice":
-            self.add("organ", "image", "organ.choice", region, self.choices(region, REGIONS))
+            common = REGIONS[:6] if region in REGIONS[:6] else REGIONS
+            self.add("organ", "image", "organ.choice", region, self.choices(region, common))
         else:
             self.add("organ", "image", "organ.open", region)
 
@@ -172,6 +184,8 @@ class Asker:
         if self.ctx.get("annotated") and absent:
             no.insert(0, ("image", "presence.yesno", "no",
                           {"a_x": with_article(self.rng.choice(absent))}))
+        self.rng.shuffle(yes)  # granularity at random on both sides, so a template
+        self.rng.shuffle(no)  # ("is there ... inside the box") does not give the answer
         first, second = (yes, no) if self.flip() else (no, yes)
         for pair in zip(first, second, strict=False):
             for gran, kind, answer, fill in pair:
@@ -223,8 +237,13 @@ class Asker:
         for label, group in self.groups().items():
             roi, name = self.named(label, group)
             answer, options = self.where_options(roi)
-            if len(options) >= 2:
+            if len(options) >= 2 and self.flip():
                 self.add("localisation", "image", "localisation.choice", answer, options, x=name)
+            elif len(options) >= 2:
+                full, alts = self.where_options(roi, short=False)
+                asked = full if self.flip() else self.rng.choice(alts[1:])
+                self.add("localisation", "image", "localisation.yesno",
+                         self.yes_no(asked == full), x=name, place=asked)
             if len(group) == 1:
                 boxes = [box_text(roi["bbox"])] + [box_text(b) for b in self.other_boxes(roi)]
                 if len(boxes) >= 3:
@@ -237,11 +256,13 @@ class Asker:
             if len(options) >= 2:
                 self.add("localisation", "mask", "localisation.mask", answer, options, m=str(i))
 
-    def where_options(self, roi: dict) -> tuple[str, list[str]]:
-        """The region's location and up to three others in the same words (same frame)."""
+    def where_options(self, roi: dict, short: bool = True) -> tuple[str, list[str]]:
+        """The region's location and up to three others in the same words (same frame),
+        the answer first; `short` drops the leading preposition ("in the ...")."""
         size = image_size(roi)
         bare = dict(roi, relations=[])
-        answer = short_where(bare, self.ctx)
+        say = short_where if short else where
+        answer = say(bare, self.ctx)
         if size is None:
             return answer, [answer]
         w, h = size
@@ -252,7 +273,7 @@ class Asker:
                 if self.frame:
                     # image right is the patient's left; keep the midline band
                     moved["laterality"] = ("right", "midline", "left")[int(fx * 3)]
-                alts.append(short_where(moved, self.ctx))
+                alts.append(say(moved, self.ctx))
         return answer, self.choices(answer, alts)
 
     def other_boxes(self, roi: dict) -> list[list[int]]:
@@ -324,7 +345,7 @@ class Asker:
             if roi["intensity"] not in code_word:
                 continue
             truth = code_word[roi["intensity"]]
-            if self.flip():
+            if self.rng.random() < 1 / 3:  # mostly yes/no: the options name the modality
                 self.add("attribute", "image", "attribute.choice", truth, list(words), x=name)
             else:
                 # ask about the true look or the opposite one (never the clumsy "similar")
@@ -379,6 +400,9 @@ def ask(ctx: dict, max_questions: int, seed: str, per_category: int = 2) -> list
     asker = Asker(ctx, seed)
     for category in CATEGORIES:
         getattr(asker, category)()
+    for category, pool in asker.pools.items():
+        if category not in PAIRED:  # granularities take their chance under the cap
+            asker.rng.shuffle(pool)
     pools = {c: q[:per_category] for c, q in asker.pools.items() if q}
     order = list(pools)
     asker.rng.shuffle(order)
