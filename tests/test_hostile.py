@@ -288,3 +288,101 @@ def test_image_with_no_pixels_is_refused(tmp_path):
     with pytest.raises(IngestError) as err:
         load_image(path)
     assert isinstance(err.value, EmptyInput) or "not readable" in str(err.value)
+
+
+# (f) videos, slides and DICOM volumes
+
+
+def _video(path: Path, w: int = 64, h: int = 48) -> None:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), i * 20, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_video_frames_over_the_budget_are_refused_before_decoding(tmp_path):
+    from curate.ingest.media import plan_files, read_video
+
+    (tmp_path / "img").mkdir()
+    _video(tmp_path / "img" / "clip.mp4")
+    s = spec("video", max_frames=2)
+    units, _ = plan_files(s, tmp_path)
+    assert len(read_video(s, tmp_path, units[0])) == 2
+    s.layout.max_image_pixels = 3000
+    with pytest.raises(TooLarge, match=r"clip.mp4 \(frame\).*3,072 pixels.*max_image_pixels"):
+        read_video(s, tmp_path, units[0])
+    (tmp_path / "img" / "empty.mp4").write_bytes(b"")
+    with pytest.raises(EmptyInput):
+        read_video(s, tmp_path, Unit("s", key="img/empty.mp4", files=["img/empty.mp4"]))
+
+
+def _slide(path: Path, levels: int) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    pytest.importorskip("tiffslide")
+    img = np.full((1024, 1536, 3), 240, np.uint8)
+    img[256:768, 512:1280] = (180, 80, 160)  # tissue
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(img, tile=(256, 256), subifds=levels - 1, photometric="rgb")
+        for k in range(1, levels):
+            tif.write(img[::2 ** (k + 1), ::2 ** (k + 1)], tile=(128, 128), subfiletype=1,
+                      photometric="rgb")
+
+
+def test_slides_are_bounded_by_their_lowest_level_and_tile_size(tmp_path):
+    from curate.ingest.media import plan_files, read_slide
+
+    (tmp_path / "img").mkdir()
+    _slide(tmp_path / "img" / "flat.tif", levels=1)
+    _slide(tmp_path / "img" / "pyramid.tif", levels=2)
+    s = spec("wsi", tile_size=128, max_tiles=2, max_image_pixels=200_000)
+    units = {u.key: u for u in plan_files(s, tmp_path)[0]}
+    # without a pyramid the tissue mask would read the whole 1.5 Mpx image
+    with pytest.raises(TooLarge, match="flat.tif .lowest level.*1,572,864 pixels"):
+        read_slide(s, tmp_path, units["img/flat.tif"])
+    assert len(read_slide(s, tmp_path, units["img/pyramid.tif"])) == 2
+    s.layout.tile_size = 512
+    with pytest.raises(TooLarge, match="one tile of layout.tile_size.*262,144 pixels"):
+        read_slide(s, tmp_path, units["img/pyramid.tif"])
+
+
+def _inf_dicom(folder: Path, geometry: bool) -> None:
+    """A DICOM series whose rescale overflows float32 to inf in one slice (or, without
+    patient geometry, one projection image)."""
+    import pydicom
+
+    from curate.sources.phantoms import write_dicom_series
+
+    hu = np.zeros((3, 16, 16), np.float32)
+    paths = sorted(write_dicom_series(folder, hu, (1.0, 1.0, 2.0)))
+    if not geometry:
+        for p in paths[1:]:
+            p.unlink()
+        paths = paths[:1]
+    ds = pydicom.dcmread(paths[0])
+    ds.RescaleSlope = 1e39  # past float32: every voxel of this slice becomes inf
+    if not geometry:
+        del ds.ImageOrientationPatient, ds.ImagePositionPatient
+    ds.save_as(paths[0])
+
+
+@pytest.mark.parametrize("geometry", [True, False], ids=["volume", "projection"])
+def test_nonfinite_dicom_values_are_quarantined_or_zeroed_with_a_note(tmp_path, geometry):
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    _inf_dicom(tmp_path / "img", geometry)
+    s = spec("dicom")
+    s.layout.images = ["img/*.dcm"]
+    units, _ = plan_dicom(s, tmp_path)
+    with pytest.raises(NonFinite, match="NaN or infinite"):
+        read_dicom(s, tmp_path, units[0])
+    s.layout.nonfinite = "zero"
+    case = read_dicom(s, tmp_path, units[0])[0]
+    values = sitk.GetArrayFromImage(case.image) if geometry else case.pixels
+    assert np.isfinite(values).all()
+    assert any("non-finite" in n for n in case.meta.notes), case.meta.notes

@@ -1,7 +1,10 @@
 """Videos read as frames (PyAV) and whole-slide images read as tissue tiles (tiffslide).
 
 Neither is ever decoded whole: videos are sought to evenly spaced times, slides are read
-as a low-resolution level for the tissue mask and then tile by tile.
+as a low-resolution level for the tissue mask and then tile by tile. Both are bounded by
+the source's pixel budget (layout.max_image_pixels) from their headers before anything is
+decoded: a video's frame size, a slide's lowest level (the tissue mask reads it whole) and
+its tiles; an input over it is a quarantine row naming the budget.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.ingest.base import ImageCase, Unit
-from curate.ingest.files import Problem, file_meta, list_images
+from curate.ingest.files import Problem, check_file, check_pixels, file_meta, list_images
 from curate.model.errors import IngestError, MissingDependency
 from curate.model.recipe import SourceSpec, View
 
@@ -28,10 +31,17 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         import av
     except ImportError as exc:
         raise MissingDependency("av") from exc
-    n = spec.layout.max_frames
+    n, rel = spec.layout.max_frames, unit.files[0]
+    budget = spec.layout.max_image_pixels
+    check_file(spec, root, rel)
     try:
-        with av.open(str(root / unit.files[0])) as container:
+        with av.open(str(root / rel)) as container:
+            if not container.streams.video:
+                raise IngestError("no video stream", file=rel)
             stream = container.streams.video[0]
+            size = stream.codec_context.width * stream.codec_context.height
+            if size:  # 0 when the header does not say; then each frame is checked
+                check_pixels(size, budget, "image", f"{Path(rel).name} (frame)", rel)
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration:
@@ -46,6 +56,8 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
                               if f.time is None or f.time >= t - 1e-3), None)
                 if frame is None:
                     continue
+                check_pixels(frame.width * frame.height, budget, "image",
+                             f"{Path(rel).name} (frame)", rel)
                 cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"),
                                        meta=file_meta(spec, unit.key),
                                        view=spec.layout.view or View.none, index=i))
@@ -69,9 +81,10 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         import tiffslide
     except ImportError as exc:
         raise MissingDependency("tiffslide") from exc
-    lay = spec.layout
+    lay, rel = spec.layout, unit.files[0]
+    check_file(spec, root, rel)
     try:
-        slide = tiffslide.TiffSlide(str(root / unit.files[0]))
+        slide = tiffslide.TiffSlide(str(root / rel))
     except Exception as exc:  # noqa: BLE001 - any unreadable slide is a quarantine row
         raise IngestError(f"not readable as a whole-slide image: {exc}") from exc
     with slide:
@@ -79,6 +92,13 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             raise IngestError(f"tile_level {lay.tile_level} but the slide has "
                               f"{slide.level_count} levels")
         low = slide.level_count - 1
+        name = Path(rel).name
+        w, h = slide.level_dimensions[low]
+        check_pixels(w * h, lay.max_image_pixels, "image",
+                     f"{name} (lowest level, read whole for the tissue mask; a slide without "
+                     "a pyramid)", rel)
+        check_pixels(lay.tile_size ** 2, lay.max_image_pixels, "image",
+                     f"{name} (one tile of layout.tile_size)", rel)
         thumb = np.asarray(slide.read_region((0, 0), low, slide.level_dimensions[low]))[..., :3]
         mask = tissue_mask(thumb)
         tile_down = slide.level_downsamples[lay.tile_level]
