@@ -123,8 +123,10 @@ def clean_leftovers(out: Path) -> list[str]:
     for p in out.glob(".old-*"):
         shutil.rmtree(p, ignore_errors=True)
         gone.append(p.name)
-    for p in out.glob(f".{OUTPUTS}.tmp*"):
-        p.unlink(missing_ok=True)
+    for p in out.glob(".*.tmp*"):  # atomic_text's temporary files (journal, outputs list)
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p.name)
     for sub in ("units", "plan"):
         for p in (out / sub).rglob("*.tmp*") if (out / sub).is_dir() else ():
             if p.is_file() and ".tmp" in p.name:

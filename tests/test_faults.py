@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,30 @@ def test_two_concurrent_starts_give_one_clean_build(case, tmp_path):
         assert rc == 0 or ("another build" in err and "Traceback" not in err), err[-2000:]
     assert outputs(out) == case["clean_b"]
     no_leftovers(out)
+
+
+def test_fresh_builds_and_copies_without_times_give_the_same_bytes(tmp_path):
+    """Two fresh builds in different folders (each generating its phantom NIfTI files, at
+    different times), and a build of a copy of that data tree without its times, ship the
+    same bytes."""
+    source = {"name": "ct", "format": "nifti", "modality": "CT", "anatomy": "abdomen",
+              "layout": {"images": ["images/*.nii.gz"], "masks": "labels/{name}",
+                         "label_map": {1: "lesion"}}}
+    common = {"name": "identity", "seed": 0, "salt": "s",
+              "normalize": {"roi_slices": 1, "normal_slices": 1}}
+    generated = tmp_path / "generated.yaml"
+    generated.write_text(yaml.safe_dump({**common, "sources": [
+        {**source, "generate": {"kind": "ct_lesion", "cases": 2, "seed": 1}}]}))
+    build(generated, tmp_path / "a", executor="local", log=quiet)
+    time.sleep(1.1)  # gzip headers hold whole seconds
+    build(generated, tmp_path / "b", executor="local", log=quiet)
+    assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
+    data = tmp_path / "data"
+    shutil.copytree(tmp_path / "a" / "phantoms" / "ct", data, copy_function=shutil.copyfile)
+    for p in data.rglob("*"):
+        os.utime(p, (1, 1))
+    copied = tmp_path / "copied.yaml"
+    copied.write_text(yaml.safe_dump({**common, "sources": [{**source, "path": str(data)}]}))
+    build(copied, tmp_path / "c", executor="local", log=quiet)
+    assert outputs(tmp_path / "c")["manifest.parquet"] == outputs(tmp_path / "a")["manifest.parquet"]
+    assert outputs(tmp_path / "c")["shards"] == outputs(tmp_path / "a")["shards"]
