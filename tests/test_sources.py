@@ -168,6 +168,10 @@ def test_miniature_is_read_by_curate(path, miniature):
     if lay.boxes:
         assert case.boxes, f"{spec.name}: no box read"
         assert all(b.x1 > b.x0 and b.y1 > b.y0 for b in case.boxes)
+        if lay.boxes.spacing_column:
+            assert case.spacing == (0.8, 0.8), f"{spec.name}: spacing from the table"
+    if lay.intensity_offset is not None:
+        assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
     if lay.qa:
@@ -447,3 +451,40 @@ def test_an_outline_annotation_is_filled(tmp_path):
     (case,) = _read_cases(spec, tmp_path)
     filled = int((case.mask > 0).sum())
     assert filled == pytest.approx(np.pi * 30 * 30, rel=0.08)  # the head, not a 2-px ring
+
+
+def test_list_cells_are_read_without_eval():
+    from curate.ingest.annotations import list_cell
+    assert list_cell("['pneumonia', 'pleural effusion']") == ["pneumonia", "pleural effusion"]
+    assert list_cell('["normal"]') == ["normal"] and list_cell("[]") == []
+    assert list_cell("nan") == [] and list_cell("cardiomegaly") == ["cardiomegaly"]
+    assert list_cell("[__import__('os').system('true')]") == [
+        "[__import__('os').system('true')]"]  # not a literal: kept as text, never run
+
+
+def test_deeplesion_key_slices_read_in_hu_with_their_spacing(tmp_path):
+    """DL_info.csv names 000001_01_01_109.png for Images_png/000001_01_01/109.png, holds
+    the box as one string and the spacing per image; the PNG stores HU + 32768."""
+    from PIL import Image
+
+    from curate.ingest.image2d import plan_images, read_image
+    from curate.model.recipe import NormalizeConfig
+    from curate.unit.normalize import image_view
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "deeplesion.yaml")
+    folder = tmp_path / "Images_png" / "000001_01_01"
+    folder.mkdir(parents=True)
+    hu = np.full((64, 64), -1000, np.int32)
+    hu[8:56, 8:56] = 40
+    hu[20:30, 30:44] = 120
+    for name in ("108.png", "109.png"):  # 108 is a neighbouring slice: not listed
+        Image.fromarray((hu + 32768).astype(np.uint16)).save(folder / name)
+    (tmp_path / "DL_info.csv").write_text(
+        "File_name,Bounding_boxes,Spacing_mm_px_,Coarse_lesion_type\n"
+        '000001_01_01_109.png,"30.0, 20.0, 44.0, 30.0","0.7, 0.7, 5",4\n')
+    units, problems = plan_images(spec, tmp_path)
+    assert not problems and [u.key for u in units] == ["Images_png/000001_01_01/109.png"]
+    (case,) = read_image(spec, tmp_path, units[0])
+    assert case.hu and case.spacing == (0.7, 0.7)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in case.boxes] == [(30.0, 20.0, 44.0, 30.0)]
+    view = image_view(case, NormalizeConfig())
+    assert view.window["method"] == "ct_window" and view.raw[25, 35] == 120  # HU kept

@@ -20,11 +20,14 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
         raise ConfigError(f"source {spec.name}: box file {table.file} not found under {root}")
     if table.format == "coco":
         return _coco(path, spec.name)
+    if table.format == "json":
+        return _json_boxes(path, table, spec.name)
     if table.label_column is None and table.label is None:
         raise ConfigError(f"source {spec.name}: boxes need a label_column or a fixed label")
-    cols = [table.image_column, table.label_column, table.x0_column, table.y0_column,
-            table.x1_column, table.y1_column]
-    cols = [c for c in cols if c is not None] if table.label_column is None else cols
+    xy = [table.coords_column] if table.coords_column else \
+        [table.x0_column, table.y0_column, table.x1_column, table.y1_column]
+    cols = [c for c in [table.image_column, table.label_column, *xy, table.spacing_column]
+            if c is not None]
     by_image: dict[str, list[dict]] = defaultdict(list)
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -32,8 +35,13 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
         if missing:
             raise ConfigError(f"source {spec.name}: {table.file} lacks columns {missing}")
         for row in reader:
-            coords = [row[c] for c in cols[-4:]]
-            if any(v in ("", None) for v in coords):
+            coords = [row[c] for c in xy]
+            if table.coords_column:
+                coords = numbers(coords[0])
+                if len(coords) not in (0, 4):
+                    raise ConfigError(f"source {spec.name}: {table.coords_column} "
+                                      f"{row[table.coords_column]!r} is not four numbers")
+            if not coords or any(v in ("", None) for v in coords):
                 by_image.setdefault(row[table.image_column], [])  # a row saying "no finding"
                 continue
             if table.coords == "xywh":
@@ -43,8 +51,64 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
                     raise ConfigError(f"source {spec.name}: non-numeric box {coords}") from exc
                 coords = [x, y, x + w, y + h]
             label = row[table.label_column] if table.label_column else table.label
-            by_image[row[table.image_column]].append({"label": label, "xyxy": coords})
+            box = {"label": label, "xyxy": coords}
+            if table.spacing_column:
+                mm = [float(v) for v in numbers(row[table.spacing_column])]
+                box["spacing"] = [mm[0], mm[0]] if len(mm) != 2 else mm
+            by_image[row[table.image_column]].append(box)
     return by_image
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers in '226.2, 276.0, 268.8, 312.2' (commas and/or spaces), as text."""
+    return [t for t in str(text or "").replace(",", " ").split() if t]
+
+
+def _json_boxes(path: Path, table, name: str) -> dict[str, list[dict]]:
+    """Boxes from a JSON file: a list of records naming their image, or an object keyed
+    by image; each record's boxes are [x0, y0, x1, y1] lists (labels in a parallel list)
+    or objects with the declared corner keys."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"source {name}: {table.file} is not JSON: {exc}") from exc
+    if table.records == "keyed":
+        if not isinstance(data, dict):
+            raise ConfigError(f"source {name}: {table.file} is not an object keyed by image")
+        records = list(data.items())
+    else:
+        if not isinstance(data, list):
+            raise ConfigError(f"source {name}: {table.file} is not a list of records")
+        try:
+            records = [(str(r[table.image_column]), r) for r in data]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"source {name}: a record of {table.file} lacks "
+                              f"{table.image_column!r}") from exc
+    out: dict[str, list[dict]] = {}
+    for image, rec in records:
+        boxes = rec.get(table.boxes_key) or [] if isinstance(rec, dict) else []
+        labels = rec.get(table.labels_key) or [] if table.labels_key else []
+        if table.labels_key and len(labels) != len(boxes):
+            raise ConfigError(f"source {name}: {image}: {len(boxes)} boxes but "
+                              f"{len(labels)} labels")
+        found = []
+        for i, b in enumerate(boxes):
+            if isinstance(b, dict):
+                keys = (table.x0_column, table.y0_column, table.x1_column, table.y1_column)
+                try:
+                    xyxy = [b[k] for k in keys]
+                except KeyError as exc:
+                    raise ConfigError(f"source {name}: {image}: a box lacks {exc}") from exc
+                label = labels[i] if labels else b.get(table.label_column or "", table.label)
+            else:
+                xyxy, label = list(b), labels[i] if labels else table.label
+            if table.coords == "xywh":
+                xyxy = [xyxy[0], xyxy[1], float(xyxy[0]) + float(xyxy[2]),
+                        float(xyxy[1]) + float(xyxy[3])]
+            found.append({"label": str(label) if label is not None else "finding",
+                          "xyxy": xyxy})
+        out[str(image)] = found
+    return out
 
 
 def _coco(path: Path, name: str) -> dict[str, list[dict]]:
@@ -114,6 +178,38 @@ def read_qa_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
     return out
 
 
+def list_cell(text: str) -> list[str]:
+    """A cell holding a list literal ("['a', 'b']", '["a"]', "[]"), read without eval; a
+    cell that is not a list is one label (or none when empty/nan)."""
+    import ast
+
+    text = (text or "").strip()
+    if text.startswith("["):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, list):
+            return [str(v).strip() for v in value if str(v).strip()]
+    return [] if text.lower() in ("", "nan", "none") else [text]
+
+
+def class_from_name(spec: SourceSpec, rel: str) -> list[str]:
+    """The class a file name encodes (layout.classes.from_name + name_values)."""
+    import re
+
+    cfg = spec.layout.classes
+    m = re.search(cfg.from_name, Path(rel).name)
+    if not m or not m.groups():
+        raise IngestError(f"file name does not match classes.from_name {cfg.from_name!r}",
+                          file=rel)
+    code = m.group(1)
+    if cfg.name_values and code not in cfg.name_values:
+        raise IngestError(f"class code {code!r} in the file name is not in "
+                          f"classes.name_values {sorted(cfg.name_values)}", file=rel)
+    return [cfg.name_values.get(code, code)]
+
+
 def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
     """image path or name -> its positive class labels, from the declared CSV."""
     cfg = spec.layout.classes
@@ -132,7 +228,9 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
             raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
         for row in reader:
             labels = [row[cfg.label_column]] if cfg.label_column else []
-            if cfg.separator and labels:
+            if cfg.list_in_cell and labels:
+                labels = list_cell(labels[0])
+            elif cfg.separator and labels:
                 labels = [x.strip() for x in labels[0].split(cfg.separator) if x.strip()]
             labels += [c for c in cfg.label_columns if row[c] in cfg.positive_values]
             out[row[cfg.image_column]] = labels

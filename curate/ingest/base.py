@@ -106,3 +106,4 @@ class ImageCase:
     photometric_inverted: bool = False  # MONOCHROME1 already inverted for display
     index: int = -1  # frame number for multi-frame files
     window: dict | None = None  # set when the adapter already mapped pixels to uint8
+    hu: bool = False  # pixels are CT Hounsfield units: windowed like a CT slice

@@ -153,7 +153,7 @@ def annotation_path(template: str, rel: str, case_regex: str | None = None) -> s
     p = Path(rel)
     parent = p.parent.as_posix()
     return template.format(stem=stem(p.name), name=p.name, parent="" if parent == "." else parent,
-                           case=case_name(rel, case_regex))
+                           folder=p.parent.name, case=case_name(rel, case_regex))
 
 
 GLOB_CHARS = set("*?[")
@@ -173,7 +173,7 @@ def annotation_files(template: str, rel: str, root: Path, case_regex: str | None
     esc = globlib.escape
     pattern = template.format(stem=esc(stem(p.name)), name=esc(p.name),
                               parent="" if parent == "." else esc(parent),
-                              case=esc(case_name(rel, case_regex)))
+                              folder=esc(p.parent.name), case=esc(case_name(rel, case_regex)))
     return sorted(x.relative_to(root).as_posix() for x in root.glob(pattern.lstrip("/"))
                   if x.is_file())
 

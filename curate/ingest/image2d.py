@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curate.ingest.annotations import read_box_table, read_class_labels, read_qa_table, read_voc
+from curate.ingest.annotations import (
+    class_from_name,
+    read_box_table,
+    read_class_labels,
+    read_qa_table,
+    read_voc,
+)
 from curate.ingest.base import Box, ImageCase, Unit
 from curate.ingest.files import (
     EmptyInput,
@@ -118,9 +124,23 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
                 files.append(voc)
                 extra["voc"] = voc
         elif boxes:
-            extra["boxes"] = lookup(table, rel) or []
+            key = annotation_path(boxes.image_key, rel, spec.layout.case_regex) \
+                if boxes.image_key else rel
+            listed = lookup(table, key)
+            if listed is None and boxes.listed_only:
+                continue
+            extra["boxes"] = listed or []
+            spacing = next((b["spacing"] for b in extra["boxes"] if b.get("spacing")), None)
+            if spacing:
+                extra["spacing"] = spacing
         if spec.layout.classes is not None:
-            if spec.layout.classes.from_folder:
+            if spec.layout.classes.from_name:
+                try:
+                    extra["classes"] = class_from_name(spec, rel)
+                except IngestError as exc:
+                    problems.append(Problem(rel, "plan", exc))
+                    continue
+            elif spec.layout.classes.from_folder:
                 extra["classes"] = [Path(rel).parent.name]
             else:
                 found = lookup(classes, rel)
@@ -210,6 +230,10 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         raise EmptyInput(f"{Path(rel).name}: the image has no pixels {pixels.shape}", file=rel)
     pixels, note = nonfinite_fix(spec, pixels, Path(rel).name)
     notes = [note] if note else []
+    hu = False
+    if spec.layout.intensity_offset is not None:  # stored values -> modality units
+        pixels = pixels.astype(np.float32) + np.float32(spec.layout.intensity_offset)
+        hu = (spec.modality or "").upper() == "CT"
     mask = None
     for mrel in unit.extra.get("masks", []):
         one = _read_mask(spec, root, mrel, pixels.shape[:2], notes)
@@ -232,7 +256,8 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     modalities = {q["modality"] for q in meta.source_qa if q.get("modality")}
     if len(modalities) == 1:
         meta.modality = modalities.pop()
-    spacing = tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
+    spacing = tuple(unit.extra["spacing"]) if unit.extra.get("spacing") else \
+        tuple(spec.layout.pixel_spacing_mm) if spec.layout.pixel_spacing_mm else None
     view = spec.layout.view or View.none
     window = None
     if dicom is not None:
@@ -242,4 +267,4 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         window = dicom.window
         view = dicom.view if dicom.view != View.none else view
     return [ImageCase(pixels=pixels, meta=meta, view=view, spacing=spacing, mask=mask,
-                      boxes=boxes, window=window)]
+                      boxes=boxes, window=window, hu=hu)]

@@ -56,10 +56,46 @@ class BoxTable(Strict):
         description="csv/coco: the file relative to the source root; voc: a per-image "
         "template such as 'Annotations/{stem}.xml'"
     )
-    format: Literal["csv", "coco", "voc"] = "csv"
+    format: Literal["csv", "coco", "voc", "json"] = "csv"
     coords: Literal["xyxy", "xywh"] = Field(
         default="xyxy", description="csv: corners, or top-left corner plus width and height "
         "(then x1_column/y1_column name the width/height columns)"
+    )
+    coords_column: str | None = Field(
+        default=None,
+        description="csv: one column holding the four numbers as text, e.g. DeepLesion's "
+        "Bounding_boxes '226.2, 276.0, 268.8, 312.2' (then the x/y columns are unused)",
+    )
+    image_key: str | None = Field(
+        default=None,
+        description="template giving an image's key in the table from its path, e.g. "
+        "'{folder}_{name}' (DeepLesion: Images_png/000001_01_01/109.png is "
+        "000001_01_01_109.png); by default the path, a trailing part of it, or the stem",
+    )
+    spacing_column: str | None = Field(
+        default=None,
+        description="csv: a column with the image's pixel spacing in mm ('0.82, 0.82, 5': "
+        "the first value, rows and columns alike; or 'row, col')",
+    )
+    listed_only: bool = Field(
+        default=False,
+        description="plan only the images the table names (DeepLesion: the key slices; "
+        "its neighbouring slices are context, not images without findings)",
+    )
+    records: Literal["list", "keyed"] = Field(
+        default="list",
+        description="json: a list of objects naming their image in image_column, or an "
+        "object keyed by image (name or stem)",
+    )
+    boxes_key: str = Field(
+        default="boxes",
+        description="json: each record's list of boxes, each [x0, y0, x1, y1] or an object "
+        "with the x0..y1 columns (and label_column)",
+    )
+    labels_key: str | None = Field(
+        default=None,
+        description="json: a list parallel to boxes_key with each box's label (ChestX-Det's "
+        "syms)",
     )
     image_column: str = "image"
     label_column: str | None = "label"
@@ -84,8 +120,23 @@ class ClassLabels(Strict):
     label_columns: list[str] = Field(
         default_factory=list, description="multi-label: one column per class"
     )
+    list_in_cell: bool = Field(
+        default=False,
+        description="label_column holds a list literal, e.g. \"['pneumonia', 'effusion']\" "
+        "(PadChest's Labels)",
+    )
     positive_values: list[str] = Field(default_factory=lambda: ["1", "1.0", "True", "true"])
     from_folder: bool = Field(default=False, description="the image's parent folder is its class")
+    from_name: str | None = Field(
+        default=None,
+        description="regex on the file name whose group 1 is the class code, e.g. "
+        "'_(\\d)\\.png$' for CHNCXR_0001_1.png",
+    )
+    name_values: dict[str, str] = Field(
+        default_factory=dict,
+        description="from_name: code -> class (e.g. {'0': normal, '1': tuberculosis}); a "
+        "code not listed is a planning problem",
+    )
 
 
 class QATable(Strict):
@@ -155,8 +206,8 @@ class Layout(Strict):
     """Where a source's files are and how annotations are named.
 
     Templates may use {stem} (file name without its last suffix; .nii.gz counts as one:
-    case.v1.png -> case.v1), {name} (file name) and {parent} (the image's folder relative
-    to the source root).
+    case.v1.png -> case.v1), {name} (file name), {parent} (the image's folder relative
+    to the source root), {folder} (the last part of {parent}) and {case} (case_regex).
     """
 
     @model_validator(mode="after")
@@ -227,6 +278,12 @@ class Layout(Strict):
         default="quarantine",
         description="mask values absent from a non-empty label_map: quarantine the case "
         "(listing the values), keep them as 'label N', or ignore them (treated as background)",
+    )
+    intensity_offset: float | None = Field(
+        default=None,
+        description="2D families: added to the stored pixel values to give modality units "
+        "(DeepLesion's 16-bit PNGs store HU + 32768: -32768); for CT the image is then "
+        "windowed in HU like a CT slice",
     )
     nonfinite: Literal["quarantine", "zero"] = Field(
         default="quarantine",

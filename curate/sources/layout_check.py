@@ -272,6 +272,9 @@ def _check_boxes(spec: SourceSpec, root: Path, images: list[str], rep: LayoutRep
     if not rep.box_file_present:
         rep.problems.append(f"box file {t.file} not found")
         return
+    if t.format == "json" or t.coords_column or t.image_key or t.spacing_column:
+        _check_boxes_as_read(spec, root, images, rep)
+        return
     if t.format == "coco":
         try:
             data = json.loads(path.read_text())
@@ -291,8 +294,47 @@ def _check_boxes(spec: SourceSpec, root: Path, images: list[str], rep: LayoutRep
         rep.problems.append(f"no image is named in {t.file} (by relative path, name or stem)")
 
 
+def _check_boxes_as_read(spec: SourceSpec, root: Path, images: list[str],
+                         rep: LayoutReport) -> None:
+    """Box tables curate reads with more than column names (JSON, coordinate strings,
+    keys made from the path): read them as ingest does and count the images covered."""
+    from curate.ingest.annotations import read_box_table
+    from curate.ingest.image2d import lookup
+    from curate.model.errors import ConfigError
+
+    t = spec.layout.boxes
+    try:
+        table = read_box_table(spec, root)
+    except ConfigError as exc:
+        rep.problems.append(str(exc))
+        return
+    rep.box_rows = sum(len(v) for v in table.values())
+    keys = [annotation_path(t.image_key, r, spec.layout.case_regex) if t.image_key else r
+            for r in images]
+    rep.images_with_boxes = sum(1 for k in keys if lookup(table, k) is not None)
+    if images and table and not rep.images_with_boxes:
+        how = f"by the key {t.image_key!r}" if t.image_key else "by relative path, name or stem"
+        rep.problems.append(f"no image is named in {t.file} ({how})")
+
+
 def _check_classes(spec: SourceSpec, images: list[str], root: Path, rep: LayoutReport) -> None:
     c = spec.layout.classes
+    if c.from_name:
+        from curate.ingest.annotations import class_from_name
+        from curate.model.errors import IngestError
+
+        rep.class_file = f"(file names, {c.from_name!r})"
+        found, bad = set(), []
+        for r in images:
+            try:
+                found.update(class_from_name(spec, r))
+            except IngestError:
+                bad.append(r)
+        rep.classes_found, rep.images_with_classes = sorted(found), len(images) - len(bad)
+        if bad:
+            rep.problems.append(f"{len(bad)} image name(s) give no class by "
+                                f"classes.from_name/name_values, e.g. {bad[0]}")
+        return
     if c.from_folder:
         rep.class_file = "(parent folder names)"
         rep.classes_found = sorted({Path(r).parent.name for r in images})

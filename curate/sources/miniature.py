@@ -262,6 +262,11 @@ def _target(template: str, rel: str, lay: Layout, what: str, skipped: list[str])
         return None
 
 
+def _codes(pattern: re.Pattern, path: str, values: dict[str, str]) -> bool:
+    m = pattern.search(Path(path).name)
+    return bool(m and m.groups() and (not values or m.group(1) in values))
+
+
 def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
     """Write n tiny cases per image glob in the declared layout into dest; returns dest.
 
@@ -276,17 +281,20 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
     if fam is FormatFamily.vqa and not lay.qa:
         skipped.append("no question-answer file is declared (layout.qa), so none is written")
     pid_re = re.compile(lay.patient_id) if lay.patient_id else None
+    name_re = lay.classes.from_name if lay.classes is not None else None
+    code_re = re.compile(name_re) if name_re else None
     case_re = re.compile(lay.case_regex) if lay.case_regex else None
     images: list[str] = []
 
     def image_score(path: str) -> tuple[bool, ...]:
         return (not any(glob_match(x, path) for x in lay.exclude),
                 _kind(path, fam) is not None, pid_re is None or bool(pid_re.search(path)),
+                code_re is None or _codes(code_re, path, lay.classes.name_values),
                 case_re is None or bool(case_re.search(stem(path))))
 
     for glob in lay.images:
         for i in range(n):
-            hints = [h for r in (lay.patient_id, lay.case_regex) if r
+            hints = [h for r in (lay.patient_id, lay.case_regex, name_re) if r
                      for s in [regex_example(r, i)] if s for h in [s, *s.split("/")]]
             try:
                 rel = synth_path(glob, i, image_score, hints)
@@ -381,11 +389,28 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
         _put(dest / rel, json.dumps(records) if fmt == "json"
              else "".join(json.dumps(r) + "\n" for r in records))
 
+    def key(rel: str) -> str:  # how the table names the image
+        return fill_template(t.image_key, rel, spec.layout.case_regex, "image key") \
+            if t.image_key else rel
+
     if t and t.format == "csv":  # 1, 1, 4, 4 is a valid box as corners and as x, y, w, h
         with_label = t.label_column is not None
-        header = [t.image_column] + [t.label_column] * with_label + [
-            t.x0_column, t.y0_column, t.x1_column, t.y1_column]
-        table(t.file, header, [[r] + [label] * with_label + [1, 1, 4, 4] for r in images])
+        xy = [t.coords_column] if t.coords_column else \
+            [t.x0_column, t.y0_column, t.x1_column, t.y1_column]
+        box = ["1, 1, 4, 4"] if t.coords_column else [1, 1, 4, 4]
+        spacing = [t.spacing_column] if t.spacing_column else []
+        header = [t.image_column] + [t.label_column] * with_label + xy + spacing
+        table(t.file, header, [[key(r)] + [label] * with_label + box + ["0.8, 0.8, 5"] *
+                               bool(spacing) for r in images])
+    elif t and t.format == "json":
+        def record(rel: str) -> dict:
+            b = [1, 1, 4, 4] if t.labels_key else {
+                t.x0_column: 1, t.y0_column: 1, t.x1_column: 4, t.y1_column: 4,
+                **({t.label_column: label} if t.label_column else {})}
+            return {t.boxes_key: [b], **({t.labels_key: [label]} if t.labels_key else {})}
+        data = {stem(key(r)): record(r) for r in images} if t.records == "keyed" else \
+            [{t.image_column: key(r), **record(r)} for r in images]
+        _put(dest / t.file, json.dumps(data))
     elif t and t.format == "coco":
         _put(dest / t.file, json.dumps({
             "images": [{"id": k, "file_name": r} for k, r in enumerate(images)],
@@ -395,7 +420,9 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
     if c and c.file:
         header = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
         flags = [c.positive_values[0] if k == 0 else "0" for k in range(len(c.label_columns))]
-        table(c.file, header, [[r] + [label] * bool(c.label_column) + flags for r in images])
+        cell = repr([label]) if c.list_in_cell else label
+        table(c.file, header, [[r] +
+                               [cell] * bool(c.label_column) + flags for r in images])
     if q:  # rows pass the include filters and miss the exclude values
         fixed = {col: vals[0] for col, vals in q.include.items()}
         fixed |= {col: "miniature" for col in q.exclude if col not in fixed}

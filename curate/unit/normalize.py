@@ -404,6 +404,9 @@ def image_view(case: ImageCase, cfg: NormalizeConfig) -> View2D:
     px = case.pixels
     if case.window is not None:
         u8, win = px, case.window
+    elif case.hu and px.ndim == 2:  # a CT slice stored as an image (DeepLesion)
+        u8, win = window_ct(px.astype(np.float32),
+                            pick_window("CT", case.meta.anatomy, cfg.ct_window))
     elif px.dtype == np.uint8:
         u8 = px
         win = {"method": "none", "name": "uint8", "low": 0.0, "high": 255.0}
