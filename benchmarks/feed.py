@@ -6,7 +6,7 @@ decode turns the PNG into float (C, H, W) in [0, 1] with NumPy, the `masks.npz` 
 into bool (R, H, W) and the JSON member into a dict, each handed to torch with
 `torch.from_numpy`. Both are read through a `torch.utils.data.DataLoader`
 (batch_size=None) with 0 and with 2 worker processes; each configuration runs
-`--repeat` times, interleaved, and the best time counts. "before" is the feed as it was
+`--repeat` times, interleaved in alternating order, and the best time counts. "before" is the feed as it was
 (per-sample torch work: `.float()`, `/ 255`, `.permute`), for the main process only.
 
     python benchmarks/feed.py [--build DIR] [--split train] [--cases 100] [--repeat 3]
@@ -122,8 +122,8 @@ def main() -> None:
             best = {"plain": float("inf"), "feed": float("inf"), "before": float("inf")}
             names = ["plain", "feed"] + (["before"] if workers == 0 else [])
             counts = {}
-            for _ in range(args.repeat):
-                for name in names:
+            for r in range(args.repeat):
+                for name in names if r % 2 == 0 else names[::-1]:  # ABBA: load drifts
                     ds = {"plain": lambda: plain(paths),
                           "feed": lambda: samples(build_dir, args.split),
                           "before": lambda: plain(paths, before_decode)}[name]()
