@@ -56,19 +56,21 @@ def prose(body: str) -> str:
 
 
 def hub_parquet(out: Path, table: pa.Table) -> None:
-    """A Parquet export like the hub's: one part per shard, the manifest's columns and an
-    embedded `image`, written by `datasets` (features in the schema metadata)."""
-    from datasets import Dataset, Features, Image
+    """The Parquet export a build writes (curate.dataset.hub), one part per shard."""
+    import numpy as np
 
-    features = Features.from_arrow_schema(MANIFEST)
-    features["image"] = Image()
-    (out / "data").mkdir(exist_ok=True)
+    from curate.dataset.hub import parquet_table, write_parquet_part
+    from curate.model.masks import pack
+
     for shard in sorted(set(table.column("shard").to_pylist())):
-        rows = table.filter(pa.compute.equal(table.column("shard"), shard)).to_pylist()
-        for r in rows:
-            r["image"] = {"bytes": png(r["width"], r["height"]), "path": None}
-        Dataset.from_list(rows, features=features).to_parquet(
-            str(out / "data" / shard.replace(".tar", ".parquet")))
+        rows = table.filter(pa.compute.equal(table.column("shard"), shard))
+        sizes = list(zip(rows.column("width").to_pylist(), rows.column("height").to_pylist(),
+                         strict=True))
+        rows = rows.append_column("image", pa.array([png(w, h) for w, h in sizes], pa.binary()))
+        masks = [pack(np.ones((len(r), h, w), np.uint8))
+                 for r, (w, h) in zip(rows.column("rois").to_pylist(), sizes, strict=True)]
+        write_parquet_part(parquet_table(rows, masks),
+                           out / "data" / shard.replace(".tar", ".parquet"))
 
 
 def synthetic_build(out: Path, specs, parquet: bool = False) -> tuple[dict, dict, dict]:
@@ -131,12 +133,14 @@ def test_card_is_a_hub_readme_in_words_and_tables(tmp_path):
             "object-detection"} == set(meta["task_categories"])
     assert meta["annotations_creators"] == ["expert-generated", "machine-generated"]
     assert meta["source_datasets"] == ["extended|a", "extended|b", "extended|c"]
-    # no Parquet export here: the shards are the default config, and no features are claimed
+    # no Parquet export here: the shards are the only config, typed as curate writes them
     assert meta["configs"] == [{"config_name": "webdataset", "default": True, "data_files": [
         {"split": "train", "path": "shards/train-*.tar"},
         {"split": "validation", "path": "shards/val-*.tar"},
         {"split": "test", "path": "shards/test-*.tar"}]}]
-    assert "dataset_info" not in meta
+    assert meta["dataset_info"][0]["config_name"] == "webdataset"
+    assert [f["name"] for f in meta["dataset_info"][0]["features"]][:3] == [
+        "png", "json", "masks.npz"]
     # the body: funnel per split, citation, units, licences in words, no Python reprs
     assert "| dropped: blank | 1 | 1 | 0 | 2 |" in body  # train, val, test, all
     assert "| **kept** | 14 | 14 | 12 | 40 |" in body
@@ -170,17 +174,16 @@ def test_a_shared_licence_is_the_hub_id_and_parquet_is_the_default_config(tmp_pa
     assert DatasetCard(text).data.license == "cc0-1.0" and "license_name" not in meta
     assert not (out / "LICENSE.md").exists()
     assert meta["annotations_creators"] == ["machine-generated"]  # generated sources only
-    assert meta["configs"][0] == {"config_name": "default", "default": True, "data_files": [
+    assert meta["configs"] == [{"config_name": "default", "default": True, "data_files": [
         {"split": "train", "path": "data/train-*.parquet"},
         {"split": "validation", "path": "data/val-*.parquet"},
-        {"split": "test", "path": "data/test-*.parquet"}]}
-    info = meta["dataset_info"]
+        {"split": "test", "path": "data/test-*.parquet"}]}]
+    [info] = meta["dataset_info"]
     declared = Features._from_yaml_list(info["features"])
     written = Features.from_arrow_schema(pq.read_schema(out / "data" / "train-000000.parquet"))
     assert declared == written and declared["image"].__class__.__name__ == "Image"
-    assert info["splits"] == [{"name": "train", "num_examples": 14},
-                              {"name": "validation", "num_examples": 14},
-                              {"name": "test", "num_examples": 12}]
+    assert [(x["name"], x["num_examples"]) for x in info["splits"]] == [
+        ("train", 14), ("validation", 14), ("test", 12)]
     assert "| image | image | PNG |" in body
     ds = load_dataset(str(out), split="validation")  # the hub's auto-detection, via configs
     assert ds.num_rows == 14 and ds[0]["image"].size == (32, 24)
@@ -285,15 +288,28 @@ def test_demo_card_loads_as_the_hub_would_and_its_snippets_run(demo):
     card = DatasetCard(text)
     assert card.data.pretty_name == "demo" and card.data.license == "other"
     meta, body = front_matter(text)
-    ds = load_dataset(str(demo), split="train")  # whichever config is the default
-    assert ds.num_rows == meta.get("dataset_info", {}).get("splits", [{}])[0].get(
-        "num_examples", ds.num_rows) == 14
-    # the webdataset and curate.train.feed snippets, run against this build
-    blocks = re.findall(r"```python\n(.*?)```", body, re.S)
-    wds_block = next(b for b in blocks if "import webdataset" in b)
-    code = ("seen = []\n" + wds_block.replace("path/to/demo", str(demo))
-            + "    seen.append((image.size, masks.shape, len(record['rois'])))\n")
+    [info] = meta["dataset_info"]
+    assert [(x["name"], x["num_examples"]) for x in info["splits"]] == [
+        ("train", 14), ("validation", 1)]
+    assert load_dataset(str(demo), split="validation").num_rows == 1  # as the hub reads it
+    # every snippet of the card, run against this build
+    blocks = [b.replace("path/to/demo", str(demo))
+              for b in re.findall(r"```python\n(.*?)```", body, re.S)]
+    assert len(blocks) == 3
     scope: dict = {}
-    exec(compile(code, "snippet", "exec"), scope)  # noqa: S102 - the card's own snippet
+    exec(compile(blocks[0], "datasets-snippet", "exec"), scope)  # noqa: S102
+    assert scope["ds"]["train"].num_rows == 14 and scope["sample"]["image"].size[0] > 0
+    if "shards" in scope:
+        assert scope["shards"]["train"].num_rows == 14
+    wds_block = blocks[1]
+    scope = {}
+    exec(compile("seen = []\n" + wds_block + "    seen.append((masks.shape, record['rois']))\n",
+                 "webdataset-snippet", "exec"), scope)  # noqa: S102
     assert len(scope["seen"]) == 14
-    assert all(shape[0] == n for _, shape, n in scope["seen"])
+    assert all(shape[0] == len(rois) for shape, rois in scope["seen"])
+    assert any(rois for _, rois in scope["seen"])
+    feed = blocks[2].replace("    ...", "    seen.append((image.shape, masks.shape, record))")
+    scope = {}
+    exec(compile("seen = []\n" + feed, "feed-snippet", "exec"), scope)  # noqa: S102
+    assert len(scope["seen"]) == 14
+    assert all(m[0] == len(r["rois"]) and m[1:] == i[1:] for i, m, r in scope["seen"])

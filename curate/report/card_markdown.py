@@ -80,12 +80,19 @@ def load_section(record: dict, splits: list[str], parquet: bool) -> list[str]:
     name = record["recipe"]["name"]
     first = splits[0] if splits else "train"
     hub_first = hub_split(first)
+    shards = f'{{"{hub_first}": "path/to/{name}/shards/{first}-*.tar"}}'
     if parquet:
         ds_lines = [
             f'ds = load_dataset("path/to/{name}")  # this folder, or "<user>/{name}" on the hub',
             f'sample = ds["{hub_first}"][0]',
             'sample["image"]  # a PIL image; also sample["caption"], ["rois"], ["vqa"], ...',
-            f'shards = load_dataset("path/to/{name}", "webdataset")  # the shards instead',
+            '# sample["masks"]: the masks.npz bytes, curate.model.masks.unpack gives (R, H, W)',
+            "",
+            "# the shards instead, typed by curate (a null in the first samples cannot be inferred)",
+            "from curate.dataset.hub import webdataset_features_of_datasets",
+            "",
+            f'shards = load_dataset("webdataset", data_files={shards},',
+            "                      features=webdataset_features_of_datasets())",
         ]
     else:
         ds_lines = [

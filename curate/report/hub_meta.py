@@ -2,15 +2,15 @@
 
 Licence, size category, tasks, annotation creators, source datasets, the `configs` that
 tell `datasets.load_dataset(BUILD_DIR)` (and the hub's viewer) which files hold which
-split, and `dataset_info.features` read from the Parquet export itself, so the declared
-schema is the one the files have.
+split, and `dataset_info` with the features the Parquet export (or the shards) carry,
+from curate.dataset.hub.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from curate.dataset.hub import card_dataset_info
 from curate.model.recipe import SourceSpec
 
 # licence ids the hub accepts (https://huggingface.co/docs/hub/repositories-licenses),
@@ -83,58 +83,17 @@ def split_files(dest: Path, splits: list[str]) -> dict[str, dict[str, str]]:
 
 
 def configs(files: dict[str, dict[str, str]]) -> list[dict]:
-    """`default`: the Parquet export (images embedded); `webdataset`: the shards. Without a
-    Parquet export the shards are the default."""
-    def data_files(kind: str) -> list[dict]:
-        return [{"split": hub_split(s), "path": f[kind]} for s, f in files.items() if kind in f]
-
-    parquet = data_files("parquet")
-    shards = {"config_name": "webdataset", "data_files": data_files("webdataset")}
-    if not parquet:
-        return [dict(shards, default=True)]
-    return [{"config_name": "default", "data_files": parquet, "default": True}, shards]
-
-
-def parquet_features(dest: Path, splits: list[str]):
-    """datasets.Features of the first Parquet part of the export: from the `huggingface`
-    schema metadata `datasets` writes, else from the Arrow schema. None when there is no
-    Parquet export or `datasets` is not installed."""
-    import pyarrow.parquet as pq
-
-    parts = [p for s in splits for p in sorted((dest / "data").glob(f"{s}-*.parquet"))]
-    if not parts:
-        return None
-    try:
-        from datasets import Features
-    except ImportError:
-        return None
-    schema = pq.read_schema(parts[0])
-    meta = (schema.metadata or {}).get(b"huggingface")
-    if meta:
-        info = json.loads(meta)
-        features = (info.get("info") or {}).get("features")
-        if features:
-            return Features.from_dict(features)
-    return Features.from_arrow_schema(schema)
-
-
-def dataset_info(features, per_split: dict[str, int]) -> dict:
-    """The `dataset_info` block for the default config: features and split sizes."""
-    from datasets import DatasetInfo, SplitInfo
-    from datasets.info import DatasetInfosDict
-    from datasets.splits import SplitDict
-    from huggingface_hub import DatasetCardData
-
-    splits = SplitDict()
-    for split, n in per_split.items():
-        splits.add(SplitInfo(name=hub_split(split), num_examples=n))
-    card = DatasetCardData()
-    DatasetInfosDict({"default": DatasetInfo(features=features, splits=splits)}
-                     ).to_dataset_card_data(card)
-    info = card.to_dict()["dataset_info"]
-    for split in info.get("splits", []):
-        split.pop("num_bytes", None)  # unknown until loaded; the hub fills it in
-    return info
+    """One config, the one `load_dataset(BUILD_DIR)` and the hub's viewer read: `default`,
+    the Parquet export (images embedded), or `webdataset`, the shards, when there is no
+    export. Only one: `datasets` picks one builder for every config of a repository from
+    the first config's files, so a shard config beside the Parquet one would be read as
+    Parquet and fail (the card's body shows how to load the shards instead)."""
+    parquet = [{"split": hub_split(s), "path": f["parquet"]} for s, f in files.items()
+               if "parquet" in f]
+    if parquet:
+        return [{"config_name": "default", "data_files": parquet, "default": True}]
+    return [{"config_name": "webdataset", "default": True, "data_files": [
+        {"split": hub_split(s), "path": f["webdataset"]} for s, f in files.items()]}]
 
 
 def front_matter(dest: Path, record: dict, kept: dict, specs: list[SourceSpec]) -> dict:
@@ -172,7 +131,6 @@ def front_matter(dest: Path, record: dict, kept: dict, specs: list[SourceSpec]) 
         + [m for m in modalities if m not in {"medical"}],
         "configs": configs(split_files(dest, splits)),
     }
-    features = parquet_features(dest, splits)
-    if features is not None:
-        out["dataset_info"] = dataset_info(features, {s: kept["per_split"][s] for s in splits})
+    if splits:  # the features the export or the shards declare (curate.dataset.hub)
+        out["dataset_info"] = card_dataset_info(dest, {s: kept["per_split"][s] for s in splits})
     return out
