@@ -171,6 +171,8 @@ def test_datasets_loads_the_shards_with_the_shipped_features(demo, cache, tmp_pa
 
 @pytest.mark.slow
 def test_verify_names_a_damaged_or_missing_parquet_part(demo, tmp_path):
+    from curate.report.verify import verify
+
     out = tmp_path / "b"
     shutil.copytree(demo, out, ignore=shutil.ignore_patterns("units", "plan", "kb", "*.lance"))
     part = sorted((out / "data").glob("train-*.parquet"))[0]
@@ -183,6 +185,7 @@ def test_verify_names_a_damaged_or_missing_parquet_part(demo, tmp_path):
     problems = hub.verify_parquet(out)
     assert problems == [f"data/{part.name}: {images[0]['path'][:-4]} image sha256 differs "
                         "from the manifest"]
+    assert problems[0] in verify(out)  # `curate verify` reports it
     assert hub.verify_parquet(out, deep=False) == []
     pq.write_table(bad.slice(1), part)
     assert "rows, the manifest part has" in hub.verify_parquet(out)[0]

@@ -11,12 +11,14 @@ The feature types are written from the Arrow schemas here, without importing `da
 (a test extra only): `datasets.Features.from_dict` reads them back and a test checks
 they equal what `datasets` itself derives.
 
-Why the features are shipped, not inferred: `datasets`' webdataset loader infers a
-split's types from the first five samples of one shard, and JSON cannot say the type of
-a null or an empty list (a sample without ROIs, a pixel spacing that is unknown), so a
-later sample that has one fails to cast. The card declares `webdataset_features()` for
-the `webdataset` config, and `load_dataset("webdataset", data_files=...,
-features=webdataset_features_of_datasets())` loads the shards from anywhere.
+Why the shards' features are shipped, not inferred: `datasets`' webdataset loader infers
+the types of every split from the first five samples of one shard (the last split's
+first), and JSON cannot say the type of a null or an empty list (a sample without ROIs,
+an unknown pixel spacing), so a later sample that has one fails to cast ("Couldn't cast
+array of type list<item: double> to null"). `load_dataset("webdataset", data_files=...,
+features=webdataset_features_of_datasets())` loads the shards from anywhere; a card
+without the Parquet export declares them for its `webdataset` config
+(`card_dataset_info`). The `masks.npz` member needs none of this (curate.model.masks).
 """
 
 from __future__ import annotations
