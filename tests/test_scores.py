@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -66,8 +67,7 @@ def _recipe(server, **judge) -> Recipe:
 
 
 def _parts(ex, keys):
-    return ex.frame(__import__("pyarrow").table({"source": [s for s, _ in keys],
-                                                 "part": [p for _, p in keys]}))
+    return ex.frame(pa.table({"source": [s for s, _ in keys], "part": [p for _, p in keys]}))
 
 
 def test_judge_stage_scores_quarantines_and_resumes(tmp_path):
@@ -89,8 +89,8 @@ def test_judge_stage_scores_quarantines_and_resumes(tmp_path):
         assert gen["failures_by_kind"] == {"malformed": 1}
         rows = [r for s, p in keys for r in store.load(key=(s, p), variant=stats["key"])
                 .to_pylist()]
-        judged = sorted(({x["name"]: x["value"] for x in r["quality"]["scores"]}["judge"]
-                         for r in rows))
+        judged = sorted({x["name"]: x["value"] for x in r["quality"]["scores"]}["judge"]
+                         for r in rows)
         assert judged == [1.0, 4.0]
         q = [r for s, p in keys if store.path(s, p, stats["key"], quarantine=True).exists()
              for r in pq.read_table(store.path(s, p, stats["key"], quarantine=True)).to_pylist()]
@@ -108,6 +108,21 @@ def test_judge_stage_scores_quarantines_and_resumes(tmp_path):
         assert len(server.requests) == sent + 1
         assert third["judge"]["generator"]["cache_hits"] == 2
         assert third["samples"] == 3 and third["quarantined"] == 0
+
+
+def test_judge_retries_an_invalid_answer(tmp_path):
+    spec, store, keys = committed_parts(tmp_path, cases=1)
+    with FakeLLMServer() as server, Executor("local") as ex:
+        server.enqueue("bad_json")
+        recipe = _recipe(server, max_retries=1)
+        _, stats = S.run_scores(ex, _parts(ex, keys), recipe, {spec.name: spec}, tmp_path,
+                                None, tmp_path)
+        assert len(server.requests) == 2
+    gen = stats["judge"]["generator"]
+    assert gen["retries_by_kind"] == {"malformed": 1} and gen["failures_by_kind"] == {}
+    assert stats["samples"] == 1 and stats["quarantined"] == 0
+    assert _scores(store, keys, stats["key"])[store.load(key=keys[0]).column(
+        "sample_id")[0].as_py()]["judge"] == 4.0
 
 
 def test_judge_endpoint_down_stops_with_a_clear_error(tmp_path):
@@ -174,3 +189,91 @@ def test_alignment_run_that_is_not_a_run_is_a_clear_error(tmp_path):
         "alignment": {"run": "nowhere"}}})
     with pytest.raises(ConfigError, match="not a trained run"):
         S.keys(recipe, None, tmp_path)
+
+
+def _scores(store, keys, variant) -> dict[str, dict]:
+    return {r["sample_id"]: {x["name"]: x["value"] for x in r["quality"]["scores"]}
+            for s, p in keys for r in store.load(key=(s, p), variant=variant).to_pylist()}
+
+
+@pytest.mark.slow
+def test_score_stage_on_ray_matches_local(tmp_path, tiny_run):
+    """Both scorers as actor pools on Ray give the scores the local executor gives."""
+    ray = pytest.importorskip("ray")
+
+    def recipe_of(url: str) -> Recipe:
+        return Recipe.model_validate({"name": "t", "sources": [], "score": {
+            "judge": {"base_url": url, "model": "fake-judge", "max_retries": 0, "actors": 1},
+            "alignment": {"run": str(tiny_run), "batch_size": 2}}})
+
+    got = {}
+    with FakeLLMServer(default="judge:2,5,5") as server:  # every answer: accuracy 2
+        for kind in ("local", "ray"):
+            root = tmp_path / kind
+            spec, store, keys = committed_parts(root, cases=2)
+            if kind == "ray":
+                ray.init(address="local", num_cpus=2, include_dashboard=False,
+                         log_to_driver=False)
+            try:
+                with Executor(kind) as ex:
+                    _, stats = S.run_scores(ex, _parts(ex, keys), recipe_of(server.base_url),
+                                            {spec.name: spec}, root, None, root)
+            finally:
+                if kind == "ray":
+                    ray.shutdown()
+            assert stats["parts"] == 2 and stats["samples"] == 2
+            got[kind] = _scores(store, keys, stats["key"])
+    assert got["ray"] == got["local"]
+    assert all(s["judge"] == 2.0 and -1 <= s["alignment"] <= 1 for s in got["ray"].values())
+
+
+# -- in a build ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scored_recipe(tmp_path, write_recipe, tiny_run):
+    def make(url: str, **filters):
+        return write_recipe([
+            {"name": "phantom-skin", "format": "image_mask", "modality": "dermoscopy",
+             "generate": {"kind": "rgb_mask", "cases": 4, "seed": 3},
+             "layout": {"images": ["images/*.png"], "masks": "masks/{stem}_mask.png",
+                        "label_map": {255: "lesion"}}},
+        ], run={"units_per_part": 2}, filters={"min_scores": filters},
+            score={"judge": {"base_url": url, "model": "fake-judge", "concurrency": 1,
+                             "max_retries": 0, "actors": 1},
+                   "alignment": {"run": str(tiny_run)}})
+    return make
+
+
+def test_build_drops_what_the_judge_rejects_and_repeats_no_call(tmp_path, scored_recipe):
+    from curate.build import build
+
+    out = tmp_path / "out"
+    with FakeLLMServer() as server:
+        # in arrival order: a judge that disagrees, an answer that is not the schema
+        # (no retry left: quarantined); the other two samples are judged 5/5/4
+        server.enqueue("judge:1,4,4", "wrong_schema")
+        recipe = scored_recipe(server.base_url, judge=3, alignment=-1.0)
+        first = build(recipe, out, executor="local", log=lambda m: None)
+        sent = len(server.requests)
+        assert sent == 4
+        second = build(recipe, out, executor="local", log=lambda m: None)
+        assert len(server.requests) == sent  # nothing judged twice
+    score = first["counts"]["score"]
+    assert score["judge"]["generator"]["requests"] == 4
+    assert score["judge"]["generator"]["failures_by_kind"] == {"malformed": 1}
+    assert score["alignment"]["computed"] == 4 and score["quarantined"] == 1
+    assert second["counts"]["score"]["parts_reused"] == score["parts"]
+    assert first["counts"]["filter"]["reasons"] == {"low_score": 1}
+    assert first["counts"]["filter"]["kept"] == 2
+    filtered = pq.read_table(out / "filtered.parquet").to_pylist()
+    assert any("low_score: judge 1 < 3" in r for f in filtered for r in f["quality"]["reasons"])
+    q = [r for r in pq.read_table(out / "quarantine.parquet").to_pylist()
+         if r["stage"] == "judge"]
+    assert len(q) == 1 and q[0]["error"] == "malformed"
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    for row in manifest:
+        names = {s["name"] for s in row["quality"]["scores"]}
+        assert {"judge", "judge_accuracy", "judge_completeness", "judge_clarity",
+                "alignment"} <= names
+    assert json.loads((out / "run.json").read_text())["counts"]["score"]["key"] == score["key"]

@@ -4,14 +4,15 @@ After the unit and describe stages, each part's samples (its describe variant wh
 is one) pass through up to two scorers, each an actor pool with its own resources:
 
   parts ──JudgeStage (client actors, few CPUs; an LLM judge over HTTP)──►
-        ──AlignmentStage (model actors, GPUs when asked; a trained bundled-model run)──►
-        ──merge_parts (one CPU task per batch)──► variant <part>.<score key>.parquet
+        ──AlignmentStage (model actors, GPUs when asked; a trained bundled-model run)
+        ──► the last of them merges: variant <part>.<score key>.parquet
 
 Each scorer commits a small table per part (sample_id, scores; the judge's quarantine
 rows beside it) as its own variant, `<part>.judge-<key>` or `<part>.align-<key>`, so a
-changed alignment run redoes no judging and the reverse. `merge_parts` writes the
-samples with their scores as the variant finalize ships (`score_key`), carrying the
-input variant's quarantine rows and the judge's. Keys hash what the scores depend on
+changed alignment run redoes no judging and the reverse. The last scorer then writes the
+samples with their scores as the variant finalize ships (`keys()['final']`), carrying
+the input variant's quarantine rows and the judge's (`merge_part`). The stage is actor
+pools only: a plain task between them could wait forever for a CPU the pools hold. Keys hash what the scores depend on
 (the input variant, the judge's settings and prompt, the run's files), never
 concurrency or rates. Per sample, answers are cached too (the judge in
 `<out>/llm-cache`, alignment in `<out>/score-cache`), so a part redone for another
@@ -98,25 +99,36 @@ def _pairs(batch: pa.Table) -> list[tuple[str, str]]:
                     strict=True))
 
 
-def _carry(batch: pa.Table, name: str, stats: list[dict]) -> pa.Table:
-    """Pass (source, part) on with this stage's stats added to the row's JSON."""
+def _carry(batch: pa.Table, name: str, stats: list[dict], merge=None) -> pa.Table:
+    """Pass (source, part) on with this stage's stats added to the row's JSON; the last
+    stage (`merge`: (store, input variant, keys)) also commits the scored samples."""
     old = batch.column("stats").to_pylist() if "stats" in batch.column_names else \
         ["{}"] * batch.num_rows
     rows = [json.dumps({**json.loads(o), name: s}) for o, s in zip(old, stats, strict=True)]
-    return pa.table({"source": batch.column("source"), "part": batch.column("part"),
-                     "stats": pa.array(rows, pa.string())}, schema=OUT)
+    if merge is None:
+        return pa.table({"source": batch.column("source"), "part": batch.column("part"),
+                         "stats": pa.array(rows, pa.string())}, schema=OUT)
+    store, input_variant, keys = merge
+    out = []
+    for (source, part), s in zip(_pairs(batch), rows, strict=True):
+        reused = store.has_variant(source, part, keys["final"])
+        n, q = (0, 0) if reused else merge_part(store, source, part, input_variant, keys)
+        out.append({"source": source, "part": part, "samples": n, "quarantined": q,
+                    "reused": reused, "stats": s})
+    return pa.Table.from_pylist(out, schema=RESULT)
 
 
 class JudgeStage:
     """Judge actor: one client (event loop, limit, answer cache) for many parts."""
 
     def __init__(self, recipe: Recipe, specs: dict[str, SourceSpec], out: str,
-                 input_variant: str | None, keys: dict[str, str]):
+                 input_variant: str | None, keys: dict[str, str], last: bool):
         from curate.score.judge import make_judge
 
         self.cfg, self.specs, self.keys = recipe.score.judge, specs, keys
         self.input = input_variant
         self.store = UnitStore(Path(out) / "units")
+        self.merge = (self.store, input_variant, keys) if last else None
         self.gen = make_judge(self.cfg, str(Path(out) / "llm-cache"), self.cfg.actors)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -156,18 +168,19 @@ class JudgeStage:
             stats[i]["parts"] = 1
         if todo:
             stats[todo[0][0]]["generator"] = _delta(before, self.gen.stats())
-        return _carry(batch, "judge", stats)
+        return _carry(batch, "judge", stats, self.merge)
 
 
 class AlignmentStage:
     """Alignment actor: the trained run loaded once per actor, on its GPU when given."""
 
     def __init__(self, recipe: Recipe, out: str, input_variant: str | None,
-                 keys: dict[str, str], run: str):
+                 keys: dict[str, str], run: str, last: bool = True):
         from curate.score.alignment import AlignmentScorer
 
         self.keys, self.input = keys, input_variant
         self.store = UnitStore(Path(out) / "units")
+        self.merge = (self.store, input_variant, keys) if last else None
         self.scorer = AlignmentScorer(recipe.score.alignment, run,
                                       str(Path(out) / "score-cache"))
 
@@ -190,7 +203,7 @@ class AlignmentStage:
                                       QUARANTINE.empty_table())
             stats.append({"parts": 1, "parts_reused": 0,
                           **{k: v - before[k] for k, v in self.scorer.stats.items()}})
-        return _carry(batch, "alignment", stats)
+        return _carry(batch, "alignment", stats, self.merge)
 
 
 def merge_part(store: UnitStore, source: str, part: str, input_variant: str | None,
@@ -232,28 +245,15 @@ def merge_part(store: UnitStore, source: str, part: str, input_variant: str | No
     return len(kept), len(quarantine)
 
 
-def merge_parts(batch: pa.Table, out: str, input_variant: str | None,
-                keys: dict[str, str]) -> pa.Table:
-    store = UnitStore(Path(out) / "units")
-    stats = batch.column("stats").to_pylist() if "stats" in batch.column_names else \
-        ["{}"] * batch.num_rows
-    rows = []
-    for (source, part), s in zip(_pairs(batch), stats, strict=True):
-        reused = store.has_variant(source, part, keys["final"])
-        n, q = (0, 0) if reused else merge_part(store, source, part, input_variant, keys)
-        rows.append({"source": source, "part": part, "samples": n, "quarantined": q,
-                     "reused": reused, "stats": s})
-    return pa.Table.from_pylist(rows, schema=RESULT)
-
-
 def score_frame(ex, parts, recipe: Recipe, specs: dict[str, SourceSpec], out: Path,
                 input_variant: str | None, recipe_dir: Path):
-    """The stage as frames over plan rows (source, part); returns (frame, keys)."""
+    """The stage as actor pools over plan rows (source, part, ...); (frame, keys)."""
     k = keys(recipe, input_variant, recipe_dir)
-    frame = parts.map_batches(lambda t: t.select(["source", "part"]))
     j, a = recipe.score.judge, recipe.score.alignment
+    frame = parts
     if j is not None:
-        frame = frame.map_batches(JudgeStage, args=(recipe, specs, str(out), input_variant, k),
+        frame = frame.map_batches(JudgeStage, args=(recipe, specs, str(out), input_variant, k,
+                                                    a is None),
                                   batch_size=PARTS_PER_CALL, num_cpus=j.actor_cpus,
                                   concurrency=j.actors)
     if a is not None:
@@ -268,8 +268,7 @@ def score_frame(ex, parts, recipe: Recipe, specs: dict[str, SourceSpec], out: Pa
                                   batch_size=PARTS_PER_CALL, num_cpus=a.num_cpus,
                                   num_gpus=a.num_gpus if ex.kind == "ray" else 0,
                                   concurrency=actors)
-    return frame.map_batches(merge_parts, args=(str(out), input_variant, k),
-                             batch_size=PARTS_PER_CALL), k
+    return frame, k
 
 
 def run_scores(ex, parts, recipe: Recipe, specs: dict[str, SourceSpec], out: Path,
