@@ -33,8 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "sources").glob("*.yaml"))
 # sources whose files curate cannot read yet: the reason is the xfail (or skip) reason
 UNREADABLE = {
-    "jsrt": "JSRT ships headerless 12-bit big-endian raw .IMG files, which neither the miniature "
-            "nor curate's image reader can write or read",
     "pannuke": "PanNuke ships NumPy arrays (images.npy, N x 256 x 256 x 3); the image_mask "
                "reader opens raster and DICOM files only",
 }
@@ -103,6 +101,14 @@ def _read(path: Path) -> None:
         assert ds.pixel_array.shape == (ds.Rows, ds.Columns) and ds.Modality
     elif name.endswith(".npy"):
         assert np.load(path).size > 0
+    elif name.endswith(".mat"):
+        from scipy.io import loadmat
+        assert any(v.size for k, v in loadmat(str(path)).items() if not k.startswith("__"))
+    elif name.endswith(".xml"):
+        import xml.etree.ElementTree as ET
+        assert next(ET.parse(path).getroot().iter("Vertex"), None) is not None
+    elif name.endswith((".img", ".raw")):
+        assert path.stat().st_size > 0
     elif name.endswith((".mp4", ".avi", ".mov", ".mkv")):
         import av
 
@@ -488,3 +494,33 @@ def test_deeplesion_key_slices_read_in_hu_with_their_spacing(tmp_path):
     assert [(b.x0, b.y0, b.x1, b.y1) for b in case.boxes] == [(30.0, 20.0, 44.0, 30.0)]
     view = image_view(case, NormalizeConfig())
     assert view.window["method"] == "ct_window" and view.raw[25, 35] == 120  # HU kept
+
+
+def test_run_length_codes_decode_in_both_conventions():
+    from curate.ingest.image2d import rle_decode
+    # a 4x3 grid (rows, cols); column-major: pixel index k is (k % 4, k // 4)
+    rel = rle_decode("1 2 3 2", (4, 3), "column", "relative")  # pixels 1-2, then 6-7
+    ab = rle_decode("2 2 7 2", (4, 3), "column", "absolute")  # 1-based absolute starts
+    assert np.array_equal(rel, ab)
+    assert sorted(zip(*np.nonzero(rel), strict=True)) == [(1, 0), (2, 0), (2, 1), (3, 1)]
+    assert not rle_decode("-1", (4, 3), "column", "relative").any()
+    with pytest.raises(Exception, match="leaves"):
+        rle_decode("10 5", (4, 3), "column", "relative")
+
+
+def test_xml_polygons_and_mat_instance_maps_become_masks(tmp_path):
+    from scipy.io import savemat
+
+    from curate.ingest.image2d import load_mask_file
+    spec = SourceSpec(name="t", format="image_mask",
+                      layout=Layout(images=["*.png"], masks="{stem}.mat", mask_key="inst_map"))
+    (tmp_path / "a.xml").write_text(
+        '<Annotations><Annotation><Regions><Region><Vertices><Vertex X="2" Y="2"/>'
+        '<Vertex X="9" Y="2"/><Vertex X="9" Y="5"/><Vertex X="2" Y="5"/></Vertices>'
+        '</Region></Regions></Annotation></Annotations>')
+    m = load_mask_file(tmp_path / "a.xml", spec, (8, 12))
+    assert m.shape == (8, 12) and m[3, 5] == 1 and m[0, 0] == 0 and m[7, 11] == 0
+    inst = np.zeros((8, 12), np.int32)
+    inst[1:3, 1:3], inst[5:7, 5:9] = 7, 9
+    savemat(str(tmp_path / "a.mat"), {"inst_map": inst, "type_map": inst > 0})
+    assert np.array_equal(load_mask_file(tmp_path / "a.mat", spec, (8, 12)), inst)

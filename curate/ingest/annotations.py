@@ -235,3 +235,22 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
             labels += [c for c in cfg.label_columns if row[c] in cfg.positive_values]
             out[row[cfg.image_column]] = labels
     return out
+
+
+def read_rle_table(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
+    """image key -> its run-length codes (several rows per image are several masks)."""
+    cfg = spec.layout.rle
+    path = root / cfg.file
+    if not path.is_file():
+        raise ConfigError(f"source {spec.name}: RLE file {cfg.file} not found under {root}")
+    out: dict[str, list[str]] = defaultdict(list)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        names = {n.strip(): n for n in reader.fieldnames or []}  # " EncodedPixels" (SIIM)
+        missing = [c for c in (cfg.image_column, cfg.rle_column) if c.strip() not in names]
+        if missing:
+            raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
+        image, code = names[cfg.image_column.strip()], names[cfg.rle_column.strip()]
+        for row in reader:
+            out[row[image].strip()].append((row[code] or "").strip())
+    return out

@@ -13,6 +13,7 @@ from curate.ingest.annotations import (
     read_box_table,
     read_class_labels,
     read_qa_table,
+    read_rle_table,
     read_voc,
 )
 from curate.ingest.base import Box, ImageCase, Unit
@@ -89,6 +90,30 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def load_raw(path: Path, raw, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A headerless raw image of the declared shape and sample type (JSRT's .IMG)."""
+    rows, cols = raw.shape
+    check_pixels(rows * cols, max_pixels, "image", path.name)
+    dtype = np.dtype(raw.dtype)
+    size = path.stat().st_size
+    if size != rows * cols * dtype.itemsize:
+        raise IngestError(f"{path.name}: {size} bytes, but a {rows}x{cols} raw image of "
+                          f"{raw.dtype} is {rows * cols * dtype.itemsize}")
+    arr = np.fromfile(path, dtype=dtype).reshape(rows, cols)
+    if raw.bits is not None and arr.max() > 2 ** raw.bits - 1:
+        raise IngestError(f"{path.name}: a value over {raw.bits} bits; the declared "
+                          "layout.raw does not fit this file")
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def load_pixels(spec: SourceSpec, path: Path) -> np.ndarray:
+    """An image file as pixels: raw where the layout declares it, else load_image."""
+    raw = spec.layout.raw
+    if raw is not None and path.suffix.lower() in [x.lower() for x in raw.suffixes]:
+        return load_raw(path, raw, spec.layout.max_image_pixels)
+    return load_image(path, spec.layout.max_image_pixels)
+
+
 def lookup(table: dict, rel: str):
     """A table row keyed by the image's relative path, any trailing part of it, or its stem."""
     parts = rel.split("/")
@@ -103,6 +128,7 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
     classes = read_class_labels(spec, root)
     qa_table = read_qa_table(spec, root) if spec.layout.qa else {}
+    rle_table = read_rle_table(spec, root) if spec.layout.rle else {}
     units, problems = [], []
     for rel in list_images(spec, root, problems):
         files, extra = [rel], {}
@@ -118,6 +144,10 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             if masks:
                 files.extend(masks)
                 extra["masks"] = masks
+        if spec.layout.rle:
+            found = lookup(rle_table, rel)
+            if found is not None:
+                extra["rle"] = found
         if boxes and boxes.format == "voc":
             voc = annotation_path(boxes.file, rel, spec.layout.case_regex)
             if (root / voc).is_file():
@@ -182,7 +212,7 @@ def _read_mask(spec: SourceSpec, root: Path, mrel: str, shape: tuple[int, int],
     unknown values)."""
     lay = spec.layout
     try:
-        mask = load_image(root / mrel, lay.max_image_pixels)
+        mask = load_mask_file(root / mrel, spec, shape)
     except IngestError as exc:
         exc.file = exc.file or mrel
         raise
@@ -206,6 +236,80 @@ def _read_mask(spec: SourceSpec, root: Path, mrel: str, shape: tuple[int, int],
     return mask
 
 
+def load_mask_file(path: Path, spec: SourceSpec, shape: tuple[int, int]) -> np.ndarray:
+    """A mask file as an integer array: an image, a MATLAB .mat or NumPy .npy/.npz array
+    (layout.mask_key names the array), or XML polygons (Aperio/ImageScope Regions, ASAP
+    Coordinates) rasterised onto the image's grid with value 1."""
+    low = path.name.lower()
+    key = spec.layout.mask_key
+    try:
+        if low.endswith(".mat"):
+            from scipy.io import loadmat
+
+            data = loadmat(str(path))
+            arrays = {k: v for k, v in data.items() if not k.startswith("__")}
+            return np.asarray(_pick(arrays, key, path))
+        if low.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return np.asarray(_pick(dict(z), key, path))
+        if low.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if low.endswith(".xml"):
+            return polygons_mask(path, shape)
+    except IngestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged annotation file is a quarantine row
+        raise IngestError(f"{path.name}: not readable as a mask: {exc}") from exc
+    return load_pixels(spec, path)
+
+
+def _pick(arrays: dict, key: str | None, path: Path):
+    if key is None:
+        if len(arrays) != 1:
+            raise IngestError(f"{path.name} holds {sorted(arrays)}: set layout.mask_key")
+        return next(iter(arrays.values()))
+    if key not in arrays:
+        raise IngestError(f"{path.name} has no array {key!r} (it has {sorted(arrays)})")
+    return arrays[key]
+
+
+def polygons_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Every polygon of an Aperio/ImageScope (Region/Vertices/Vertex) or ASAP
+    (Annotation/Coordinates/Coordinate) XML file, filled with 1 on a grid of `shape`."""
+    import xml.etree.ElementTree as ET
+
+    from PIL import ImageDraw
+
+    root = ET.parse(path).getroot()
+    polys = [[(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]
+             for region in root.iter("Region")]
+    polys += [[(float(c.get("X")), float(c.get("Y"))) for c in coords.iter("Coordinate")]
+              for coords in root.iter("Coordinates")]
+    canvas = Image.new("L", (shape[1], shape[0]))
+    draw = ImageDraw.Draw(canvas)
+    for poly in polys:
+        if len(poly) >= 3:
+            draw.polygon(poly, fill=1, outline=1)
+    return np.asarray(canvas)
+
+
+def rle_decode(text: str, shape: tuple[int, int], order: str, starts: str) -> np.ndarray:
+    """One run-length encoded mask ("start length start length ...") on a (rows, cols)
+    grid; "-1" or empty is an empty mask."""
+    nums = [int(t) for t in str(text).split()] if str(text).strip() not in ("", "-1") else []
+    if len(nums) % 2:
+        raise IngestError(f"run-length code has an odd count of numbers ({len(nums)})")
+    flat = np.zeros(shape[0] * shape[1], np.uint8)
+    pos = 0
+    for start, length in zip(nums[0::2], nums[1::2], strict=True):
+        begin = pos + start if starts == "relative" else start - 1
+        if begin < 0 or length < 0 or begin + length > flat.size:
+            raise IngestError(f"a run ({start}, {length}) leaves the {shape} image")
+        flat[begin:begin + length] = 1
+        pos = begin + length
+    return flat.reshape(shape, order="F" if order == "column" else "C")
+
+
 def fill_outlines(mask: np.ndarray) -> np.ndarray:
     """Each label value's closed outlines filled (the ring and its inside get the value)."""
     from scipy import ndimage
@@ -221,11 +325,10 @@ def fill_outlines(mask: np.ndarray) -> np.ndarray:
 
 def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     rel = unit.files[0]
-    budget = spec.layout.max_image_pixels
     for f in unit.files:
         check_file(spec, root, f)
     dicom = _dicom_pixels(spec, root, rel) if is_dicom(root / rel) else None
-    pixels = dicom.pixels if dicom is not None else load_image(root / rel, budget)
+    pixels = dicom.pixels if dicom is not None else load_pixels(spec, root / rel)
     if pixels.size == 0:
         raise EmptyInput(f"{Path(rel).name}: the image has no pixels {pixels.shape}", file=rel)
     pixels, note = nonfinite_fix(spec, pixels, Path(rel).name)
@@ -238,6 +341,16 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     for mrel in unit.extra.get("masks", []):
         one = _read_mask(spec, root, mrel, pixels.shape[:2], notes)
         mask = one if mask is None else np.maximum(mask, one)  # one file per lesion
+    if "rle" in unit.extra:
+        rle, value = spec.layout.rle, next((v for v in spec.layout.label_map if v), 1)
+        mask = np.zeros(pixels.shape[:2], np.uint8 if value <= 255 else np.uint16) \
+            if mask is None else mask
+        for code in unit.extra["rle"]:
+            try:
+                mask[rle_decode(code, pixels.shape[:2], rle.order, rle.starts) > 0] = value
+            except IngestError as exc:
+                exc.file = exc.file or rle.file
+                raise
     boxes = []
     raw_boxes = read_voc(root / unit.extra["voc"]) if "voc" in unit.extra else \
         unit.extra.get("boxes", [])

@@ -139,6 +139,33 @@ class ClassLabels(Strict):
     )
 
 
+class RawImage(Strict):
+    """Headerless raw image files (JSRT's .IMG): the shape and the stored sample type."""
+
+    suffixes: list[str] = Field(default_factory=lambda: [".img", ".raw"],
+                                description="file suffixes read as raw (case-insensitive)")
+    shape: tuple[int, int] = Field(description="(rows, columns)")
+    dtype: str = Field(default=">u2", description="NumPy dtype, e.g. '>u2' (16-bit big-endian)")
+    bits: int | None = Field(default=None, ge=1, le=32,
+                             description="bits stored: values above 2**bits - 1 are an error")
+
+
+class RleMasks(Strict):
+    """Masks as run-length encoded rows of a CSV (SIIM-ACR's train-rle.csv): one row per
+    mask, several rows per image combined; an empty or "-1" cell means no finding."""
+
+    file: str = Field(description="relative to the source root")
+    image_column: str = "ImageId"
+    rle_column: str = "EncodedPixels"
+    order: Literal["column", "row"] = Field(
+        default="column", description="pixels counted down columns (Fortran) or along rows")
+    starts: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="each start counts from the end of the previous run (SIIM), or is a "
+        "1-based absolute pixel index (most Kaggle RLE)",
+    )
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -230,6 +257,14 @@ class Layout(Strict):
         description="lossy (JPEG) masks: a pixel at or above this grey value is the "
         "label_map's single value, below it background",
     )
+    mask_key: str | None = Field(
+        default=None,
+        description="masks in .mat or .npz files: the array to read (e.g. inst_map)",
+    )
+    rle: RleMasks | None = Field(
+        default=None, description="masks as run-length encoded rows of a CSV")
+    raw: RawImage | None = Field(
+        default=None, description="headerless raw image files: their shape and sample type")
     mask_fill: Literal["none", "outline"] = Field(
         default="none",
         description="'outline': masks draw each region's outline (HC18's ellipse); the "

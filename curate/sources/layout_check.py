@@ -134,8 +134,19 @@ def lint_spec(spec: SourceSpec) -> list[str]:
     return out
 
 
-def _mask_values(path: Path) -> np.ndarray:
+def _mask_values(path: Path, spec: SourceSpec | None = None) -> np.ndarray:
     name = path.name.lower()
+    if name.endswith(".xml"):  # polygons are filled with 1
+        import xml.etree.ElementTree as ET
+
+        root = ET.parse(path).getroot()
+        any_polygon = next(root.iter("Vertex"), None) is not None or \
+            next(root.iter("Coordinate"), None) is not None
+        return np.array([0, 1] if any_polygon else [0])
+    if name.endswith((".mat", ".npy", ".npz")) and spec is not None:
+        from curate.ingest.image2d import load_mask_file
+
+        return np.unique(load_mask_file(path, spec, (1, 1)))
     if name.endswith(VOLUME_EXT):
         import SimpleITK as sitk
 
@@ -448,7 +459,7 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         values: set[int] = set()
         for mask in present[:sample]:
             try:
-                values |= {int(v) for v in _mask_values(root / mask)}
+                values |= {int(v) for v in _mask_values(root / mask, spec)}
                 rep.masks_sampled += 1
             except Exception as exc:  # noqa: BLE001 - any unreadable mask is reported
                 rep.problems.append(f"mask {mask} unreadable: {exc}")

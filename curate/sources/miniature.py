@@ -262,6 +262,24 @@ def _target(template: str, rel: str, lay: Layout, what: str, skipped: list[str])
         return None
 
 
+def _write_mask_file(path: Path, shape: tuple[int, ...], lay: Layout) -> None:
+    """A .mat array (an instance map: two instances) or an XML polygon file (Aperio
+    Regions) covering part of an image of `shape`."""
+    h, w = shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".mat":
+        from scipy.io import savemat
+
+        inst = np.zeros((h, w), np.int32)
+        inst[1:h // 2, 1:w // 2], inst[h // 2:h - 1, w // 2:w - 1] = 1, 2
+        savemat(str(path), {lay.mask_key or "inst_map": inst})
+        return
+    verts = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in
+                    ((1, 1), (w // 2, 1), (w // 2, h // 2), (1, h // 2)))
+    _put(path, f"<Annotations><Annotation><Regions><Region><Vertices>{verts}</Vertices>"
+               "</Region></Regions></Annotation></Annotations>")
+
+
 def _codes(pattern: re.Pattern, path: str, values: dict[str, str]) -> bool:
     m = pattern.search(Path(path).name)
     return bool(m and m.groups() and (not values or m.group(1) in values))
@@ -311,8 +329,9 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
     label = next(iter(spec.findings), "finding")
     masks: list[str] = []
     annotations: list[str] = []
+    raw_suffixes = [x.lower() for x in lay.raw.suffixes] if lay.raw else []
     for i, rel in enumerate(images):
-        kind = _kind(rel, fam)
+        kind = "raw" if Path(rel).suffix.lower() in raw_suffixes else _kind(rel, fam)
         if kind is None:
             skipped.append(f"{rel}: no writer for this extension; empty placeholder written")
             _put(dest / rel, b"")
@@ -320,11 +339,18 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
         if fam is FormatFamily.wsi and kind == "raster":  # one tile of pink "tissue"
             arr = np.empty((lay.tile_size, lay.tile_size, 3), np.uint8)
             arr[...] = (200, 110 + 10 * i, 160)
+        elif kind == "raw":  # the declared shape, values within the declared bits
+            top = 2 ** (lay.raw.bits or 8) - 1
+            arr = (np.arange(np.prod(lay.raw.shape)).reshape(lay.raw.shape) * (i + 3)) % top
         else:
             arr = (np.arange(np.prod(SHAPES[kind])).reshape(SHAPES[kind]) * (i + 3)) % 200
             arr = arr.astype(np.int16 if kind == "volume" else np.uint8)
         patient = patient_from_path(spec, rel) or f"MINI{i + 1:03d}"
-        ds = _write(dest / rel, kind, arr, spec, patient)
+        if kind == "raw":
+            _put(dest / rel, arr.astype(np.dtype(lay.raw.dtype)).tobytes())
+            ds = None
+        else:
+            ds = _write(dest / rel, kind, arr, spec, patient)
         what = ANNOTATION_OBJECTS.get(fam)
         if what and ds is not None:
             target = _annotation_path(rel, lay, fam)
@@ -342,7 +368,10 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
         mask = _target(lay.masks, rel, lay, "mask", skipped) if lay.masks else None
         if mask:  # a pattern for several masks per image: write one that it matches
             mask = mask.replace("*", "").replace("?", "x")
-        if mask and _kind(mask, fam) not in ("volume", "raster"):
+        if mask and mask.lower().endswith((".mat", ".xml")):
+            _write_mask_file(dest / mask, arr.shape[:2], lay)
+            masks.append(mask)
+        elif mask and _kind(mask, fam) not in ("volume", "raster"):
             skipped.append(f"mask {mask!r}: no writer for its extension")
         elif mask:
             mkind, labels = _kind(mask, fam), sorted(v for v in lay.label_map if v) or [1]
@@ -417,6 +446,9 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
             "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 4, 4]}
                             for k in range(len(images))],
             "categories": [{"id": 1, "name": label}]}))
+    r = spec.layout.rle
+    if r:  # one run of 8 pixels per image (relative or absolute starts alike: start 1)
+        table(r.file, [r.image_column, r.rle_column], [[stem(x), "1 8"] for x in images])
     if c and c.file:
         header = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
         flags = [c.positive_values[0] if k == 0 else "0" for k in range(len(c.label_columns))]

@@ -49,6 +49,8 @@ def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
         return True  # a box table lists every finding; no row means none was found
     if unit.extra.get("annotations") or "classes" in unit.extra or "voc" in unit.extra:
         return True  # DICOM SEG / RTSTRUCT, class labels, or a VOC file for this image
+    if "rle" in unit.extra:
+        return True  # listed in the RLE table ("-1": looked at, nothing found)
     return bool(spec.layout.masks) and ("label" in unit.extra or "masks" in unit.extra)
 
 
