@@ -103,7 +103,7 @@ def load_section(record: dict, splits: list[str], parquet: bool) -> list[str]:
     return [
         "## Load it",
         "",
-        "With Hugging Face `datasets` (the `configs` above say which files hold each split):",
+        "With Hugging Face `datasets` (the card's `configs` say which files hold each split):",
         "",
         "```python",
         "from datasets import load_dataset",

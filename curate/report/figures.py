@@ -134,16 +134,20 @@ def contact_sheet(shards: Path, examples: list[dict], dest: Path, per_source: in
         return None
     members = read_members(shards, picked)
     font = _font()
-    lines = max(len(wrap(row["caption"] or "", font, TILE - 8)) for row in picked)
+    cols = min(4, len(picked))
+    lines = [len(wrap(row["caption"] or "", font, TILE - 8)) for row in picked]
+    # each row of tiles is as tall as its longest caption needs
+    row_lines = [max(lines[i:i + cols]) for i in range(0, len(picked), cols)]
     tiles = [_tile(overlay(members[f"{row['sample_id']}.png"],
                            members.get(f"{row['sample_id']}.{MEMBER}"), row["rois"], TILE),
-                   row["caption"] or "", row["source"] or "", lines) for row in picked]
-    cols = min(4, len(tiles))
-    rows = (len(tiles) + cols - 1) // cols
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * w, rows * h), "white")
+                   row["caption"] or "", row["source"] or "", row_lines[i // cols])
+             for i, row in enumerate(picked)]
+    tops = [0]
+    for i in range(0, len(tiles), cols):
+        tops.append(tops[-1] + tiles[i].height)
+    sheet = Image.new("RGB", (cols * TILE, tops[-1]), "white")
     for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % cols) * w, (i // cols) * h))
+        sheet.paste(tile, ((i % cols) * TILE, tops[i // cols]))
     dest.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(dest, optimize=False)
     return dest
@@ -160,9 +164,16 @@ def example_figure(shards: Path, row: dict, dest: Path, size: int = 384) -> Path
     return dest
 
 
-def _ordered(counts: dict[str, int], numeric: bool = False) -> tuple[list[str], list[int]]:
-    keys = sorted(counts, key=lambda k: (k == "", float(k) if numeric and k else 0, k))
-    return keys, [counts[k] for k in keys]
+def _ordered(counts: dict[str, int], step: int | None = None) -> tuple[list[str], list[int]]:
+    """Keys and counts in order; with `step`, numeric keys from the smallest to the largest
+    in that step, empty bins as 0 (so gaps show), and "" (no value) last."""
+    if step is None:
+        keys = sorted(counts)
+    else:
+        nums = [int(k) for k in counts if k]
+        keys = [str(k) for k in range(min(nums), max(nums) + 1, step)] if nums else []
+        keys += [""] if "" in counts else []
+    return keys, [counts.get(k, 0) for k in keys]
 
 
 def _log2_labels(keys: list[str], scale: float, low: int, high: int, none: str) -> list[str]:
@@ -246,16 +257,16 @@ def distribution_plots(kept: dict, dest: Path) -> dict[str, str]:
     if area or diam:
         fig = Figure(figsize=(10, 3.5))
         a1, a2 = fig.subplots(1, 2)
-        keys, vals = _ordered(area, numeric=True)
+        keys, vals = _ordered(area, 1)
         _bars(a1, _log2_labels(keys, 100, -14, 1, "n/a"), vals,
               "ROI area, % of the image")
-        keys, vals = _ordered(diam, numeric=True)
+        keys, vals = _ordered(diam, 1)
         _bars(a2, _log2_labels(keys, 1, -1, 9, "no spacing"), vals,
               "ROI longest diameter, mm")
         save(fig, "rois.png")
     hist = kept.get("caption_chars", {}).get("hist", {})
     if hist:
-        keys, vals = _ordered(hist, numeric=True)
+        keys, vals = _ordered(hist, CAPTION_BIN)
         fig = Figure(figsize=(8, 3))
         _bars(fig.subplots(), [f"{k}+" if int(k) >= CAPTION_MAX else f"{k}-{int(k) + CAPTION_BIN - 1}"
                                for k in keys], vals, PLOTS["captions.png"])

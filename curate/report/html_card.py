@@ -14,15 +14,15 @@ from curate.model.errors import MissingDependency
 STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1f24;
        max-width: 1100px; margin: 0 auto; padding: 16px 24px; box-sizing: border-box;
-       overflow-wrap: anywhere; }
+       overflow-wrap: break-word; }
 h1, h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 table { border-collapse: collapse; margin: 8px 0; max-width: 100%; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; vertical-align: top; text-align: left;
-         overflow-wrap: anywhere; word-break: break-word; }
+         overflow-wrap: break-word; }
 th { background: #f6f8fa; }
 pre { background: #f6f8fa; padding: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
-code { font-size: 90%; overflow-wrap: anywhere; }
+code { font-size: 90%; overflow-wrap: break-word; }
 blockquote { margin: 8px 0; padding: 0 12px; border-left: 4px solid #d0d7de; color: #444; }
 details { margin: 12px 0; }
 """
