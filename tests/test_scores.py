@@ -125,6 +125,16 @@ def test_judge_retries_an_invalid_answer(tmp_path):
         "sample_id")[0].as_py()]["judge"] == 4.0
 
 
+def test_judge_falls_back_to_json_object_where_schemas_are_refused(tmp_path):
+    spec, store, keys = committed_parts(tmp_path, cases=1)
+    with FakeLLMServer(reject_json_schema=True) as server, Executor("local") as ex:
+        _, stats = S.run_scores(ex, _parts(ex, keys), _recipe(server), {spec.name: spec},
+                                tmp_path, None, tmp_path)
+        formats = [r["body"]["response_format"]["type"] for r in server.requests]
+    assert formats == ["json_schema", "json_object"]
+    assert stats["judge"]["generator"]["schema_fallbacks"] == 1 and stats["samples"] == 1
+
+
 def test_judge_endpoint_down_stops_with_a_clear_error(tmp_path):
     spec, store, keys = committed_parts(tmp_path, cases=1)
     with FakeLLMServer() as server:
@@ -180,6 +190,21 @@ def test_alignment_scores_cached_per_sample_and_keyed_by_the_weights(tmp_path, t
         _, new = S.run_scores(ex, _parts(ex, keys), recipe, {spec.name: spec}, tmp_path,
                               None, tmp_path)
         assert new["key"] != first["key"] and new["alignment"]["computed"] == 3
+
+
+def test_score_settings_are_checked_when_the_recipe_loads(tmp_path):
+    from curate.model.errors import ConfigError
+    from curate.model.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nsources: [{source: demo-ct}]\nscore:\n  judge:\n"
+                    "    base_url: http://127.0.0.1:1/v1\n    model: m\n    concurency: 4\n")
+    with pytest.raises(ConfigError, match="score.judge.concurency.*did you mean 'concurrency'"):
+        load_recipe(path)
+    path.write_text("name: t\nsources: [{source: demo-ct}]\nscore:\n  judge:\n"
+                    "    base_url: http://127.0.0.1:1/v1\n    model: m\n    aggregate: max\n")
+    with pytest.raises(ConfigError, match="score.judge.aggregate"):
+        load_recipe(path)
 
 
 def test_alignment_run_that_is_not_a_run_is_a_clear_error(tmp_path):
@@ -277,3 +302,16 @@ def test_build_drops_what_the_judge_rejects_and_repeats_no_call(tmp_path, scored
         assert {"judge", "judge_accuracy", "judge_completeness", "judge_clarity",
                 "alignment"} <= names
     assert json.loads((out / "run.json").read_text())["counts"]["score"]["key"] == score["key"]
+
+
+def test_the_docs_example_is_a_valid_recipe_section():
+    import re
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "scores.md").read_text()
+    block = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0])
+    recipe = Recipe.model_validate({"name": "x", "sources": [], **block})
+    assert recipe.score.judge.concurrency == 32 and recipe.filters.min_scores["judge"] == 3

@@ -67,8 +67,13 @@ class AlignmentScorer:
     def setup(self) -> None:
         if self.model is not None:
             return
+        import torch
+
         from curate.train.model import load_run
 
+        if self.cfg.num_gpus and not torch.cuda.is_available():
+            raise ConfigError("score.alignment asks for a GPU (num_gpus) and this worker "
+                              "has none; set num_gpus: 0 to score on CPU")
         self.model, _ = load_run(self.run_dir, device="cuda" if self.cfg.num_gpus else "cpu")
 
     def key(self, row: dict[str, Any]) -> str:

@@ -51,6 +51,20 @@ def needed(recipe: Recipe) -> bool:
     return recipe.score.judge is not None or recipe.score.alignment is not None
 
 
+def describe(recipe: Recipe) -> str:
+    """One line for the build's plan printout: which scorers run, with what resources."""
+    j, a = recipe.score.judge, recipe.score.alignment
+    parts = []
+    if j is not None:
+        parts.append(f"LLM judge {j.model} at {j.base_url} ({j.prompt_version}, {j.aggregate} "
+                     f"of 3 scores), {j.concurrency} requests in flight over {j.actors} "
+                     f"actor(s) of {j.actor_cpus:g} CPU")
+    if a is not None:
+        parts.append(f"alignment from the run {a.run}, {a.actors} actor(s) of "
+                     f"{a.num_cpus:g} CPU" + (f" and {a.num_gpus:g} GPU" if a.num_gpus else ""))
+    return "score: " + ("; ".join(parts) if parts else "none")
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
