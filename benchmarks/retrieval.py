@@ -13,6 +13,17 @@ of dense and BM25 is reported as well.
 
     HF_HUB_OFFLINE=1 python benchmarks/retrieval.py [--model SPEC] [--kb PATH] [--json OUT]
 
+Scale mode (issue 9 item 5): `--scale N` generates a synthetic corpus of N passages (and
+FACTOR x N, default 4) as one JSONL file, builds each with `build_kb` in a child process
+and prints build time, passages/s and peak memory (the child's max RSS, and its growth
+over the RSS once the model is loaded), so that flat memory shows as a growth that does
+not follow N. The baseline, run in the same invocation, is the in-memory path
+(`KnowledgeBase.from_corpus`: every passage and vector held at once, which is how
+`build_kb` worked before it streamed) on the N corpus.
+
+    HF_HUB_OFFLINE=1 python benchmarks/retrieval.py --scale 2000 [--factor 4] [--model minilm]
+        [--backend auto|lance|parquet] [--device cpu|cuda] [--batch-size 2048] [--no-baseline]
+
 The queries were written by the author of the corpus, so absolute numbers are
 optimistic; the ratio between methods is the useful figure.
 """
@@ -112,6 +123,11 @@ def timed(fn: Callable[[], list[list[str]]]) -> tuple[list[list[str]], float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("--scale", "--_child") or a.startswith("--scale=") for a in argv):
+        from kb_scale import scale_main  # benchmarks/kb_scale.py
+
+        return scale_main(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="embedder spec (default: packaged MiniLM)")
     ap.add_argument("--kb", type=Path, default=None, help="use this built index instead of building one")
@@ -187,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"dense / {base}: recall@1 x{ratios['recall@1']:.2f}, recall@5 x{ratios['recall@5']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(json.dumps({"model": report["model"], "chunks": n, **{
+        f"{name}_{k}": round(m[k], 4) for name, m in report["methods"].items()
+        for k in ("recall@1", "recall@5", "mrr")}}, sort_keys=True))
     return report
 
 

@@ -111,18 +111,18 @@ def _fingerprint(folder: Path) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_st(folder: str, pooling: str | None) -> Any:
-    """A SentenceTransformer on the CPU, cached per process: loading costs seconds and
+def _load_st(folder: str, pooling: str | None, device: str = "cpu") -> Any:
+    """A SentenceTransformer on `device`, cached per process: loading costs seconds and
     a pipeline or benchmark queries many times."""
     try:
         from sentence_transformers import SentenceTransformer, models
     except ImportError as exc:
         raise MissingDependency(ST_PACKAGES) from exc
     if pooling is None:
-        return SentenceTransformer(folder, device="cpu")
+        return SentenceTransformer(folder, device=device)
     word = models.Transformer(folder)
     pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode=pooling)
-    return SentenceTransformer(modules=[word, pool], device="cpu")
+    return SentenceTransformer(modules=[word, pool], device=device)
 
 
 class SentenceTransformerEmbedder:
@@ -130,7 +130,8 @@ class SentenceTransformerEmbedder:
     one for queries)."""
 
     def __init__(self, doc_dir: str | Path, query_dir: str | Path | None = None,
-                 name: str | None = None, spec: str | None = None, batch_size: int = 32):
+                 name: str | None = None, spec: str | None = None, batch_size: int | None = None,
+                 device: str = "cpu"):
         self.doc_dir = Path(doc_dir)
         self.query_dir = Path(query_dir) if query_dir else None
         for d in (self.doc_dir, self.query_dir):
@@ -138,8 +139,8 @@ class SentenceTransformerEmbedder:
                 raise KnowledgeBaseError(
                     f"embedding model folder not found: {d}. Models are never downloaded at "
                     f"run time: download one yourself and pass its local folder")
-        self._doc = _load_st(str(self.doc_dir), self._pooling(self.doc_dir))
-        self._query = (_load_st(str(self.query_dir), self._pooling(self.query_dir))
+        self._doc = _load_st(str(self.doc_dir), self._pooling(self.doc_dir), device)
+        self._query = (_load_st(str(self.query_dir), self._pooling(self.query_dir), device)
                        if self.query_dir else self._doc)
         self.dim = int(self._doc.get_embedding_dimension() if hasattr(
             self._doc, "get_embedding_dimension") else self._doc.get_sentence_embedding_dimension())
@@ -147,7 +148,7 @@ class SentenceTransformerEmbedder:
         self.name = name or "+".join(f.name for f in folders)
         self.fingerprint = "+".join(_fingerprint(f) for f in folders)
         self.spec = spec or ",".join(str(f) for f in folders)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (32 if device == "cpu" else 512)
 
     @staticmethod
     def _pooling(folder: Path) -> str | None:
@@ -167,13 +168,16 @@ class SentenceTransformerEmbedder:
         return self._encode(self._query, texts)
 
 
-def get_embedder(model: str | Path | Embedder | None = None) -> Embedder:
-    """An embedder from a spec (see the module docstring) or the embedder itself."""
+def get_embedder(model: str | Path | Embedder | None = None, device: str = "cpu") -> Embedder:
+    """An embedder from a spec (see the module docstring) or the embedder itself.
+    `device` ("cpu", "cuda", "cuda:1") is where a model runs; it does not change the
+    model's identity, so an index built on a GPU is queried on a CPU."""
     if isinstance(model, Embedder):
         return model
     spec = str(model) if model is not None else DEFAULT_MODEL
     if spec.lower() in ("minilm", "all-minilm-l6-v2", MINILM_NAME.lower()):
-        return SentenceTransformerEmbedder(minilm_dir(), name=MINILM_NAME, spec=DEFAULT_MODEL)
+        return SentenceTransformerEmbedder(minilm_dir(), name=MINILM_NAME, spec=DEFAULT_MODEL,
+                                           device=device)
     if spec.lower().startswith("hashing"):
         _, _, dim = spec.partition(":")
         if dim and not dim.isdigit():
@@ -182,7 +186,8 @@ def get_embedder(model: str | Path | Embedder | None = None) -> Embedder:
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if len(parts) > 2:
         raise KnowledgeBaseError(f"bad model spec {spec!r}: give DIR or DOC_DIR,QUERY_DIR")
-    return SentenceTransformerEmbedder(parts[0], parts[1] if len(parts) == 2 else None, spec=spec)
+    return SentenceTransformerEmbedder(parts[0], parts[1] if len(parts) == 2 else None, spec=spec,
+                                       device=device)
 
 
 def same_model(stored: dict, embedder: Embedder) -> str | None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -134,32 +135,43 @@ class _Streamer:
         self.id_hashes: list[np.ndarray] = []
         self._ids: list[int] = []
 
-    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        vectors = self.embedder.embed_documents(
+    def _embed(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], np.ndarray]:
+        return rows, self.embedder.embed_documents(
             [embed_text(r["title"], r["heading"], r["text"]) for r in rows])
+
+    def _table(self, done: Future) -> pa.Table:
+        rows, vectors = done.result()
         self.counts["chunks"] += len(rows)
         if self.progress:
             self.progress(dict(self.counts))
         return make_table(rows, vectors)
 
     def tables(self) -> Iterator[pa.Table]:
+        """Embedded tables in corpus order. One batch is embedded in a worker thread
+        while the next is read and chunked (models release the GIL), so at most two
+        batches are in memory."""
         rows: list[dict[str, Any]] = []
-        for doc in self.docs:
-            self.counts["documents"] += 1
-            self._ids.append(int.from_bytes(
-                hashlib.blake2b(doc.doc_id.encode(), digest_size=8).digest(), "little"))
-            if len(self._ids) >= 65536:
-                self.id_hashes.append(np.array(self._ids, np.uint64))
-                self._ids = []
-            for r in _doc_rows(doc, **self.chunking):
-                _fingerprint_update(self.fingerprint, r)
-                self.counts["words"] += len(r["text"].split())
-                rows.append(r)
-            if len(rows) >= self.batch_size:
-                yield self._table(rows)
-                rows = []
-        if rows:
-            yield self._table(rows)
+        pending: Future | None = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for doc in self.docs:
+                self.counts["documents"] += 1
+                self._ids.append(int.from_bytes(
+                    hashlib.blake2b(doc.doc_id.encode(), digest_size=8).digest(), "little"))
+                if len(self._ids) >= 65536:
+                    self.id_hashes.append(np.array(self._ids, np.uint64))
+                    self._ids = []
+                for r in _doc_rows(doc, **self.chunking):
+                    _fingerprint_update(self.fingerprint, r)
+                    self.counts["words"] += len(r["text"].split())
+                    rows.append(r)
+                if len(rows) >= self.batch_size:
+                    if pending is not None:
+                        yield self._table(pending)
+                    pending, rows = pool.submit(self._embed, rows), []
+            if pending is not None:
+                yield self._table(pending)
+            if rows:
+                yield self._table(pool.submit(self._embed, rows))
 
     def duplicate_ids(self) -> int:
         ids = np.concatenate(self.id_hashes + [np.array(self._ids, np.uint64)])
@@ -172,14 +184,16 @@ def build_kb(corpus_dir: Path, out: Path, model: str | Path | Embedder | None = 
              max_words: int = MAX_WORDS, overlap_words: int = OVERLAP_WORDS,
              license: str | None = None, corpus_name: str | None = None,
              batch_size: int = 2048, ann_min_rows: int | None = ANN_MIN_ROWS,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             device: str = "cpu") -> dict[str, Any]:
     """Read, chunk and embed every document of `corpus_dir` (a folder, or one .jsonl,
     .md or .txt file) and write the index to `out` (replacing an index already there).
 
     Streams: documents are read one at a time (a JSONL file line by line), chunked,
     embedded `batch_size` chunks at a time and appended to the table, so memory stays
     flat however large the corpus. `license` (SPDX id or a name with its terms) is the
-    corpus's licence, recorded in kb.json for the data card. Returns counts and timings.
+    corpus's licence, recorded in kb.json for the data card. `device` is where the
+    embedding model runs ("cuda" on a GPU machine). Returns counts and timings.
     """
     t0 = time.perf_counter()
     corpus_dir, out = Path(corpus_dir), Path(out)
@@ -192,7 +206,7 @@ def build_kb(corpus_dir: Path, out: Path, model: str | Path | Embedder | None = 
     files, skipped = corpus_files(corpus_dir)
     if not files:
         raise KnowledgeBaseError(f"no documents in {corpus_dir} (.md, .jsonl or .txt files)")
-    embedder = get_embedder(model)
+    embedder = get_embedder(model, device)
     chunking = {"min_words": min_words, "target_words": target_words, "max_words": max_words,
                 "overlap_words": overlap_words}
     out.mkdir(parents=True, exist_ok=True)
