@@ -11,11 +11,11 @@ from curate.kb.index import KnowledgeBase, build_kb, default_corpus_dir
 
 def kb_build_command(corpus_dir: str | Path | None, out: str | Path,
                      model: str | None = None, license: str | None = None,
-                     backend: str = "auto", batch_size: int = 2048) -> str:
+                     backend: str = "auto", batch_size: int = 2048, device: str = "cpu") -> str:
     """Build an index (the packaged corpus when `corpus_dir` is None); a summary."""
     corpus = Path(corpus_dir) if corpus_dir else default_corpus_dir()
     stats = build_kb(corpus, Path(out), model, backend=backend, license=license,
-                     batch_size=batch_size)
+                     batch_size=batch_size, device=device)
     rate = stats["chunks"] / stats["seconds"] if stats["seconds"] else 0.0
     lines = [f"knowledge base written to {stats['path']}",
              f"  corpus:   {corpus}",
