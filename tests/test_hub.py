@@ -219,3 +219,27 @@ def test_croissant_reads_images_rois_levels_and_vqa_from_the_export(demo):
             [q["answer"] for q in want["vqa"]]
         with_rois += bool(want["rois"])
     assert with_rois  # the demo has annotated samples
+
+
+@pytest.mark.slow
+def test_write_shard_writes_the_export_only_when_asked(demo, tmp_path):
+    from curate.dataset.ship import KEPT, write_shard
+    from curate.model.recipe import ShardConfig
+
+    assert ShardConfig().parquet_images and not ShardConfig(parquet_images=False).parquet_images
+    part = sorted((demo / "data").glob("train-*.parquet"))[0]
+    t = pq.read_table(part)
+    n = t.num_rows
+    rows = t.drop_columns(["image", "masks"]).append_column(
+        "image", pa.array([r["bytes"] for r in t.column("image").to_pylist()], pa.binary()))
+    rows = rows.append_column("roi_masks", pa.array(  # box-filled masks: no PNG per ROI
+        [[None] * len(r) for r in t.column("rois").to_pylist()], pa.list_(pa.binary())))
+    rows = rows.append_column("_order", pa.array([f"{i:06d}" for i in range(n)])).cast(KEPT)
+    write_shard(rows, tmp_path / "off", parquet_images=False)
+    assert (tmp_path / "off" / "shards" / part.name.replace(".parquet", ".tar")).is_file()
+    assert not (tmp_path / "off" / "data").exists()
+    write_shard(rows, tmp_path / "on")
+    assert sorted(p.name for p in (tmp_path / "on" / "data").iterdir()) == [part.name]
+    again = pq.read_table(tmp_path / "on" / "data" / part.name)
+    assert again.column("image").to_pylist() == t.column("image").to_pylist()
+    assert again.schema.equals(t.schema, check_metadata=True)  # features in the metadata
