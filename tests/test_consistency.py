@@ -63,6 +63,7 @@ CASES = [
     (CXR_CONSOLIDATION, "Consolidation occupies the left-hand side of the image, lower zone.",
      set()),
     (CXR_CONSOLIDATION, "No consolidation in the left lung.", set()),
+    (CXR_CONSOLIDATION, "Both lungs, the heart and the left hemidiaphragm are visible.", set()),
     (HEAD_BLEED, "Non-contrast CT head: an acute hemorrhage in the right frontal lobe, ~25 mL.",
      set()),
     (HEAD_BLEED, "A right frontal intraparenchymal haemorrhage measuring 3.8 cm is present.", set()),

@@ -97,6 +97,14 @@ def _roi_sides(roi: dict) -> set[str]:
     return sides | _named_sides(roi)
 
 
+def _memo(memo: dict, fn, roi: dict):
+    """fn(roi) once per check_text call (ROI facts are read for every sentence)."""
+    key = (fn.__name__, id(roi))
+    if key not in memo:
+        memo[key] = fn(roi)
+    return memo[key]
+
+
 def _about(sentence: str, rois: list[dict]) -> list[dict]:
     """The ROIs a sentence speaks of: those whose label/finding it names, else all."""
     words = {lx.singular(w) for w in re.findall(r"[a-z][a-z-]*", sentence.lower())}
@@ -106,17 +114,31 @@ def _about(sentence: str, rois: list[dict]) -> list[dict]:
     return named or rois
 
 
+FINDING_WORDS = lx.GENERIC_FINDINGS | {
+    "it", "they", "this", "these", "nodule", "cyst", "effusion", "opacity", "consolidation",
+    "metastasis", "polyp", "hemorrhage", "bleed", "hematoma", "infarct", "fracture",
+    "pneumothorax", "collection", "abscess", "node", "carcinoma", "cancer", "glioma", "edema"}
+
+
+def _speaks_of_findings(sentence: str, rois: list[dict]) -> bool:
+    """Whether a sentence is about findings (or the ROIs) rather than only anatomy:
+    "both lungs are visible" places nothing, "nodules in both lungs" does."""
+    words = {lx.singular(w) for w in re.findall(r"[a-z][a-z-]*", sentence.lower())}
+    nouns = FINDING_WORDS | {n.split()[-1] for r in rois for n in _label_nouns(r)}
+    return bool(words & nouns)
+
+
 def _close(value: float, facts: list[float], tol: float) -> bool:
     return any(abs(value - f) <= max(tol, 0.15 * abs(f)) for f in facts)
 
 
-def _check_sides(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> None:
+def _check_sides(sent: str, about: list[dict], ctx: dict, flags: list[str], memo: dict) -> None:
     claims = [(s, pos, image) for s, pos, image in read_sides(sent)
               if not clauses_negated(sent, pos)]
     if not claims or not ctx.get("rois"):
         return
     frame = ctx.get("plane") in FRAME_PLANES
-    sides = set().union(*(_roi_sides(r) for r in about))
+    sides = set().union(*(_memo(memo, _roi_sides, r) for r in about))
     for side, _, image in claims:
         if image:
             if frame:  # radiological display: image left is the patient's right
@@ -131,7 +153,7 @@ def _check_sides(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> N
                     flags.append(f"side: says the {side} of the image but the ROI lies on the "
                                  f"other half")
             continue
-        if not frame and not set().union(*(_named_sides(r) for r in about)):
+        if not frame and not set().union(*(_memo(memo, _named_sides, r) for r in about)):
             flags.append(f"side: states the patient's {side} in a view without a patient frame")
         elif side == "both" and not {"left", "right"} <= sides:
             flags.append(f"side: says bilateral but the ROIs lie only on the "
@@ -143,14 +165,14 @@ def _check_sides(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> N
                          f"{'/'.join(sorted(sides - {side}))}")
 
 
-def _check_organs(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> None:
-    facts = set().union(*(_roi_organs(r) for r in about)) if about else set()
+def _check_organs(sent: str, about: list[dict], ctx: dict, flags: list[str], memo: dict) -> None:
+    facts = set().union(*(_memo(memo, _roi_organs, r) for r in about)) if about else set()
     region = lx.region_of(ctx.get("anatomy"))
     declared = lx.organ_terms().get(str(ctx.get("anatomy") or "").lower().strip())
     if not facts and declared:  # the source names an organ, not a region: findings lie in it
         facts = {declared}
     claims = [(o, pos) for o, pos, loc in read_organs(sent) if loc]
-    claims += [(p.organ, p.pos) for p in read_parts(sent, liver_context=_liver(sent, ctx))]
+    claims += [(p.organ, p.pos) for p in read_parts(sent, liver_context=_liver(sent, ctx, memo))]
     for organ, pos in claims:
         if clauses_negated(sent, pos):
             continue
@@ -162,11 +184,11 @@ def _check_organs(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> 
                          f"{ctx.get('anatomy')}")
 
 
-def _liver(sent: str, ctx: dict) -> bool:
+def _liver(sent: str, ctx: dict, memo: dict) -> bool:
     low = sent.lower()
     return ("liver" in low or "hepatic" in low or "couinaud" in low
             or lx.region_of(ctx.get("anatomy")) == "abdomen" and "lung" not in low
-            or any("liver" in _roi_organs(r) for r in ctx.get("rois", [])))
+            or any("liver" in _memo(memo, _roi_organs, r) for r in ctx.get("rois", [])))
 
 
 def _part_ok(claim: Part, fact: Part) -> bool:
@@ -182,9 +204,9 @@ def _part_ok(claim: Part, fact: Part) -> bool:
     return claim.name == fact.name
 
 
-def _check_parts(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> None:
-    facts = [p for r in about for p in _roi_parts(r)]
-    for claim in read_parts(sent, liver_context=_liver(sent, ctx)):
+def _check_parts(sent: str, about: list[dict], ctx: dict, flags: list[str], memo: dict) -> None:
+    facts = [p for r in about for p in _memo(memo, _roi_parts, r)]
+    for claim in read_parts(sent, liver_context=_liver(sent, ctx, memo)):
         if claim.impossible:
             flags.append(f"lobe: {claim.impossible}")
             continue
@@ -278,11 +300,13 @@ def check_text(text: str, ctx: dict) -> list[str]:
     _check_modality(text, ctx, flags)
     _check_plane(text, ctx, flags)
     rois = ctx.get("rois", [])
+    memo: dict = {}
     for sent in sentences(text):
         about = _about(sent, rois)
-        _check_sides(sent, about, ctx, flags)
-        _check_organs(sent, about, ctx, flags)
-        _check_parts(sent, about, ctx, flags)
+        if _speaks_of_findings(sent, rois):  # where things are: only claims about findings
+            _check_sides(sent, about, ctx, flags, memo)
+            _check_organs(sent, about, ctx, flags, memo)
+            _check_parts(sent, about, ctx, flags, memo)
         _check_counts(sent, about, ctx, flags)
         _check_sizes(sent, about, ctx, flags)
     return list(dict.fromkeys(flags))
@@ -335,7 +359,8 @@ def check_qa(qa: dict, ctx: dict) -> list[str]:
     m = HOW_MANY.search(question)
     if m and re.fullmatch(r"\d+|[a-z]+", a):
         return check_text(f"{answer} {m.group(1)}.", ctx)
-    statement = f"on the patient's {a}" if a in ("left", "right") else answer
+    statement = f"The finding is on the patient's {a}." if a in ("left", "right") else \
+        f"Finding: {answer}."
     flags = check_text(statement, sub)
     if " or " not in question:
         flags += check_text(question, sub)
