@@ -59,14 +59,20 @@ def _list_field(table: pa.Table, column: str, field: str, empty: str = "string")
 
 
 def _examples(table: pa.Table, per_source: int = EXAMPLES_PER_SOURCE) -> list[dict]:
-    out: list[dict] = []
-    for source in sorted(pc.unique(table.column("source")).to_pylist(), key=_key):
-        mask = (pc.is_null(table.column("source")) if source is None
-                else pc.equal(table.column("source"), source))
-        part = table.filter(mask).select(EXAMPLE_FIELDS)
-        idx = pc.bottom_k_unstable(part.column("sample_id"), min(per_source, part.num_rows))
-        out += part.take(idx).to_pylist()
-    return _sorted_examples(out, per_source)
+    """The rows with the smallest sample ids of each source, EXAMPLE_FIELDS only. Ids are
+    picked on the two small columns, then only the picked rows are taken: filtering the
+    whole table per source (its ROI and VQA lists) cost ~0.2 ms a row."""
+    sources, ids = table.column("source"), table.column("sample_id")
+    picked = []
+    for source in pc.unique(sources).to_pylist():
+        rows = pc.indices_nonzero(pc.is_null(sources) if source is None
+                                  else pc.fill_null(pc.equal(sources, source), False))
+        first = pc.bottom_k_unstable(pc.take(ids, rows), min(per_source, len(rows)))
+        picked.append(pc.take(rows, first))
+    if not picked:
+        return []
+    rows = table.select(EXAMPLE_FIELDS).take(pa.concat_arrays(picked)).to_pylist()
+    return _sorted_examples(rows, per_source)
 
 
 def _sorted_examples(rows: list[dict], per_source: int = EXAMPLES_PER_SOURCE) -> list[dict]:
