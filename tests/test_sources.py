@@ -524,3 +524,48 @@ def test_xml_polygons_and_mat_instance_maps_become_masks(tmp_path):
     inst[1:3, 1:3], inst[5:7, 5:9] = 7, 9
     savemat(str(tmp_path / "a.mat"), {"inst_map": inst, "type_map": inst > 0})
     assert np.array_equal(load_mask_file(tmp_path / "a.mat", spec, (8, 12)), inst)
+
+
+def test_one_mask_file_per_structure_is_one_label_each(tmp_path):
+    """TotalSegmentator: sNNNN/ct.nii.gz with segmentations/<structure>.nii.gz; the stem
+    names the structure, and every file is painted into one label volume."""
+    import SimpleITK as sitk
+
+    from curate.ingest.volume import plan_volumes, read_volume
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "totalsegmentator.yaml")
+    subject = tmp_path / "s0001"
+    (subject / "segmentations").mkdir(parents=True)
+    ct = np.full((4, 12, 12), -1000, np.int16)
+    sitk.WriteImage(sitk.GetImageFromArray(ct), str(subject / "ct.nii.gz"))
+    for name, box in (("liver", (slice(0, 2), slice(1, 5), slice(1, 5))),
+                      ("kidney_left", (slice(2, 4), slice(6, 10), slice(6, 11))),
+                      ("spleen", None)):  # an empty structure file: no label value used
+        m = np.zeros((4, 12, 12), np.uint8)
+        if box:
+            m[box] = 1
+        sitk.WriteImage(sitk.GetImageFromArray(m), str(subject / "segmentations" / f"{name}.nii.gz"))
+    units, problems = plan_volumes(spec, tmp_path)
+    assert not problems and len(units) == 1 and len(units[0].extra["labels"]) == 3
+    (case,) = read_volume(spec, tmp_path, units[0])
+    labels = sitk.GetArrayFromImage(case.label)
+    assert case.meta.label_map == {1: "kidney_left", 2: "liver", 3: "spleen"}
+    assert (labels == 2).sum() == 2 * 4 * 4 and (labels == 1).sum() == 2 * 4 * 5
+    assert not (labels == 3).any()
+
+
+def test_a_template_rewrites_the_folder_and_a_folder_names_the_structure(tmp_path):
+    """EndoVis 2017: left_frames/frameNNN.png with ground_truth/<Instrument>_labels/frameNNN.png."""
+    from PIL import Image
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" /
+                       "endovis2017-robotic-instruments.yaml")
+    seq = tmp_path / "instrument_dataset_1"
+    (seq / "left_frames").mkdir(parents=True)
+    Image.fromarray(np.full((16, 20, 3), 90, np.uint8)).save(seq / "left_frames" / "frame000.png")
+    for tool, xs in (("Prograsp_Forceps", slice(0, 5)), ("Large_Needle_Driver", slice(10, 18))):
+        (seq / "ground_truth" / f"{tool}_labels").mkdir(parents=True)
+        m = np.zeros((16, 20), np.uint8)
+        m[4:12, xs] = 10
+        Image.fromarray(m).save(seq / "ground_truth" / f"{tool}_labels" / "frame000.png")
+    (case,) = _read_cases(spec, tmp_path)
+    assert case.meta.label_map == {1: "Large_Needle_Driver", 2: "Prograsp_Forceps"}
+    assert set(np.unique(case.mask[:, 10:18])) == {0, 1} and case.mask[5, 2] == 2

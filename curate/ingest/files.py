@@ -148,12 +148,42 @@ def case_name(rel: str, case_regex: str | None) -> str:
     return s
 
 
-def annotation_path(template: str, rel: str, case_regex: str | None = None) -> str:
-    """Fill a mask/label template ({stem}, {name}, {parent}, {case}) for one image path."""
+class _Part(str):
+    """A template value that a format spec can rewrite: '{parent:^volumes/=labels/}' is
+    the image's folder with the regex ^volumes/ replaced by labels/ (the pattern and its
+    replacement hold no braces); escaped for globbing where the template is a pattern."""
+
+    def __new__(cls, value: str, escape: bool = False):
+        obj = super().__new__(cls, value)
+        obj.escape = escape
+        return obj
+
+    def __format__(self, spec: str) -> str:
+        value = str(self)
+        if spec:
+            pattern, sep, repl = spec.partition("=")
+            if not sep:
+                raise ValueError(f"template rewrite {spec!r} is not PATTERN=REPLACEMENT")
+            value = re.sub(pattern, repl, value)
+        if self.escape:
+            import glob as globlib
+
+            value = globlib.escape(value)
+        return value
+
+
+def _fill(template: str, rel: str, case_regex: str | None, escape: bool) -> str:
     p = Path(rel)
     parent = p.parent.as_posix()
-    return template.format(stem=stem(p.name), name=p.name, parent="" if parent == "." else parent,
-                           folder=p.parent.name, case=case_name(rel, case_regex))
+    parts = {"stem": stem(p.name), "name": p.name, "parent": "" if parent == "." else parent,
+             "folder": p.parent.name, "case": case_name(rel, case_regex)}
+    return template.format(**{k: _Part(v, escape) for k, v in parts.items()})
+
+
+def annotation_path(template: str, rel: str, case_regex: str | None = None) -> str:
+    """Fill a mask/label template ({stem}, {name}, {parent}, {folder}, {case}, each
+    optionally rewritten by '{parent:PATTERN=REPLACEMENT}') for one image path."""
+    return _fill(template, rel, case_regex, escape=False)
 
 
 GLOB_CHARS = set("*?[")
@@ -162,20 +192,19 @@ GLOB_CHARS = set("*?[")
 def annotation_files(template: str, rel: str, root: Path, case_regex: str | None = None
                      ) -> list[str]:
     """The annotation files of one image: the filled template, or, when the template
-    itself holds * or ?, every file its filled pattern matches (names from the image are
-    escaped, so brackets in a file name are not patterns), sorted."""
-    if not GLOB_CHARS & set(template):
+    itself holds * or ? outside its fields, every file its filled pattern matches (names
+    from the image are escaped, so brackets in a file name are not patterns), sorted."""
+    literal = re.sub(r"\{[^{}]*\}", "", template)
+    if not GLOB_CHARS & set(literal):
         return [annotation_path(template, rel, case_regex)]
-    import glob as globlib
-
-    p = Path(rel)
-    parent = p.parent.as_posix()
-    esc = globlib.escape
-    pattern = template.format(stem=esc(stem(p.name)), name=esc(p.name),
-                              parent="" if parent == "." else esc(parent),
-                              folder=esc(p.parent.name), case=esc(case_name(rel, case_regex)))
+    pattern = _fill(template, rel, case_regex, escape=True)
     return sorted(x.relative_to(root).as_posix() for x in root.glob(pattern.lstrip("/"))
                   if x.is_file())
+
+
+def is_pattern(template: str) -> bool:
+    """Whether a template names several files (* or ? outside its {fields})."""
+    return bool(GLOB_CHARS & set(re.sub(r"\{[^{}]*\}", "", template)))
 
 
 def file_meta(spec: SourceSpec, key: str, series_id: str | None = None, **extra) -> CaseMeta:
@@ -191,3 +220,14 @@ def patient_from_path(spec: SourceSpec, rel: str) -> str | None:
         return None
     m = re.search(spec.layout.patient_id, rel)
     return m.group(1) if m and m.groups() else None
+
+
+def structure_label(spec: SourceSpec, rel: str) -> str:
+    """The label of a one-structure mask file, from its folder or stem (mask_label_from)."""
+    lay = spec.layout
+    part = Path(rel).parent.name if lay.mask_label_from == "folder" else stem(Path(rel).name)
+    if lay.mask_label_regex:
+        m = re.search(lay.mask_label_regex, part)
+        if m and m.groups():
+            return m.group(1)
+    return part

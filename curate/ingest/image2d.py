@@ -30,6 +30,7 @@ from curate.ingest.files import (
     nonfinite_fix,
     outside_root,
     stem,
+    structure_label,
     unknown_labels_error,
     unknown_values,
 )
@@ -310,6 +311,26 @@ def rle_decode(text: str, shape: tuple[int, int], order: str, starts: str) -> np
     return flat.reshape(shape, order="F" if order == "column" else "C")
 
 
+def _structure_masks(spec: SourceSpec, root: Path, files: list[str], shape: tuple[int, int]
+                     ) -> tuple[np.ndarray, dict[int, str]]:
+    """One file per structure: value i+1 for the i-th label (sorted), from each file's
+    non-zero pixels; a later structure wins where two overlap."""
+    names = sorted({structure_label(spec, f) for f in files})
+    values = {n: i + 1 for i, n in enumerate(names)}
+    mask = np.zeros(shape, np.uint8 if len(names) < 256 else np.uint16)
+    for f in files:
+        try:
+            one = load_mask_file(root / f, spec, shape)
+        except IngestError as exc:
+            exc.file = exc.file or f
+            raise
+        one = one.max(axis=2) if one.ndim == 3 else one
+        if one.shape != shape:
+            raise IngestError(f"mask shape {one.shape} differs from image {shape}", file=f)
+        mask[one > 0] = values[structure_label(spec, f)]
+    return mask, {v: n for n, v in values.items()}
+
+
 def fill_outlines(mask: np.ndarray) -> np.ndarray:
     """Each label value's closed outlines filled (the ring and its inside get the value)."""
     from scipy import ndimage
@@ -337,8 +358,10 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     if spec.layout.intensity_offset is not None:  # stored values -> modality units
         pixels = pixels.astype(np.float32) + np.float32(spec.layout.intensity_offset)
         hu = (spec.modality or "").upper() == "CT"
-    mask = None
-    for mrel in unit.extra.get("masks", []):
+    mask, structures = None, None
+    if spec.layout.mask_label_from != "value" and unit.extra.get("masks"):
+        mask, structures = _structure_masks(spec, root, unit.extra["masks"], pixels.shape[:2])
+    for mrel in unit.extra.get("masks", []) if structures is None else []:
         one = _read_mask(spec, root, mrel, pixels.shape[:2], notes)
         mask = one if mask is None else np.maximum(mask, one)  # one file per lesion
     if "rle" in unit.extra:
@@ -366,6 +389,8 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
         spec, unit.key, image_labels=list(unit.extra.get("classes", [])),
         source_qa=list(unit.extra.get("qa", [])), notes=notes,
     )
+    if structures is not None:
+        meta.label_map = structures
     modalities = {q["modality"] for q in meta.source_qa if q.get("modality")}
     if len(modalities) == 1:
         meta.modality = modalities.pop()

@@ -12,12 +12,13 @@ from curate.ingest.files import (
     EmptyInput,
     NonFinite,
     Problem,
-    annotation_path,
+    annotation_files,
     check_file,
     check_pixels,
     file_meta,
     list_images,
     outside_root,
+    structure_label,
     unknown_labels_error,
 )
 from curate.model.errors import IngestError
@@ -30,13 +31,19 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
         files = [rel]
         extra = {}
         if spec.layout.masks:
-            label = annotation_path(spec.layout.masks, rel, spec.layout.case_regex)
-            if (root / label).is_file() and label != rel:
-                if (why := outside_root(spec, root, label)) is not None:
-                    problems.append(Problem(label, "plan", why))
-                    continue
-                files.append(label)
-                extra["label"] = label
+            labels = [m for m in annotation_files(spec.layout.masks, rel, root,
+                                                  spec.layout.case_regex)
+                      if m != rel and (root / m).is_file()]
+            outside = [(m, why) for m in labels
+                       if (why := outside_root(spec, root, m)) is not None]
+            if outside:
+                problems.append(Problem(outside[0][0], "plan", outside[0][1]))
+                continue
+            if len(labels) == 1 and spec.layout.mask_label_from == "value":
+                extra["label"] = labels[0]
+            elif labels:
+                extra["labels"] = labels  # one file per structure (or per lesion)
+            files.extend(labels)
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, problems
 
@@ -241,7 +248,9 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         images[t], note = check_finite(spec, img, unit.files[0], stored_bad if t == 0 else 0)
         notes += [note] if note else []
     image = images[0]
-    label = None
+    label, label_map = None, None
+    if "labels" in unit.extra:
+        label, label_map = _label_files(spec, root, unit.extra["labels"], image)
     if "label" in unit.extra:
         path = root / unit.extra["label"]
         label = _read(path, stored_or(path, sitk.sitkUInt16))[0]
@@ -255,5 +264,34 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
     return [VolumeCase(image=img, label=label,
                        meta=file_meta(spec, unit.key, None if len(images) == 1 else
-                                      f"{unit.key}#t{t}", notes=list(notes)))
+                                      f"{unit.key}#t{t}", notes=list(notes),
+                                      label_map=label_map))
             for t, img in enumerate(images)]
+
+
+def _label_files(spec: SourceSpec, root: Path, files: list[str], image: sitk.Image
+                 ) -> tuple[sitk.Image, dict[int, str] | None]:
+    """Several label files on the image's grid, painted into one label volume, one file at
+    a time: one structure per file (mask_label_from; value i+1 for the i-th name, sorted),
+    or label values through label_map (a later file wins where two overlap)."""
+    structures = spec.layout.mask_label_from != "value"
+    names = sorted({structure_label(spec, f) for f in files}) if structures else []
+    values = {n: i + 1 for i, n in enumerate(names)}
+    out = np.zeros(sitk.GetArrayViewFromImage(image).shape,
+                   np.uint8 if structures and len(names) < 256 else np.uint16)
+    for f in files:
+        one = _read(root / f, stored_or(root / f, sitk.sitkUInt16))[0]
+        if one.GetSize() != image.GetSize():
+            raise IngestError(f"label volume size {one.GetSize()} differs from image size "
+                              f"{image.GetSize()}", file=f)
+        if not structures:
+            one = check_labels(spec, one, f)
+        arr = sitk.GetArrayViewFromImage(one)
+        if structures:
+            out[arr > 0] = values[structure_label(spec, f)]
+        else:
+            out = np.where(arr > 0, arr, out).astype(out.dtype)
+        del one, arr
+    label = sitk.GetImageFromArray(out)
+    label.CopyInformation(image)
+    return label, ({v: n for n, v in values.items()} if structures else None)

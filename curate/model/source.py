@@ -257,6 +257,18 @@ class Layout(Strict):
         description="lossy (JPEG) masks: a pixel at or above this grey value is the "
         "label_map's single value, below it background",
     )
+    mask_label_from: Literal["value", "folder", "stem"] = Field(
+        default="value",
+        description="'value': mask values name labels through label_map; 'folder' or "
+        "'stem': every file the masks pattern matches is one structure, its non-zero "
+        "pixels labelled by the file's folder or stem (TotalSegmentator's "
+        "segmentations/liver.nii.gz, EndoVis' <instrument>_labels/ folders)",
+    )
+    mask_label_regex: str | None = Field(
+        default=None,
+        description="with mask_label_from: group 1 of this regex on the folder or stem is "
+        "the label (e.g. '^(.*)_labels$')",
+    )
     mask_key: str | None = Field(
         default=None,
         description="masks in .mat or .npz files: the array to read (e.g. inst_map)",

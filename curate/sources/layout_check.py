@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.ingest.files import (
-    GLOB_CHARS,
     annotation_files,
     annotation_path,
+    is_pattern,
     list_images,
     patient_from_path,
     stem,
@@ -237,7 +237,7 @@ def _templated(template: str, images: list[str], root: Path, what: str, rep: Lay
             return [], []
         if path == rel:
             rep.problems.append(f"{what} template gives the image itself for {rel}")
-        if GLOB_CHARS & set(template):  # several files per image
+        if is_pattern(template):  # several files per image
             found = annotation_files(template, rel, root, case_regex)
             present += found
             missing += [] if found else [path]

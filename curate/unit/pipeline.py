@@ -51,7 +51,7 @@ def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
         return True  # DICOM SEG / RTSTRUCT, class labels, or a VOC file for this image
     if "rle" in unit.extra:
         return True  # listed in the RLE table ("-1": looked at, nothing found)
-    return bool(spec.layout.masks) and ("label" in unit.extra or "masks" in unit.extra)
+    return bool(spec.layout.masks) and any(k in unit.extra for k in ("label", "labels", "masks"))
 
 
 def vocabulary(spec: SourceSpec) -> list[str]:
