@@ -189,6 +189,22 @@ def test_a_shared_licence_is_the_hub_id_and_parquet_is_the_default_config(tmp_pa
     assert ds.num_rows == 14 and ds[0]["image"].size == (32, 24)
 
 
+def test_a_build_that_kept_nothing_still_gets_a_valid_card(tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from curate.report.card import write_reports
+
+    specs = [spec("a"), spec("b")]
+    (tmp_path / "shards").mkdir()
+    write_reports(tmp_path, record(specs, shards=()), {}, {}, {}, specs)
+    text = (tmp_path / "README.md").read_text()
+    meta, body = front_matter(text)
+    assert DatasetCard(text).data.license == "cc-by-4.0"
+    assert "configs" not in meta and "dataset_info" not in meta  # no files to point at
+    assert "- Splits: none, no sample was kept." in body
+    assert "No file was quarantined." in body and (tmp_path / "card.html").is_file()
+
+
 def test_field_table_describes_every_manifest_field():
     from curate.report.card_fields import field_rows
 

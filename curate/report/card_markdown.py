@@ -286,7 +286,8 @@ def body(record: dict, kept: dict, dropped: dict, quarantine: dict, specs: list[
         f"- {kept.get('rows', 0)} samples (2D views with their ROIs, a five-level caption and "
         f"VQA pairs) in {c['shard']['shards']} WebDataset shards"
         + (" and as Parquet with embedded images" if parquet else "") + ".",
-        "- Splits: " + ", ".join(f"{kept['per_split'][s]} {hub_split(s)}" for s in splits) + ".",
+        "- Splits: " + (", ".join(f"{kept['per_split'][s]} {hub_split(s)}" for s in splits)
+                        or "none, no sample was kept") + ".",
         f"- Modalities: {words(kept.get('per_modality', {}))}.",
         f"- ROIs: {sum(origins.values())} ({words(origins, origin_name)}); outlined by a mask: "
         f"{kept.get('roi_kinds', {}).get('mask', 0)}, boxes only: "

@@ -127,10 +127,11 @@ def front_matter(dest: Path, record: dict, kept: dict, specs: list[SourceSpec]) 
         "language_creators": ["machine-generated"],
         "multilinguality": ["monolingual"],
         "source_datasets": [f"extended|{s.name}" for s in used],
-        "tags": ["medical", "medical-imaging", "curate", "roi", "grounded-captions"]
-        + [m for m in modalities if m not in {"medical"}],
-        "configs": configs(split_files(dest, splits)),
+        "tags": ["medical", "medical-imaging", "curate", "roi", "grounded-captions",
+                 *modalities],
     }
-    if splits:  # the features the export or the shards declare (curate.dataset.hub)
+    if splits:  # an empty build declares no data files
+        out["configs"] = configs(split_files(dest, splits))
+        # the features the export or the shards declare (curate.dataset.hub)
         out["dataset_info"] = card_dataset_info(dest, {s: kept["per_split"][s] for s in splits})
     return out
