@@ -171,7 +171,15 @@ def test_a_shared_licence_is_the_hub_id_and_parquet_is_the_default_config(tmp_pa
     write_reports(out, record(specs), kept, dropped, quarantine, specs)
     text = (out / "README.md").read_text()
     meta, body = front_matter(text)
-    assert DatasetCard(text).data.license == "cc0-1.0" and "license_name" not in meta
+    card = DatasetCard(text)
+    assert card.data.license == "cc0-1.0" and "license_name" not in meta
+    # datasets' own readers of the card: configs and dataset_info parse as the hub reads them
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+
+    assert list(MetadataConfigs.from_dataset_card_data(card.data)) == ["default"]
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    assert infos["default"].splits["validation"].num_examples == 14
     assert not (out / "LICENSE.md").exists()
     assert meta["annotations_creators"] == ["machine-generated"]  # generated sources only
     assert meta["configs"] == [{"config_name": "default", "default": True, "data_files": [
