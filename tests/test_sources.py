@@ -32,10 +32,7 @@ from curate.sources.miniature import (
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "sources").glob("*.yaml"))
 # sources whose files curate cannot read yet: the reason is the xfail (or skip) reason
-UNREADABLE = {
-    "pannuke": "PanNuke ships NumPy arrays (images.npy, N x 256 x 256 x 3); the image_mask "
-               "reader opens raster and DICOM files only",
-}
+UNREADABLE: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -569,3 +566,24 @@ def test_a_template_rewrites_the_folder_and_a_folder_names_the_structure(tmp_pat
     (case,) = _read_cases(spec, tmp_path)
     assert case.meta.label_map == {1: "Large_Needle_Driver", 2: "Prograsp_Forceps"}
     assert set(np.unique(case.mask[:, 10:18])) == {0, 1} and case.mask[5, 2] == 2
+
+
+def test_an_image_stack_is_one_case_per_index_with_channel_classes(tmp_path):
+    """PanNuke: images.npy (N, H, W, 3) float 0-255 and masks.npy (N, H, W, 6) with one
+    instance-labelled channel per class, the last background."""
+    spec = load_source(Path(__file__).resolve().parent.parent / "sources" / "pannuke.yaml")
+    (tmp_path / "Fold 1" / "images" / "fold1").mkdir(parents=True)
+    (tmp_path / "Fold 1" / "masks" / "fold1").mkdir(parents=True)
+    imgs = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3))
+    masks = np.zeros((3, 32, 32, 6))
+    masks[1, 2:8, 2:8, 1] = 17  # an inflammatory nucleus (instance 17) in image 1
+    masks[1, 20:30, 20:30, 4] = 3  # an epithelial one
+    masks[:, :, :, 5] = 1  # background channel
+    np.save(tmp_path / "Fold 1" / "images" / "fold1" / "images.npy", imgs)
+    np.save(tmp_path / "Fold 1" / "masks" / "fold1" / "masks.npy", masks)
+    cases = _read_cases(spec, tmp_path)
+    assert len(cases) == 3 and cases[1].pixels.dtype == np.uint8
+    assert cases[1].pixels.shape == (32, 32, 3)
+    assert set(np.unique(cases[1].mask)) == {0, 2, 5} and not cases[0].mask.any()
+    assert cases[1].mask[4, 4] == 2 and cases[1].mask[25, 25] == 5
+    assert check_layout(spec, tmp_path).ok

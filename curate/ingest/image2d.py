@@ -182,8 +182,40 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             if found is None:
                 continue  # an image without questions in the chosen split
             extra["qa"] = found
+        if rel.lower().endswith(".npy"):  # a stack of images: one unit per index
+            try:
+                count = array_count(root / rel)
+            except IngestError as exc:
+                problems.append(Problem(rel, "plan", exc))
+                continue
+            units += [Unit(spec.name, key=f"{rel}#{i}", files=files, extra={**extra, "index": i})
+                      for i in range(count)]
+            continue
         units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, problems
+
+
+def array_count(path: Path) -> int:
+    """How many images a NumPy stack (N, H, W[, C]) holds, from its header alone."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged or pickled file is a planning problem
+        raise IngestError(f"{path.name}: not a NumPy array file: {exc}") from exc
+    if arr.ndim not in (3, 4):
+        raise IngestError(f"{path.name}: shape {arr.shape} is not a stack of images "
+                          "(N, H, W[, C])")
+    return int(arr.shape[0])
+
+
+def array_image(path: Path, index: int, max_pixels: int) -> np.ndarray:
+    """Image `index` of a NumPy stack, read through a memory map (never the whole file)."""
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    check_pixels(int(arr.shape[1] * arr.shape[2]), max_pixels, "image", path.name)
+    img = np.asarray(arr[index])
+    if img.dtype != np.uint8 and img.ndim == 3 and np.issubdtype(img.dtype, np.floating) \
+            and img.max() <= 255 and img.min() >= 0:
+        img = img.round().astype(np.uint8)  # PanNuke stores 0-255 RGB as float64
+    return np.ascontiguousarray(img)
 
 
 def is_dicom(path: Path) -> bool:
@@ -208,15 +240,22 @@ def _dicom_pixels(spec: SourceSpec, root: Path, rel: str) -> ImageCase:
 
 
 def _read_mask(spec: SourceSpec, root: Path, mrel: str, shape: tuple[int, int],
-               notes: list[str]) -> np.ndarray:
-    """One mask file as label values, by the layout's rules (threshold, outline fill,
-    unknown values)."""
+               notes: list[str], index: int | None = None) -> np.ndarray:
+    """One mask file as label values, by the layout's rules (array index, channels,
+    threshold, outline fill, unknown values)."""
     lay = spec.layout
     try:
-        mask = load_mask_file(root / mrel, spec, shape)
+        if index is not None:  # the mask stack beside an image stack
+            mask = np.asarray(np.load(root / mrel, mmap_mode="r", allow_pickle=False)[index])
+        else:
+            mask = load_mask_file(root / mrel, spec, shape)
     except IngestError as exc:
         exc.file = exc.file or mrel
         raise
+    except Exception as exc:  # noqa: BLE001
+        raise IngestError(f"{Path(mrel).name}: not readable as a mask: {exc}", file=mrel) from exc
+    if lay.mask_channels:
+        mask = channels_to_labels(mask, lay.mask_channels, mrel)
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     if mask.shape != shape:
@@ -331,6 +370,19 @@ def _structure_masks(spec: SourceSpec, root: Path, files: list[str], shape: tupl
     return mask, {v: n for n, v in values.items()}
 
 
+def channels_to_labels(mask: np.ndarray, channels: list[str | None], rel: str) -> np.ndarray:
+    """(H, W, C) with one channel per class -> (H, W) label values i+1 for channel i (a
+    named channel's non-zero pixels; a later channel wins where two overlap)."""
+    if mask.ndim != 3 or mask.shape[2] != len(channels):
+        raise IngestError(f"mask has shape {mask.shape}, but layout.mask_channels names "
+                          f"{len(channels)} channels", file=rel)
+    out = np.zeros(mask.shape[:2], np.uint8)
+    for i, name in enumerate(channels):
+        if name is not None:
+            out[mask[..., i] > 0] = i + 1
+    return out
+
+
 def fill_outlines(mask: np.ndarray) -> np.ndarray:
     """Each label value's closed outlines filled (the ring and its inside get the value)."""
     from scipy import ndimage
@@ -349,7 +401,10 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     for f in unit.files:
         check_file(spec, root, f)
     dicom = _dicom_pixels(spec, root, rel) if is_dicom(root / rel) else None
-    pixels = dicom.pixels if dicom is not None else load_pixels(spec, root / rel)
+    if "index" in unit.extra:
+        pixels = array_image(root / rel, unit.extra["index"], spec.layout.max_image_pixels)
+    else:
+        pixels = dicom.pixels if dicom is not None else load_pixels(spec, root / rel)
     if pixels.size == 0:
         raise EmptyInput(f"{Path(rel).name}: the image has no pixels {pixels.shape}", file=rel)
     pixels, note = nonfinite_fix(spec, pixels, Path(rel).name)
@@ -362,7 +417,7 @@ def read_image(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
     if spec.layout.mask_label_from != "value" and unit.extra.get("masks"):
         mask, structures = _structure_masks(spec, root, unit.extra["masks"], pixels.shape[:2])
     for mrel in unit.extra.get("masks", []) if structures is None else []:
-        one = _read_mask(spec, root, mrel, pixels.shape[:2], notes)
+        one = _read_mask(spec, root, mrel, pixels.shape[:2], notes, unit.extra.get("index"))
         mask = one if mask is None else np.maximum(mask, one)  # one file per lesion
     if "rle" in unit.extra:
         rle, value = spec.layout.rle, next((v for v in spec.layout.label_map if v), 1)

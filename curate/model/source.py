@@ -269,6 +269,12 @@ class Layout(Strict):
         description="with mask_label_from: group 1 of this regex on the folder or stem is "
         "the label (e.g. '^(.*)_labels$')",
     )
+    mask_channels: list[str | None] = Field(
+        default_factory=list,
+        description="masks with one channel per class (PanNuke's masks.npy, N x H x W x 6): "
+        "the label of each channel, null for one that is not a label (background); the "
+        "label_map is then channel i+1 -> its label",
+    )
     mask_key: str | None = Field(
         default=None,
         description="masks in .mat or .npz files: the array to read (e.g. inst_map)",

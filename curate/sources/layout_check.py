@@ -144,8 +144,13 @@ def _mask_values(path: Path, spec: SourceSpec | None = None) -> np.ndarray:
             next(root.iter("Coordinate"), None) is not None
         return np.array([0, 1] if any_polygon else [0])
     if name.endswith((".mat", ".npy", ".npz")) and spec is not None:
-        from curate.ingest.image2d import load_mask_file
+        from curate.ingest.image2d import channels_to_labels, load_mask_file
 
+        if spec.layout.mask_channels:  # a stack of per-class channels: its first mask
+            first = np.load(path, mmap_mode="r", allow_pickle=False)[0] \
+                if name.endswith(".npy") else load_mask_file(path, spec, (1, 1))
+            return np.unique(channels_to_labels(np.asarray(first), spec.layout.mask_channels,
+                                                path.name))
         return np.unique(load_mask_file(path, spec, (1, 1)))
     if name.endswith(VOLUME_EXT):
         import SimpleITK as sitk

@@ -368,7 +368,15 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
         mask = _target(lay.masks, rel, lay, "mask", skipped) if lay.masks else None
         if mask:  # a pattern for several masks per image: write one that it matches
             mask = mask.replace("*", "").replace("?", "x")
-        if mask and mask.lower().endswith((".mat", ".xml")):
+        if mask and mask.lower().endswith(".npy") and kind == "npy":  # a stack of masks
+            chans = lay.mask_channels or [None]
+            marr = np.zeros(arr.shape[:3] + (len(chans),), np.uint8)
+            for j, name in enumerate(chans):
+                if name is not None:
+                    marr[:, j * 2:j * 2 + 2, 1:5, j] = j + 1  # an instance id per channel
+            _write(dest / mask, "npy", marr, spec, patient)
+            masks.append(mask)
+        elif mask and mask.lower().endswith((".mat", ".xml")):
             _write_mask_file(dest / mask, arr.shape[:2], lay)
             masks.append(mask)
         elif mask and _kind(mask, fam) not in ("volume", "raster"):
