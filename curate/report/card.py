@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.dataset.hub import PARQUET
 from curate.model.errors import CurateError
 from curate.model.recipe import SourceSpec
-from curate.model.records import MANIFEST
 from curate.report import card_markdown, hub_meta
 from curate.report.croissant import write_croissant
 from curate.report.datacard import merge_stats
@@ -44,11 +44,11 @@ def _write(path: Path, text: str) -> None:
 
 def card_schema(dest: Path, splits: list[str]) -> pa.Schema:
     """The columns the card's field table lists: the Parquet export's, else the manifest's
-    with the image the export adds."""
+    with the image and masks the export adds (curate.dataset.hub.PARQUET)."""
     parts = [p for s in splits for p in sorted((dest / "data").glob(f"{s}-*.parquet"))]
     if parts:
         return pq.read_schema(parts[0])
-    return pa.schema([pa.field("image", pa.binary()), *MANIFEST])
+    return PARQUET
 
 
 def licence_file(specs: list[SourceSpec], per_source: dict[str, int]) -> str:

@@ -11,8 +11,9 @@ import pyarrow as pa
 FIELDS: dict[str, tuple[str, str]] = {  # path -> (unit, meaning)
     "image": ("PNG", "the clean normalised 2D view (Parquet export: a `datasets` Image; "
               "shards: the `<id>.png` member)"),
-    "masks": ("0/1 per pixel", "the ROI masks, (R, H, W) aligned with `rois`, box ROIs "
-              "filled (shards: the `<id>.masks.npz` member)"),
+    "masks": ("npz bytes", "every ROI mask of the sample (the shards' `<id>.masks.npz` "
+              "member): `curate.model.masks.unpack` gives bool (R, H, W) aligned with `rois`, "
+              "box ROIs filled"),
     "sample_id": ("", "stable id of the 2D sample (hash of its source, file and view)"),
     "unit_id": ("", "the work unit (case or file) the sample was made from"),
     "source": ("", "the source dataset's short name (see Sources)"),
