@@ -143,6 +143,15 @@ def sources_show(name: str) -> None:
                               sort_keys=False))
 
 
+@sources.command("docs", help="Write docs/sources.md (or DEST) from the declared sources.")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path),
+                default=Path("docs/sources.md"))
+def sources_docs(dest: Path) -> None:
+    from curate.sources.docs import write_sources_doc
+
+    click.echo(write_sources_doc(dest))
+
+
 @sources.command("check", help="Check that a local copy at PATH matches source NAME's layout.")
 @click.argument("name")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))

@@ -587,3 +587,9 @@ def test_an_image_stack_is_one_case_per_index_with_channel_classes(tmp_path):
     assert set(np.unique(cases[1].mask)) == {0, 2, 5} and not cases[0].mask.any()
     assert cases[1].mask[4, 4] == 2 and cases[1].mask[25, 25] == 5
     assert check_layout(spec, tmp_path).ok
+
+
+def test_docs_sources_md_is_generated_from_the_source_files():
+    from curate.sources.docs import render_sources_doc
+    on_disk = (Path(__file__).resolve().parent.parent / "docs" / "sources.md").read_text()
+    assert on_disk == render_sources_doc(), "run `curate sources docs` to refresh docs/sources.md"
