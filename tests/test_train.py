@@ -66,6 +66,40 @@ def test_box_iou():
     assert torch.all(boxes[:, 0] <= boxes[:, 2]) and torch.all(boxes[:, 1] <= boxes[:, 3])
 
 
+
+def test_closed_vqa_items_become_option_statements():
+    from curate.train.trainer import choice_items
+
+    record = {"vqa": [
+        {"type": "closed", "question": "Is a nodule present?", "answer": "yes", "options": []},
+        {"type": "choice", "question": "Which side?", "answer": "left",
+         "options": ["right", "left"]},
+        {"type": "open", "question": "What is shown?", "answer": "a chest", "options": []},
+        {"type": "closed", "question": "Size?", "answer": "big", "options": []}]}  # no options
+    assert choice_items(record) == [(["Is a nodule present? yes", "Is a nodule present? no"], 0),
+                                    (["Which side? right", "Which side? left"], 1)]
+
+
+def test_choice_loss_rewards_scoring_the_answer_highest():
+    from curate.train.trainer import _choice_loss
+
+    img = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    statements = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    owners = [0, 0, 1, 1, 1]  # image 0: 2 options, image 1: 3 options
+    right = _choice_loss(img, statements, torch.tensor(10.0), owners, [(0, 2, 0), (2, 3, 0)], "cpu")
+    wrong = _choice_loss(img, statements, torch.tensor(10.0), owners, [(0, 2, 1), (2, 3, 2)], "cpu")
+    assert right < 0.01 and wrong > 5
+
+
+def test_recall_at_k_counts_the_right_text_not_the_right_row():
+    from curate.train.evaluate import recall_at_k
+
+    sims = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
+    correct = np.array([[True, False, False], [False, True, False], [False, False, True]])
+    r = recall_at_k(sims, correct, ks=(1, 2, 3))
+    assert r == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@3": 1.0}
+
+
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo recipe built once for this module (in-process executor)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.model.errors import CurateError
-from curate.train.trainer import closed_items, phrase, split_sizes, vqa_text
+from curate.train.trainer import closed_items, options_of, phrase, split_sizes, vqa_text
 
 HELD_OUT = ("val", "test")
 KS = (1, 5, 10)
@@ -136,14 +136,6 @@ def _score_rois(model, fmap, records, ious: list[float], box_iou, device) -> Non
     pred = model.predict_boxes(fmap[rows], vectors).float()
     iou, _ = box_iou(pred, torch.tensor(boxes, device=device, dtype=torch.float32))
     ious.extend(iou.cpu().tolist())
-
-
-def options_of(item: dict) -> list[str]:
-    """The answers a closed item chooses among (yes/no when it lists none)."""
-    options = list(item.get("options") or [])
-    if not options and str(item.get("answer")).lower() in ("yes", "no"):
-        options = ["yes", "no"]
-    return options
 
 
 def _score_vqa(model, emb, records, right: dict[str, list[bool]], device) -> None:

@@ -5,7 +5,7 @@
     CLIP-style symmetric contrastive loss between the two (texts that are equal count as
     positives of each other: phantom and template captions repeat), and an ROI head that
     predicts the normalised box (x0, y0, x1, y1) of the region a phrase names from the
-    pooled feature grid, conditioned on the phrase's text vector (FiLM).
+    pooled feature grid (reduced to a few channels), conditioned on the phrase's text vector (FiLM).
 
 The text encoder is frozen, so its vectors depend only on the string and are cached per
 process; only the projection learns. Images are resized (stretched, not padded) to one
@@ -48,6 +48,7 @@ class ModelConfig(BaseModel):
                               "or a local sentence-transformers folder")
     text_dim: int = Field(384, description="size of the text encoder's vectors")
     roi_grid: int = Field(4, ge=1, description="the feature map is pooled to GxG for the ROI head")
+    roi_channels: int = Field(32, ge=1, description="channels the ROI head reduces the map to")
     roi_hidden: int = Field(256, ge=8)
     init_temperature: float = Field(0.07, gt=0)
 
@@ -55,9 +56,9 @@ class ModelConfig(BaseModel):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "base": {"image_size": 224, "width": 64, "layers": (2, 2, 2, 2), "embed_dim": 256,
-             "roi_grid": 7, "roi_hidden": 512},
+             "roi_grid": 7, "roi_channels": 64, "roi_hidden": 512},
     "large": {"image_size": 384, "width": 64, "layers": (3, 4, 6, 3), "block": "bottleneck",
-              "embed_dim": 512, "roi_grid": 7, "roi_hidden": 1024},
+              "embed_dim": 512, "roi_grid": 7, "roi_channels": 64, "roi_hidden": 1024},
 }
 
 
@@ -124,8 +125,9 @@ def build_model(config: ModelConfig, text_encoder: TextEncoder | None = None):
             self.image_proj = nn.Sequential(nn.Linear(feat, feat), nn.GELU(), nn.Linear(feat, d))
             self.text_proj = nn.Sequential(nn.Linear(t, t), nn.GELU(), nn.Linear(t, d))
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
+            self.roi_reduce = nn.Conv2d(feat, config.roi_channels, 1)
             self.roi_pool = nn.AdaptiveAvgPool2d(g)
-            self.roi_in = nn.Linear(feat * g * g, h)
+            self.roi_in = nn.Linear(config.roi_channels * g * g, h)
             self.roi_film = nn.Linear(t, 2 * h)
             self.roi_out = nn.Sequential(nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, 4))
             self.text_encoder = text_encoder  # not a module: frozen, never saved with weights
@@ -146,7 +148,7 @@ def build_model(config: ModelConfig, text_encoder: TextEncoder | None = None):
 
         def predict_boxes(self, fmap, phrase_vectors):
             """(B, 4) boxes x0, y0, x1, y1 in [0, 1] (x0 <= x1, y0 <= y1)."""
-            h = self.roi_in(self.roi_pool(fmap).flatten(1))
+            h = self.roi_in(self.roi_pool(self.roi_reduce(fmap)).flatten(1))
             scale, shift = self.roi_film(phrase_vectors).chunk(2, dim=-1)
             cx, cy, bw, bh = torch.sigmoid(self.roi_out(h * (1 + scale) + shift)).unbind(-1)
             return torch.stack([(cx - bw / 2).clamp(0, 1), (cy - bh / 2).clamp(0, 1),

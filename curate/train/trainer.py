@@ -7,8 +7,9 @@ run works) and repeats it until the step budget is spent, so every rank takes th
 number of steps. The loss sums three terms:
 
     caption  CLIP loss between images and their captions
-    vqa      CLIP loss between images and one closed/choice VQA item as "question answer"
-             (what closed-VQA evaluation scores)
+    vqa      for every closed/choice VQA item, cross-entropy of choosing the answer among
+             the item's options, each scored as the statement "question option" against
+             the image (what closed-VQA evaluation measures)
     roi      1 - GIoU + L1 between the predicted and the annotated box of one ROI per image,
              for the ROI's phrase (its finding or label)
 
@@ -63,13 +64,30 @@ def closed_items(record: dict) -> list[dict]:
     return [q for q in record.get("vqa", []) if q.get("type") in CLOSED_TYPES]
 
 
+def options_of(item: dict) -> list[str]:
+    """The answers a closed item chooses among (yes/no when it lists none)."""
+    options = list(item.get("options") or [])
+    if not options and str(item.get("answer")).lower() in ("yes", "no"):
+        options = ["yes", "no"]
+    return options
+
+
+def choice_items(record: dict) -> list[tuple[list[str], int]]:
+    """Each closed VQA item as (option statements, index of the answer)."""
+    out = []
+    for item in closed_items(record):
+        options = options_of(item)
+        if len(options) >= 2 and item["answer"] in options:
+            out.append(([vqa_text(item, o) for o in options], options.index(item["answer"])))
+    return out
+
+
 def training_example(image, record: dict, rng: random.Random) -> dict:
-    """One image's targets: its caption, one closed VQA statement and one ROI."""
-    items = closed_items(record)
+    """One image's targets: its caption, its closed VQA items and one ROI."""
     rois = [r for r in record.get("rois", []) if r.get("bbox_norm")]
     roi = rng.choice(rois) if rois else None
     return {"image": image, "caption": record.get("caption") or "",
-            "vqa": vqa_text(rng.choice(items)) if items else (record.get("caption") or ""),
+            "choices": choice_items(record),
             "phrase": phrase(roi) if roi else "", "box": roi["bbox_norm"] if roi else None}
 
 
@@ -133,18 +151,22 @@ def train_step_loss(model, batch: list[dict], device, amp: bool):
     inner = getattr(model, "module", model)
     n = len(batch)
     images = prepare_images([b["image"] for b in batch], inner.image_size).to(device)
-    captions, vqas = [b["caption"] for b in batch], [b["vqa"] for b in batch]
-    texts = torch.from_numpy(inner.text_encoder(captions + vqas)).to(device)
+    captions = [b["caption"] for b in batch]
+    statements, owners, groups = [], [], []  # one group per VQA item: its statements' rows
+    for i, b in enumerate(batch):
+        for options, answer in b["choices"]:
+            groups.append((len(statements), len(options), answer))
+            statements.extend(options)
+            owners.extend([i] * len(options))
+    texts = torch.from_numpy(inner.text_encoder(captions + statements)).to(device)
     phrases = torch.from_numpy(inner.text_encoder([b["phrase"] for b in batch])).to(device)
     has_box = torch.tensor([b["box"] is not None for b in batch], device=device)
     boxes = torch.tensor([b["box"] or [0.0, 0.0, 1.0, 1.0] for b in batch], device=device)
-    same_caption = _same(captions, device)
-    same_vqa = _same(vqas, device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         img, txt, pred, scale = model(images, texts, phrases)
     img, txt, pred, scale = img.float(), txt.float(), pred.float(), scale.float()
-    loss_caption = contrastive_loss(img, txt[:n], scale, same_caption)
-    loss_vqa = contrastive_loss(img, txt[n:], scale, same_vqa)
+    loss_caption = contrastive_loss(img, txt[:n], scale, _same(captions, device))
+    loss_vqa = _choice_loss(img, txt[n:], scale, owners, groups, device)
     if has_box.any():
         iou, giou = box_iou(pred[has_box], boxes[has_box])
         loss_roi = (1 - giou).mean() + (pred[has_box] - boxes[has_box]).abs().sum(-1).mean()
@@ -152,6 +174,25 @@ def train_step_loss(model, batch: list[dict], device, amp: bool):
         loss_roi = pred.sum() * 0.0  # keeps the head in the graph for DDP
     loss = loss_caption + loss_vqa + loss_roi
     return loss, {"caption": loss_caption.item(), "vqa": loss_vqa.item(), "roi": loss_roi.item()}
+
+
+def _choice_loss(img, statements, scale, owners: list[int], groups: list[tuple], device):
+    """Cross-entropy of choosing each VQA item's answer among its option statements, each
+    scored against its own image: the task closed-VQA evaluation measures."""
+    import torch
+
+    if not groups:
+        return statements.sum() * 0.0 + img.sum() * 0.0
+    scores = scale * (img[torch.tensor(owners, device=device)] * statements).sum(-1)
+    width = max(count for _, count, _ in groups)
+    logits = torch.full((len(groups), width), float("-inf"), device=device)
+    index = torch.tensor([[start + j if j < count else start for j in range(width)]
+                          for start, count, _ in groups], device=device)
+    valid = torch.tensor([[j < count for j in range(width)] for _, count, _ in groups],
+                         device=device)
+    logits = torch.where(valid, scores[index], logits)
+    target = torch.tensor([answer for _, _, answer in groups], device=device)
+    return torch.nn.functional.cross_entropy(logits, target)
 
 
 def _same(texts: list[str], device):
