@@ -75,6 +75,15 @@ def png(width, height):
     return buf.getvalue()
 
 
+def test_row_groups_hold_at_most_256_rows_and_about_100_mb():
+    def table(n, size):
+        return pa.table({"b": pa.array([b"x" * size] * n, pa.binary())})
+
+    assert hub.group_rows(table(10, 1000)) == hub.ROW_GROUP
+    assert hub.group_rows(table(10, (1 << 20) - 8)) == 100  # ~1 MB rows: 100 per group
+    assert hub.group_rows(table(2, 300 << 20)) == 1
+
+
 def test_features_are_the_ones_datasets_derives():
     assert datasets.Features.from_dict(hub.features_of(MANIFEST)) == \
         datasets.Features.from_arrow_schema(MANIFEST)

@@ -36,7 +36,10 @@ from curate.model.records import MANIFEST
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Image storage
 PARQUET = pa.schema(list(MANIFEST) + [pa.field("image", IMAGE), pa.field("masks", pa.binary())])
-ROW_GROUP = 256  # rows per row group: a streaming reader holds one group (~256 images)
+# a row group holds at most ROW_GROUP rows and about GROUP_BYTES (datasets' own limit for
+# the Parquet it writes), so a streaming reader or the hub's viewer holds one group
+ROW_GROUP = 256
+GROUP_BYTES = 100 << 20
 DATA = "data"  # the Parquet export's folder in the build
 HUB_SPLITS = {"val": "validation"}  # recipe split -> the hub's name; others keep theirs
 
@@ -140,11 +143,17 @@ def parquet_table(rows: pa.Table, masks: list[bytes]) -> pa.Table:
     return table.cast(PARQUET).replace_schema_metadata(meta)
 
 
+def group_rows(table: pa.Table) -> int:
+    """Rows per row group: ROW_GROUP, fewer when that many rows exceed GROUP_BYTES."""
+    per_row = table.nbytes / max(1, table.num_rows)
+    return max(1, min(ROW_GROUP, int(GROUP_BYTES // max(1.0, per_row))))
+
+
 def write_parquet_part(table: pa.Table, path: Path) -> None:
-    """Write atomically (a temporary name, then a rename), in row groups of ROW_GROUP."""
+    """Write atomically (a temporary name, then a rename), in row groups of group_rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=group_rows(table), compression="zstd")
     os.replace(tmp, path)
 
 
