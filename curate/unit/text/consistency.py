@@ -226,13 +226,13 @@ def _check_counts(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> 
         n for r in rois for n in _label_nouns(r)}
     heads = {n.split()[-1] for n in vocab}
     sides = {s for s, pos, image in read_sides(sent) if not image and s != "both"}
-    for n, at_least, noun in read_counts(sent, vocab | heads | lx.GENERIC_FINDINGS):
+    for n, at_least, noun, only in read_counts(sent, vocab | heads | lx.GENERIC_FINDINGS):
         if noun in vocab or noun in heads:
             group = [r for r in rois if noun in _label_nouns(r)]
         else:
             group = [r for r in rois if not _is_organ_roi(r)] or rois
-        counts = {len(group)} | {len([r for r in group if r.get("laterality") == s])
-                                 for s in sides}
+        counts = {len(group)} | ({len([r for r in group if r.get("laterality") == s])
+                                  for s in sides} if not only else set())
         if at_least and max(counts) < n or not at_least and n not in counts:
             said = f"{'several' if at_least else n} {noun}"
             flags.append(f"count: says {said} but {len(group)} are annotated")

@@ -189,11 +189,13 @@ PROSTATE_ZONES = {"peripheral": "peripheral zone", "transition": "transition zon
 
 # words that name what is counted: any ROI ("lesion") or ROIs of one label
 GENERIC_FINDINGS = {"lesion", "abnormality", "finding", "focus", "mass", "tumor", "tumour",
-                    "neoplasm", "region", "area", "roi", "structure", "abnormal area"}
+                    "neoplasm", "region", "area", "roi", "structure", "abnormal area",
+                    "metastasis", "deposit"}
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "single": 1,
-                "solitary": 1, "a single": 1, "only one": 1, "both": 2, "a pair of": 2,
+                "solitary": 1, "sole": 1, "a single": 1, "only one": 1, "both": 2, "a pair of": 2,
                 "twin": 2}
+ONLY_WORDS = {"solitary", "only one", "sole"}  # "a solitary nodule": the image's only one
 IRREGULAR_PLURALS = {"foci": "focus", "metastases": "metastasis", "masses": "mass",
                      "bronchi": "bronchus", "vertebrae": "vertebra", "diagnoses": "diagnosis",
                      "emboli": "embolus", "calculi": "calculus", "nuclei": "nucleus",

@@ -44,8 +44,15 @@ _NEG_AFTER = re.compile(r"\b(?:is|are|appears?|remains?|looks?|seems?)\s+(?:[a-z
                         r"\b", re.I)
 
 
+_NORMAL_BEFORE = re.compile(r"\b(?:normal|clear|unremarkable|intact|preserved|spared|"
+                            r"uninvolved|healthy)\s+$", re.I)
+
+
 def clauses_negated(sentence: str, pos: int) -> bool:
-    """Whether the claim at `pos` sits in a negated clause (NegEx-style cues)."""
+    """Whether the claim at `pos` sits in a negated clause (NegEx-style cues), or is
+    said to be normal ("clear right costophrenic angle")."""
+    if _NORMAL_BEFORE.search(sentence[:pos]):
+        return True
     starts = [0] + [m.end() for m in _CLAUSE.finditer(sentence) if m.end() <= pos]
     ends = [m.start() for m in _CLAUSE.finditer(sentence) if m.start() > pos] + [len(sentence)]
     start, end = starts[-1], ends[0]
@@ -231,9 +238,10 @@ _NOT_COUNT_BEFORE = re.compile(r"(?:\b(?:segments?|grade|stage|level|type|class|
                                r"cranial nerve|nerve|rib|vertebra|of)|#)\s*$", re.I)
 
 
-def read_counts(sentence: str, nouns: set[str]) -> list[tuple[int, bool, str]]:
-    """(n, at_least, noun): "two nodules" -> (2, False, "nodule"); "multiple lesions" ->
-    (2, True, "lesion"). Only nouns in `nouns` (singular, lower case) are counted."""
+def read_counts(sentence: str, nouns: set[str]) -> list[tuple[int, bool, str, bool]]:
+    """(n, at_least, noun, only): "two nodules" -> (2, False, "nodule", False); "multiple
+    lesions" -> (2, True, "lesion", False); "a solitary nodule" -> (1, False, "nodule",
+    True): the only one of the image. Only nouns in `nouns` (singular) are counted."""
     out = []
     for m in _COUNT.finditer(sentence):
         if _NOT_COUNT_BEFORE.search(sentence[:m.start()]):
@@ -241,6 +249,7 @@ def read_counts(sentence: str, nouns: set[str]) -> list[tuple[int, bool, str]]:
         word = m.group(1).lower()
         at_least = word in _SEVERAL
         n = 2 if at_least else (int(word) if word.isdigit() else lx.NUMBER_WORDS[word])
+        only = word in lx.ONLY_WORDS
         words = re.findall(r"[A-Za-z][A-Za-z'-]*|\d+|[^\sA-Za-z\d]", sentence[m.end():])[:6]
         for i, w in enumerate(words):
             low = w.lower()
@@ -248,10 +257,10 @@ def read_counts(sentence: str, nouns: set[str]) -> list[tuple[int, bool, str]]:
                 break
             pair = lx.singular(f"{low} {words[i + 1].lower()}") if i + 1 < len(words) else ""
             if pair in nouns:
-                out.append((n, at_least, pair))
+                out.append((n, at_least, pair, only))
                 break
             if lx.singular(low) in nouns:
-                out.append((n, at_least, lx.singular(low)))
+                out.append((n, at_least, lx.singular(low), only))
                 break
             if low in _COUNT_STOP or not w[0].isalpha() or i >= 3:
                 break
@@ -359,8 +368,8 @@ _PLANES = [
                            r"CXR|X-ray|plane)\b|\b(?i:postero-?anterior|antero-?posterior)\b|"
                            r"\b(?:PA|AP)\s+(?i:view|projection|radiograph|film|chest|CXR|X-ray|"
                            r"image)\b")),
-    ("lateral", re.compile(r"\blateral\s+(?:view|projection|radiograph|film|image|X-ray)\b",
-                           re.I)),
+    ("lateral", re.compile(r"\blateral\s+(?:chest\s+)?(?:view|projection|radiograph|film|image|"
+                           r"X-ray)\b", re.I)),
 ]
 
 
