@@ -11,7 +11,7 @@ from PIL import Image
 from curate.build import build
 from curate.model import masks as mask_member
 from curate.model.errors import CurateError
-from curate.train.feed import decode, image_chw, resize_masks, samples
+from curate.train.feed import collate, decode, image_chw, resize_masks, samples
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -69,9 +69,19 @@ def test_old_shards_without_the_masks_member_are_a_clear_error():
         decode(sample)
 
 
-def test_bad_resize_is_refused(tmp_path):
+def test_bad_resize_or_channels_are_refused(tmp_path):
     with pytest.raises(CurateError, match="resize"):
         samples(tmp_path, resize=(0, 4))
+    with pytest.raises(CurateError, match="channels"):
+        samples(tmp_path, channels=2)
+
+
+def test_channels_converts_grey_and_colour():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    rgb = np.stack([grey, grey, grey], axis=2)
+    assert image_chw(png_bytes(grey), channels=3).shape == (3, 3, 4)
+    np.testing.assert_allclose(image_chw(png_bytes(grey), channels=3)[2], grey / 255, atol=1e-7)
+    np.testing.assert_allclose(image_chw(png_bytes(rgb), channels=1)[0], grey / 255, atol=1e-2)
 
 
 @pytest.mark.slow
@@ -91,12 +101,12 @@ def test_feed_yields_images_masks_and_records(tmp_path, mask_folder, write_recip
         x0, y0, x1, y1 = record["rois"][0]["bbox"]
         assert masks[0].sum() == (x1 - x0) * (y1 - y0)  # the phantom's region is a rectangle
         assert record["caption"] and record["rois"][0]["label"] == "opacity"
-    # resized images stack into one batch (masks differ in R, so they stay a list)
-    batched = torch.utils.data.DataLoader(samples(out, "train", resize=32), batch_size=3,
-                                          collate_fn=lambda b: (torch.stack([i for i, _, _ in b]),
-                                                                [m for _, m, _ in b]))
-    images, masks = next(iter(batched))
-    assert images.shape == (3, 1, 32, 32) and masks[0].shape == (1, 32, 32)
+    # one size and one channel count: batched in the workers with feed.collate
+    batched = torch.utils.data.DataLoader(samples(out, "train", resize=32, channels=3),
+                                          batch_size=3, collate_fn=collate, num_workers=2)
+    images, masks, records = next(iter(batched))
+    assert images.shape == (3, 3, 32, 32) and masks[0].shape == (1, 32, 32)
+    assert len(records) == 3 and bool((images[:, 0] == images[:, 1]).all())  # grey as RGB
     shuffled = [r["sample_id"] for _, _, r in samples(out, "train", shuffle=10, seed=1)]
     assert sorted(shuffled) == sorted(r["sample_id"] for _, _, r in items)
     with pytest.raises(FileNotFoundError, match="no val shards"):
