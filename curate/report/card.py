@@ -98,8 +98,13 @@ def regenerate(build_dir: Path) -> list[str]:
     """`curate card DIR`: the card, figures and croissant.json of a finished build, again,
     from run.json and the aggregates of its manifest, filtered and quarantine parts (per
     part, merged). Returns the files written. The build folder is locked meanwhile."""
-    from curate.build import frame_stats
-    from curate.report.datacard import card_stats, dropped_stats, merge_all, quarantine_stats
+    from curate.report.datacard import (
+        card_stats,
+        dropped_stats,
+        frame_stats,
+        merge_all,
+        quarantine_stats,
+    )
     from curate.runner import Executor
     from curate.workdir import BuildLock
 

@@ -11,7 +11,9 @@ list of example rows for the contact sheet.
 
 from __future__ import annotations
 
+import json
 from functools import reduce
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -190,3 +192,24 @@ def quarantine_stats(table: pa.Table) -> dict:
     """Quarantined files of one part (QUARANTINE schema): per stage and error, per source."""
     return _merge({"rows": table.num_rows, "per_source": _counts(table.column("source")),
                    "errors": _nested(table, ["stage", "error"])}, {})
+
+
+def frame_stats(ex, path: Path, fn) -> list[dict]:
+    """fn (card_stats, dropped_stats or quarantine_stats) over each Parquet part under
+    `path`, on the executor `ex` (curate.runner.Executor): mergeable stats dicts. Parts are
+    listed here (one name per part) and read by tasks, several per task."""
+    files = sorted(str(p) for p in Path(path).glob("*.parquet"))
+    if not files:
+        return []
+    frame = ex.frame(pa.table({"path": files}), blocks=min(len(files), 4 * ex.cpus))
+    out = []
+    for t in frame.map_batches(_stats_of_files, args=(fn,)).tables_iter():
+        out += [json.loads(x) for x in t.column("s").to_pylist()]
+    return out
+
+
+def _stats_of_files(batch: pa.Table, fn) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pa.table({"s": [json.dumps(fn(pq.read_table(p)))
+                           for p in batch.column("path").to_pylist()]})
