@@ -31,7 +31,7 @@ def test_lungs_on_a_real_ct_slice_have_the_right_sides():
     assert rois["right lung"]["laterality"] == "right"
     assert all(r["origin"] == "expert:ct_lungs" and 0 < r["confidence"] <= 1
                for r in rois.values())
-    assert "outlined by the ct_lungs expert model" in res.samples[0]["caption"]
+    assert "Organs outlined by expert models (ct_lungs)" in res.samples[0]["caption"]
     assert res.samples[0]["quality"]["text_flags"] == []
 
 
@@ -124,3 +124,34 @@ def test_replacing_expert_weights_changes_the_unit_fingerprint(tmp_path):
     weights.write_bytes(b"v2-larger")
     os.utime(weights, ns=(1, 1))
     assert unit_fingerprint(recipe, spec) != before
+
+
+def test_scanning_experts_choose_the_slices_of_a_lesion_nothing_annotates(tmp_path):
+    """A CT volume without labels whose only lesion (slices 30-33 of 40) no annotation
+    marks: with `scan`, the lesion candidate expert runs on every slice first, so the
+    slices holding the lesion ship, with the lesion as an expert ROI."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    z, y, x = np.mgrid[:40, :96, :96]
+    hu = np.where(((x - 48) / 40) ** 2 + ((y - 48) / 36) ** 2 <= 1, 40, -1000).astype(np.int16)
+    hu += np.random.default_rng(0).integers(-8, 8, hu.shape).astype(np.int16)
+    lesion = ((x - 62) ** 2 + (y - 40) ** 2 <= 36) & (z >= 30) & (z <= 33)
+    hu[lesion] = 160
+    (tmp_path / "ct").mkdir()
+    img = sitk.GetImageFromArray(hu)
+    img.SetSpacing((0.8, 0.8, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "ct" / "c.nii.gz"))
+    spec = SourceSpec(name="p", format="nifti", modality="CT", anatomy="abdomen",
+                      layout={"images": ["ct/*.nii.gz"]})
+    expert = {"name": "ct_lesion_candidates", "modality": ["CT"]}
+    norm = {"normalize": {"normal_slices": 1, "roi_slices": 2}}
+    (plain,), _ = run(spec, tmp_path, [expert], **norm)
+    (scanned,), _ = run(spec, tmp_path, [{**expert, "scan": 1}], **norm)
+    index = lambda res: {s["view"]["index"] for s in res.samples}  # noqa: E731
+    assert not index(plain) & set(range(30, 34))  # the random normal slice misses it
+    shown = index(scanned) & set(range(30, 34))
+    assert len(shown) == 2  # roi_slices of the lesion's four
+    lesions = [r for s in scanned.samples if s["view"]["index"] in shown for r in s["rois"]
+               if r["origin"] == "expert:ct_lesion_candidates"]
+    assert lesions and all(r["laterality"] == "left" for r in lesions)

@@ -116,6 +116,12 @@ class ExpertConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     modality: list[str] | None = Field(None, description="run only on these modalities")
     sources: list[str] | None = Field(None, description="run only on these source names")
+    scan: int = Field(
+        default=0, ge=0,
+        description="2D experts on a volume no annotation covers: also run on every Nth "
+        "slice before slices are chosen, so the slices holding the lesions it finds are "
+        "kept like annotated ones (0: only on the chosen slices)",
+    )
 
     def applies_to(self, source: str, modality: str | None) -> bool:
         """Whether this expert should run on a view of this source and modality."""

@@ -319,12 +319,15 @@ def view_planes(case: VolumeCase, shape_zyx, spacing, cfg: NormalizeConfig) -> l
 
 
 def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
-                 window: str | None = None, expert_rois: list[tuple] = ()) -> list[View2D]:
+                 window: str | None = None, expert_rois: list[tuple] = (),
+                 steer: dict | None = None) -> list[View2D]:
     """2D views of a volume, cut in its acquisition plane (and others the recipe asks for
     when it is near-isotropic); expert_rois are (expert, ExpertROI) on the LPS grid of
     this volume, sliced onto the views (and, where nothing is annotated, steering slice
     choice towards the lesions they found). Views thinner than cfg.min_view_px are not
-    made (noted on the case).
+    made (noted on the case). `steer` maps a plane to (slices, rows, cols) lesion masks
+    that 2D experts found by scanning the volume: they choose slices where nothing is
+    annotated, and ship no ROI themselves (the experts run again on the chosen views).
 
     Only what ships is materialised at full precision: the volume is read through an
     LPS view of its stored buffer, windowed slice by slice, and label components are
@@ -343,17 +346,44 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
         views += _plane_views(case, cfg, rng, window, plane, arr,
                               None if lps_labels is None else in_plane(lps_labels, plane),
                               plane_spacing(spacing, plane),
-                              [(name, r, in_plane(r.mask, plane)) for name, r in expert_rois])
+                              [(name, r, in_plane(r.mask, plane)) for name, r in expert_rois],
+                              (steer or {}).get(plane, []))
     if not views:
         raise IngestError("every view of this volume would be thinner than "
                           f"normalize.min_view_px ({cfg.min_view_px} px)")
     return views
 
 
+def scan_slices(case: VolumeCase, cfg: NormalizeConfig, window: str | None, step: int,
+                run) -> dict:
+    """Lesion masks that `run(view) -> [ExpertROI]` finds on every `step`-th slice of the
+    volume's acquisition plane, as {plane: [(slices, rows, cols) bool]} for volume_views'
+    `steer` (slices not scanned hold nothing)."""
+    lps, spacing = lps_array(case.image)
+    plane = view_planes(case, lps.shape, spacing, cfg)[0]
+    arr = in_plane(lps, plane)
+    sy, sx, _ = plane_spacing(spacing, plane)
+    modality = (case.meta.modality or "").upper()
+    name = pick_window(modality, case.meta.anatomy, window or cfg.ct_window)
+    found = np.zeros(arr.shape, bool)
+    for k in range(0, arr.shape[0], max(1, step)):
+        raw = np.array(arr[k], np.float32, order="C")
+        u8, win = window_ct(raw, name) if modality == "CT" else (
+            scale_to_uint8(raw, *percentile_range(raw, cfg.mr_percentiles)),
+            {"method": "percentile"})
+        view = View2D(image=u8, raw=raw, plane=plane, index=k, count=arr.shape[0],
+                      spacing=(sy, sx), window=win, meta=case.meta,
+                      body=raw > -500 if modality == "CT" else None)
+        for roi in run(view):
+            if roi.kind == "lesion" and roi.mask.shape == raw.shape:
+                found[k] |= roi.mask
+    return {plane: [found]} if found.any() else {}
+
+
 def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
                  window: str | None, plane: View, arr: np.ndarray, labels: np.ndarray | None,
-                 spacing: tuple[float, float, float], expert_rois: list[tuple]
-                 ) -> list[View2D]:
+                 spacing: tuple[float, float, float], expert_rois: list[tuple],
+                 steer: list[np.ndarray] = ()) -> list[View2D]:
     sy, sx, _ = spacing
     modality = (case.meta.modality or "").upper()
     if modality == "CT":
@@ -379,7 +409,7 @@ def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
     if comps is not None:
         areas = comps.areas
     else:
-        lesions = [m for _, r, m in expert_rois if r.kind == "lesion"]
+        lesions = [m for _, r, m in expert_rois if r.kind == "lesion"] + list(steer)
         areas = lesion_areas(lesions, nz) if lesions else {}
     picks = pick_slices(areas, body_frac, cfg, rng) if nz > 1 else [0]
     if not picks:  # unlabelled volume: the central slice

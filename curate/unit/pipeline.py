@@ -170,6 +170,10 @@ class WorkerModels:
                 if any(cfg.applies_to(s.name, s.modality) or (s.modality is None and (
                     cfg.sources is None or s.name in cfg.sources)) for cfg in gpu)}
 
+    def configs_for(self, source: str, modality: str | None) -> list:
+        """The recipe entries of experts_for's experts, in the same order."""
+        return [cfg for cfg in self.recipe.experts if cfg.applies_to(source, modality)]
+
     def experts_for(self, source: str, modality: str | None) -> list:
         out = []
         for i, cfg in enumerate(self.recipe.experts):
@@ -218,6 +222,28 @@ def add_expert_rois(view: View2D, spec: SourceSpec, rois: list[dict], masks: lis
     relations(rois, view.plane, masks)
 
 
+def scan_experts(spec: SourceSpec, case: VolumeCase, models: WorkerModels,
+                 recipe: Recipe) -> dict | None:
+    """On a volume nothing annotates: the 2D experts whose recipe entry sets `scan` run
+    on every scan-th slice (in recipe order, each with the ones before as context), and
+    the lesions they find steer which slices are kept."""
+    from curate.unit.experts import run_experts
+    from curate.unit.normalize import scan_slices
+
+    chosen = [(cfg, e) for cfg, e in zip(models.configs_for(spec.name, case.meta.modality),
+                                         models.experts_for(spec.name, case.meta.modality),
+                                         strict=True) if "2d" in e.inputs]
+    step = min((cfg.scan for cfg, _ in chosen if cfg.scan), default=0)
+    if not step:
+        return None
+    experts = [e for cfg, e in chosen if cfg.scan]
+
+    def run(view):
+        return [r for _, rois in run_experts(view, experts) for r in rois]
+
+    return scan_slices(case, recipe.normalize, spec.window, step, run)
+
+
 def volume_experts(spec: SourceSpec, case: VolumeCase, models: WorkerModels) -> list[tuple]:
     """(expert, ROI) pairs from experts that read whole volumes (TotalSegmentator...)."""
     from curate.unit.experts import run_experts
@@ -252,7 +278,10 @@ def process_unit(spec: SourceSpec, root: Path, unit: Unit, recipe: Recipe,
         for case in cases:
             if isinstance(case, VolumeCase):
                 found = volume_experts(spec, case, models) if models and recipe.experts else []
-                views.extend(volume_views(case, recipe.normalize, rng, spec.window, found))
+                steer = scan_experts(spec, case, models, recipe) \
+                    if models and recipe.experts and not is_annotated(spec, unit) else None
+                views.extend(volume_views(case, recipe.normalize, rng, spec.window, found,
+                                          steer))
             elif isinstance(case, ImageCase):
                 views.append(image_view(case, recipe.normalize))
         result.seconds["normalize"] += time.perf_counter() - t
