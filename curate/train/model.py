@@ -174,8 +174,10 @@ def prepare_images(images, size: int):
             im = im.expand(3, -1, -1)
         elif im.shape[0] == 4:
             im = im[:3]
-        out.append(torch.nn.functional.interpolate(im[None], size=(size, size), mode="bilinear",
-                                                   antialias=True, align_corners=False)[0])
+        if im.shape[-2:] != (size, size):  # the feed's resize= already gives SxS
+            im = torch.nn.functional.interpolate(im[None], size=(size, size), mode="bilinear",
+                                                 antialias=True, align_corners=False)[0]
+        out.append(im)
     return (torch.stack(out) - 0.5) / 0.25
 
 
