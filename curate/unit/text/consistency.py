@@ -333,8 +333,9 @@ def _qa_subject(question: str, rois: list[dict]) -> list[dict]:
 def check_qa(qa: dict, ctx: dict) -> list[str]:
     """Flags for one VQA pair: the answer read together with its question.
 
-    A "yes" asserts the question's claims; a "no" to a question whose modality, plane or
-    side claim the facts support is a contradiction; an open or choice answer is read as
+    A "yes" asserts the question's claims; a "no" to a question whose modality or plane
+    the facts support is a contradiction (other "no"s may deny any part of a compound
+    question, so they are not read); an open or choice answer is read as
     a statement about the question's subject ("How many nodules...? 2" -> "2 nodules",
     "Which side...? left" -> "on the patient's left"), and the question's own premises
     are read too unless it offers alternatives ("left or right").
@@ -345,15 +346,13 @@ def check_qa(qa: dict, ctx: dict) -> list[str]:
     sub = dict(ctx, rois=_qa_subject(question, rois)) if rois else ctx
     if a in YES:
         return check_text(question, sub)
-    if a in NO:
+    if a in NO:  # wrong only where the question names the very fact (modality, plane)
         flags = []
         kinds = {f.split(":", 1)[0] for f in check_text(question, sub)}
-        claims = {"modality": bool(read_modalities(question)),
-                  "plane": bool(read_planes(question)),
-                  "side": bool(read_sides(question)) and bool(rois)
-                  and ctx.get("plane") in FRAME_PLANES and " or " not in question}
+        claims = {"modality": any(allowed is None for _, allowed, _ in read_modalities(question)),
+                  "plane": bool(read_planes(question))}
         for kind, claimed in claims.items():
-            if claimed and kind not in kinds and len(sub.get("rois", [])) <= 1:
+            if claimed and kind not in kinds:
                 flags.append(f"{kind}: answers no, but the facts support what the question asks")
         return flags
     m = HOW_MANY.search(question)

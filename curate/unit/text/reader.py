@@ -281,7 +281,8 @@ _LEN = re.compile(rf"{_NUM}[\s-]*{_ULEN}\b{_NOT_POWER}", re.I)
 _PCT = re.compile(rf"{_NUM}\s*(?:%|percent|per cent)\s+of\s+the\s+(?:image|slice|field|frame|"
                   rf"view|picture|image area)", re.I)
 _SUBCM = re.compile(r"\bsub-?\s?centimet(?:re|er)|\bless than (?:a|one) centimet(?:re|er)", re.I)
-_COMPARATIVE = re.compile(r"(?:less|smaller|more|greater|larger|bigger|fewer)\s+than\s*$|"
+_COMPARATIVE = re.compile(r"(?:less|smaller|more|greater|larger|bigger|fewer|longer|shorter|"
+                          r"wider|narrower|thicker|thinner)\s+than\s*$|"
                           r"(?:under|below|over|above|exceed\w*|at least|up to|at most|"
                           r"threshold of|cut-?off of|[<>≤≥])\s*$", re.I)
 
