@@ -59,7 +59,7 @@ def hub_parquet(out: Path, table: pa.Table) -> None:
     """The Parquet export a build writes (curate.dataset.hub), one part per shard."""
     import numpy as np
 
-    from curate.dataset.hub import parquet_table, write_parquet_part
+    from curate.dataset.hub import write_parquet_part
     from curate.model.masks import pack
 
     for shard in sorted(set(table.column("shard").to_pylist())):
@@ -69,8 +69,7 @@ def hub_parquet(out: Path, table: pa.Table) -> None:
         rows = rows.append_column("image", pa.array([png(w, h) for w, h in sizes], pa.binary()))
         masks = [pack(np.ones((len(r), h, w), np.uint8))
                  for r, (w, h) in zip(rows.column("rois").to_pylist(), sizes, strict=True)]
-        write_parquet_part(parquet_table(rows, masks),
-                           out / "data" / shard.replace(".tar", ".parquet"))
+        write_parquet_part(rows, masks, out / "data" / shard.replace(".tar", ".parquet"))
 
 
 def synthetic_build(out: Path, specs, parquet: bool = False) -> tuple[dict, dict, dict]:
