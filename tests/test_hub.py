@@ -231,7 +231,7 @@ def test_croissant_reads_images_rois_levels_and_vqa_from_the_export(demo):
 
 
 @pytest.mark.slow
-def test_write_shard_writes_the_export_only_when_asked(demo, tmp_path):
+def test_write_shard_writes_the_export_only_when_asked(demo, tmp_path, monkeypatch):
     from curate.dataset.ship import KEPT, write_shard
     from curate.model.recipe import ShardConfig
 
@@ -247,8 +247,11 @@ def test_write_shard_writes_the_export_only_when_asked(demo, tmp_path):
     write_shard(rows, tmp_path / "off", parquet_images=False)
     assert (tmp_path / "off" / "shards" / part.name.replace(".parquet", ".tar")).is_file()
     assert not (tmp_path / "off" / "data").exists()
+    monkeypatch.setattr(hub, "ROW_GROUP", 4)  # several row groups, written one by one
     write_shard(rows, tmp_path / "on")
     assert sorted(p.name for p in (tmp_path / "on" / "data").iterdir()) == [part.name]
-    again = pq.read_table(tmp_path / "on" / "data" / part.name)
+    f = pq.ParquetFile(tmp_path / "on" / "data" / part.name)
+    assert f.metadata.num_row_groups == -(-n // 4)
+    again = f.read()
     assert again.column("image").to_pylist() == t.column("image").to_pylist()
     assert again.schema.equals(t.schema, check_metadata=True)  # features in the metadata

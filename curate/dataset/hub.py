@@ -129,9 +129,13 @@ def yaml_features(features: dict) -> list:
     return [{"name": k, **inner(v)} for k, v in features.items()]
 
 
+# the export's schema metadata: the features `datasets` reads back
+METADATA = {b"huggingface": json.dumps({"info": {"features": parquet_features()}}).encode()}
+
+
 def parquet_table(rows: pa.Table, masks: list[bytes]) -> pa.Table:
-    """One shard's rows (in shard order, with `image`) as the Parquet export's table,
-    the features in its schema metadata."""
+    """Rows (in shard order, with `image`) and their masks members as the Parquet export's
+    table, the features in its schema metadata."""
     names = rows.column("sample_id").to_pylist()
     image = pa.StructArray.from_arrays(
         [rows.column("image").combine_chunks().cast(pa.binary()),
@@ -139,8 +143,7 @@ def parquet_table(rows: pa.Table, masks: list[bytes]) -> pa.Table:
     table = rows.select(MANIFEST.names).cast(MANIFEST)
     table = table.append_column(PARQUET.field("image"), image).append_column(
         PARQUET.field("masks"), pa.array(masks, pa.binary()))
-    meta = {b"huggingface": json.dumps({"info": {"features": parquet_features()}}).encode()}
-    return table.cast(PARQUET).replace_schema_metadata(meta)
+    return table.cast(PARQUET).replace_schema_metadata(METADATA)
 
 
 def group_rows(table: pa.Table) -> int:
@@ -149,11 +152,17 @@ def group_rows(table: pa.Table) -> int:
     return max(1, min(ROW_GROUP, int(GROUP_BYTES // max(1.0, per_row))))
 
 
-def write_parquet_part(table: pa.Table, path: Path) -> None:
-    """Write atomically (a temporary name, then a rename), in row groups of group_rows."""
+def write_parquet_part(rows: pa.Table, masks: list[bytes], path: Path) -> None:
+    """A shard's Parquet export part, written atomically (a temporary name, then a
+    rename) one row group at a time, so no column of the shard is ever one array (a
+    binary array holds at most 2 GB) and the export adds one group's bytes to memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, row_group_size=group_rows(table), compression="zstd")
+    step = group_rows(rows.select(["image"]))
+    with pq.ParquetWriter(tmp, PARQUET.with_metadata(METADATA), compression="zstd") as w:
+        for at in range(0, rows.num_rows, step):
+            part = parquet_table(rows.slice(at, step), masks[at:at + step])
+            w.write_table(part, row_group_size=part.num_rows)
     os.replace(tmp, path)
 
 

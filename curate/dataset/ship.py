@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from webdataset import TarWriter
 
 from curate.dataset.decide import shard_of, split_of
-from curate.dataset.hub import DATA, parquet_table, write_parquet_part
+from curate.dataset.hub import DATA, write_parquet_part
 from curate.model.masks import MEMBER as MASKS_MEMBER
 from curate.model.masks import masks_array
 from curate.model.masks import pack as pack_masks
@@ -179,7 +179,7 @@ def write_shard(rows: pa.Table, staging: Path, reports=None,
     part = name.replace(".tar", ".parquet")
     atomic_parquet(manifest, staging / "manifest.parquet" / part)
     if parquet_images:
-        write_parquet_part(parquet_table(rows, masks), staging / DATA / part)
+        write_parquet_part(rows, masks, staging / DATA / part)
     extra = reports(manifest) if reports else {}
     return pa.Table.from_pylist([{"shard": name, "split": split, "samples": rows.num_rows,
                                   "bytes": stream.size, "sha256": stream.h.hexdigest(),
