@@ -179,6 +179,22 @@ def test_knowledge_uses_only_passages_of_a_finding_present_and_cites_each():
                                 PASSAGES) == []
 
 
+def test_grounded_describe_appends_cited_knowledge_to_the_caption():
+    from types import SimpleNamespace
+
+    from curate.describe.stage import apply_results
+
+    c = ctx([roi()])
+    rows = [{"sample_id": "s", "caption": describe(c)[1], "knowledge_refs": [],
+             "quality": {"text_flags": ["stale"]}}]
+    req = SimpleNamespace(ctx=c, passages=PASSAGES)
+    (row,), failed = apply_results(rows, [req], None, "grounded", "u", "src")
+    assert failed == [] and row["quality"]["text_flags"] == []
+    assert row["caption"].startswith(rows[0]["caption"] + " Background on nodule: ")
+    assert statement_refs(row["caption"]) == ["lung-nodules#1", "lung-nodules#2"]
+    assert set(statement_refs(row["caption"])) <= set(row["knowledge_refs"])
+
+
 def test_knowledge_sentences_that_the_fact_check_flags_are_skipped():
     c = ctx([roi()], modality="XR", plane="frontal")  # "on CT" contradicts an X-ray
     assert knowledge_statements(c, PASSAGES) == []
