@@ -368,3 +368,17 @@ def test_packaged_corpus_licence_is_recorded(tmp_path):
     assert corpus_info(tmp_path / "kb")["license"] == "Apache-2.0"
     summary = kb_build_command(None, tmp_path / "kb2", "hashing:32", license="CC0-1.0")
     assert "licence:  CC0-1.0" in summary
+
+
+def test_cli_builds_from_one_jsonl_file_with_licence(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    corpus = _jsonl_corpus(tmp_path / "abstracts.jsonl", 12)
+    res = CliRunner().invoke(main, ["kb", "build", str(corpus), "--out", str(tmp_path / "kb"),
+                                    "--model", "hashing:64", "--backend", "parquet",
+                                    "--license", "CC-BY-4.0", "--batch-size", "5"])
+    assert res.exit_code == 0, res.output
+    assert "licence:  CC-BY-4.0" in res.output and "12 documents" in res.output
+    assert corpus_info(tmp_path / "kb")["license"] == "CC-BY-4.0"
