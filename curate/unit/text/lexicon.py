@@ -206,6 +206,7 @@ BRITISH = (("tumour", "tumor"), ("haem", "hem"), ("oedema", "edema"), ("oesoph",
            ("colour", "color"), ("caecum", "cecum"), ("centre", "center"))
 
 
+@lru_cache(maxsize=65536)
 def singular(word: str) -> str:
     """A lower-case English noun (or noun phrase's last word) in the singular."""
     w = word.lower().strip()

@@ -79,7 +79,8 @@ _IMPLIED_SIDE = re.compile(r"\b(?:(RUL|RML|RLL)|(LUL|LLL))\b|\b(lingula(?:r)?)\b
                            r"(?<!left )(?<!right )\b(middle lobe)\b", re.I)
 
 
-def read_sides(sentence: str) -> list[tuple[str, int, bool]]:
+@lru_cache(maxsize=8192)  # pure; a caption's sentences are read by several checks
+def read_sides(sentence: str) -> tuple[tuple[str, int, bool], ...]:
     """(side, position, is_image_side): left/right/both as the text states them."""
     out: list[tuple[str, int, bool]] = []
     for m in _SIDE.finditer(sentence):
@@ -100,7 +101,7 @@ def read_sides(sentence: str) -> list[tuple[str, int, bool]]:
             out.append(("left", m.start(), False))
         elif m.group(4) and not re.search(r"\b(?:left|right)\s+$", sentence[:m.start()], re.I):
             out.append(("right", m.start(), False))
-    return out
+    return tuple(out)
 
 
 # ---- organs ------------------------------------------------------------------------------
@@ -127,7 +128,8 @@ _SUBJECT_AFTER = re.compile(r"^\s+(?:shows|contains|demonstrates|has|harbou?rs|b
                             r"is\s+(?:enlarged|involved|affected))\b", re.I)
 
 
-def read_organs(sentence: str, all_mentions: bool = False) -> list[tuple[str, int, bool]]:
+@lru_cache(maxsize=8192)  # pure; a caption's sentences are read by several checks
+def read_organs(sentence: str, all_mentions: bool = False) -> tuple[tuple[str, int, bool], ...]:
     """(organ, position, locative): locative when the text places something in the
     organ ("in the liver", "a renal mass", "the spleen contains ...")."""
     out = []
@@ -139,7 +141,7 @@ def read_organs(sentence: str, all_mentions: bool = False) -> list[tuple[str, in
                                                          before, re.I)))
         if loc or all_mentions:
             out.append((organ, m.start(), loc))
-    return out
+    return tuple(out)
 
 
 # ---- parts of organs ---------------------------------------------------------------------
@@ -174,7 +176,8 @@ def _segments(spec: str) -> frozenset:
     return frozenset(nums)
 
 
-def read_parts(sentence: str, liver_context: bool) -> list[Part]:
+@lru_cache(maxsize=8192)  # pure; a caption's sentences are read by several checks
+def read_parts(sentence: str, liver_context: bool) -> tuple[Part, ...]:
     """Lung lobes and zones, liver segments and lobes (segments only in a liver
     context), brain regions and prostate zones named in the sentence."""
     out: list[Part] = []
@@ -219,7 +222,7 @@ def read_parts(sentence: str, liver_context: bool) -> list[Part]:
     for m in _PROSTATE.finditer(sentence):
         out.append(Part("prostate", lx.PROSTATE_ZONES[m.group(1).lower()], "prostate",
                         m.start()))
-    return sorted(out, key=lambda p: p.pos)
+    return tuple(sorted(out, key=lambda p: p.pos))
 
 
 # ---- counts ------------------------------------------------------------------------------
@@ -348,7 +351,8 @@ def _modality_table() -> tuple[re.Pattern, dict[str, tuple[str, frozenset | None
     return re.compile(_B + "(" + "|".join(alts) + ")" + _E), table
 
 
-def read_modalities(text: str) -> list[tuple[str, frozenset | None, str]]:
+@lru_cache(maxsize=8192)  # pure; a caption's sentences are read by several checks
+def read_modalities(text: str) -> tuple[tuple[str, frozenset | None, str], ...]:
     """(modality or attribute group, modalities the attribute admits or None, word)."""
     pattern, table = _modality_table()
     out = []
@@ -356,7 +360,7 @@ def read_modalities(text: str) -> list[tuple[str, frozenset | None, str]]:
         word = m.group(1)
         name, allowed = table.get(word) or table[word.lower()]
         out.append((name, allowed, word))
-    return out
+    return tuple(out)
 
 
 _PLANES = [
@@ -374,8 +378,9 @@ _PLANES = [
 ]
 
 
-def read_planes(text: str) -> list[tuple[str, str]]:
+@lru_cache(maxsize=8192)  # pure; a caption's sentences are read by several checks
+def read_planes(text: str) -> tuple[tuple[str, str], ...]:
     out = []
     for plane, pattern in _PLANES:
         out += [(plane, m.group(0)) for m in pattern.finditer(text)]
-    return out
+    return tuple(out)
