@@ -308,6 +308,11 @@ class ShardConfig(Strict):
                              description="at most this many samples per shard")
     max_bytes: int = Field(default=1_000_000_000, ge=1000,
                            description="about this many bytes per shard (image and masks)")
+    parquet_images: bool = Field(
+        default=True,
+        description="also write data/{split}-NNNNNN.parquet, one per shard: the manifest "
+        "columns with the image and masks embedded, which Hugging Face datasets and the "
+        "hub load (about doubles the bytes the build writes)")
 
 
 class RunConfig(Strict):
