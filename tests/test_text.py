@@ -318,3 +318,32 @@ def test_source_class_labels_become_clinical_questions():
     no = {q["question"] for q in qas if q["answer"] == "no"}
     assert yes and no and all("effusion" in q for q in yes) and all("pneumothorax" in q for q in no)
     assert any(q["type"] == "choice" and q["answer"] == "Effusion" for q in qas)
+
+
+def test_the_recipe_caps_reach_the_unit_pipeline(tmp_path):
+    from curate.describe.stage import row_context
+    from curate.ingest import adapter
+    from curate.model.recipe import Recipe, SourceSpec
+    from curate.sources.phantoms import ensure_phantoms, phantom_layout
+    from curate.unit.pipeline import process_unit
+    from curate.unit.text.consistency import check_text
+
+    spec = SourceSpec(name="x", format="image_boxes", modality="XR", anatomy="chest",
+                      findings={"nodule": "nodule", "mass": "mass"},
+                      generate={"kind": "xray_boxes", "cases": 2, "seed": 2},
+                      layout=dict(phantom_layout("xray_boxes").model_dump(),
+                                  pixel_spacing_mm=[0.7, 0.7]))
+    root = ensure_phantoms(spec.generate, tmp_path / "x")
+    recipe = Recipe.model_validate({"name": "t", "sources": [],
+                                    "ask": {"max_questions": 6, "per_category": 1}})
+    units, _ = adapter(spec.format)[0](spec, root)
+    samples = [s for u in units for s in process_unit(spec, root, u.stamp(root, "x"),
+                                                       recipe).samples]
+    assert samples
+    for s in samples:
+        cats = [q["category"].split("/")[0] for q in s["vqa"]]
+        assert 0 < len(cats) <= 6 and len(set(cats)) == len(cats)
+        assert " mm" in s["caption"] and "pixel" not in s["caption"]
+        assert s["quality"]["text_flags"] == []
+        c = row_context(s, spec)
+        assert all(check_text(q["answer"], c) == [] for q in s["vqa"] if q["type"] == "open")
