@@ -382,3 +382,15 @@ def test_cli_builds_from_one_jsonl_file_with_licence(tmp_path):
     assert res.exit_code == 0, res.output
     assert "licence:  CC-BY-4.0" in res.output and "12 documents" in res.output
     assert corpus_info(tmp_path / "kb")["license"] == "CC-BY-4.0"
+
+
+@pytest.mark.slow  # trains an IVF-PQ index: about 9 s on 2 cores
+def test_large_lance_tables_get_a_vector_index(tmp_path):
+    if not lance_available():
+        pytest.skip("lancedb not installed")
+    corpus = _jsonl_corpus(tmp_path / "many.jsonl", 600)
+    stats = build_kb(corpus, tmp_path / "kb", model="hashing:64", backend="lance",
+                     ann_min_rows=500, batch_size=256)
+    assert stats["ann_index"] and json.loads((tmp_path / "kb" / "kb.json").read_text())["ann_index"]
+    hits = KnowledgeBase.open(tmp_path / "kb").query("passage w3x5 w3x6", k=5)
+    assert len(hits) == 5
