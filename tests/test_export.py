@@ -215,3 +215,21 @@ def test_cli_export(built, tmp_path):
     bad = runner.invoke(main, ["export", str(built), "--to", "hf", "--out", str(tmp_path / "h"),
                                "--executor", "local", "--split", "test"])
     assert bad.exit_code != 0 and "no shards of split" in bad.output
+
+
+@pytest.mark.slow
+def test_export_on_ray_writes_the_same_bytes(built, tmp_path):
+    ray = pytest.importorskip("ray")
+    from tests.conftest import tree_bytes
+
+    for fmt in ("llava", "hf"):
+        export_build(built, fmt, tmp_path / "local", log=lambda m: None)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for fmt in ("llava", "hf"):
+            export_build(built, fmt, tmp_path / "ray", executor="ray", log=lambda m: None)
+    finally:
+        ray.shutdown()
+    for name in ("llava-train.json", "llava-val.json", "data", "images"):
+        want = tree_bytes(tmp_path / "local" / name)
+        assert want and tree_bytes(tmp_path / "ray" / name) == want, name

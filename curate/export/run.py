@@ -69,10 +69,10 @@ def export_build(build_dir: str | Path, fmt: str, out: str | Path, *,
     prompt: one caption prompt for every sample (default: one of a few, by sample id).
     caption / vqa: include the caption turn / the VQA turns.
     """
-    from curate.runner import Executor
-
     if fmt not in FORMATS:
         raise CurateError(f"unknown export format {fmt!r} (one of: {', '.join(FORMATS)})")
+    if executor not in ("local", "ray"):
+        raise CurateError(f"unknown executor {executor!r} (local | ray)")
     if not (caption or vqa):
         raise CurateError("nothing to export: both the caption and the VQA turns are off")
     build_dir, out = Path(build_dir), Path(out)
@@ -87,11 +87,17 @@ def export_build(build_dir: str | Path, fmt: str, out: str | Path, *,
     log(f"exporting {len(jobs)} shard(s) of {build_dir} as {fmt} to {out} ({executor})")
 
     results = []
-    with Executor(executor, address=address) as ex:
-        frame = ex.frame(pa.Table.from_pylist(jobs), blocks=len(jobs))
-        ex.consume(frame.map_batches(export_batch, args=(str(build_dir), fmt, str(out), opts),
-                                     batch_size=1),
-                   on_table=lambda t: results.extend(t.to_pylist()))
+    args = (str(build_dir), fmt, str(out), opts)
+    if executor == "local":  # the shards one by one here, without importing the build stack
+        for job in jobs:
+            results += export_batch(pa.Table.from_pylist([job]), *args).to_pylist()
+    else:
+        from curate.runner import Executor
+
+        with Executor(executor, address=address) as ex:
+            frame = ex.frame(pa.Table.from_pylist(jobs), blocks=len(jobs))
+            ex.consume(frame.map_batches(export_batch, args=args, batch_size=1),
+                       on_table=lambda t: results.extend(t.to_pylist()))
     by_split: dict[str, dict] = {}
     for r in results:
         totals = by_split.setdefault(r["split"], dict.fromkeys(COUNTS, 0))
