@@ -89,8 +89,11 @@ def export_build(build_dir: str | Path, fmt: str, out: str | Path, *,
     results = []
     args = (str(build_dir), fmt, str(out), opts)
     if executor == "local":  # the shards one by one here, without importing the build stack
-        for job in jobs:
+        every = max(1, len(jobs) // 10)
+        for i, job in enumerate(jobs, 1):
             results += export_batch(pa.Table.from_pylist([job]), *args).to_pylist()
+            if i % every == 0 or i == len(jobs):
+                log(f"  {i}/{len(jobs)} shards")
     else:
         from curate.runner import Executor
 
