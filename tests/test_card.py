@@ -282,9 +282,13 @@ def test_curate_card_writes_the_same_card_again_from_the_build(tmp_path):
     before = {n: (out / n).read_bytes() for n in names}
     for n in names:
         (out / n).unlink()
+    (out / ".curate-outputs").write_text(json.dumps(["manifest.parquet", "shards", "run.json"]))
     result = CliRunner().invoke(main, ["card", str(out)])
     assert result.exit_code == 0, result.output
     assert {n: (out / n).read_bytes() for n in names} == before
+    assert json.loads((out / ".curate-outputs").read_text()) == [  # the next switch sees them
+        "DATACARD.md", "LICENSE.md", "README.md", "card.html", "croissant.json", "figures",
+        "manifest.parquet", "shards", "run.json"]
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["card", str(empty)])

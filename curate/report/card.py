@@ -132,4 +132,17 @@ def regenerate(build_dir: Path) -> list[str]:
     written = [*CARD_FILES, "croissant.json"]
     if (build_dir / hub_meta.LICENSE_FILE).is_file():
         written.append(hub_meta.LICENSE_FILE)
+    _list_outputs(build_dir, [*written, "figures"])
     return written + sorted(f"figures/{p.name}" for p in (build_dir / "figures").glob("*.png"))
+
+
+def _list_outputs(build_dir: Path, names: list[str]) -> None:
+    """Keep the build's list of its outputs (which the next build's switch replaces) true:
+    the card's files are outputs too, LICENSE.md only while it exists."""
+    from curate.workdir import LAST, OUTPUTS, atomic_text, outputs_in_place
+
+    if not (build_dir / OUTPUTS).is_file():
+        return  # a build from before the list: its outputs are known by name
+    listed = {n for n in outputs_in_place(build_dir) if n != LAST} | set(names)
+    atomic_text(build_dir / OUTPUTS, json.dumps(
+        sorted(n for n in listed if (build_dir / n).exists()) + [LAST]))
