@@ -317,7 +317,7 @@ class KnowledgeBase:
 
     def documents(self) -> dict[str, str]:
         """doc_id -> title of every indexed document."""
-        return {r["doc_id"]: r["title"] for r in all_rows(self.store)}
+        return {r["doc_id"]: r["title"] for r in all_rows(self.store, ["doc_id", "title"])}
 
     def _passage(self, row: dict[str, Any], score: float) -> Passage:
         return Passage(id=row["chunk_id"], doc_id=row["doc_id"], title=row["title"],

@@ -228,8 +228,11 @@ def open_store(path: Path, backend: str) -> Store:
     raise KnowledgeBaseError(f"index at {path} names an unknown backend {backend!r}")
 
 
-def all_rows(store: Store) -> Iterable[dict[str, Any]]:
-    """Every row without vectors (for listing documents)."""
+def all_rows(store: Store, columns: list[str] | None = None) -> Iterable[dict[str, Any]]:
+    """Every row without vectors, streamed batch by batch from LanceDB (for listing
+    documents; `columns` reads only those)."""
+    cols = columns or COLUMNS
     if isinstance(store, ParquetStore):
-        return store.rows
-    return store.table.to_arrow().select(COLUMNS).to_pylist()  # type: ignore[attr-defined]
+        return ({c: r[c] for c in cols} for r in store.rows)
+    dataset = store.table.to_lance()  # type: ignore[attr-defined]
+    return (row for batch in dataset.to_batches(columns=cols) for row in batch.to_pylist())
