@@ -77,6 +77,9 @@ def write_reports(dest: Path, record: dict, kept_stats: dict, dropped: dict, qua
         example_figure(shards, example, fig_dir / "example.png")
         figures["figures/example.png"] = "The example sample"
     figures |= {f"figures/{k}": v for k, v in distribution_plots(kept, fig_dir).items()}
+    for stale in fig_dir.glob("*.png"):  # from an earlier card of this build
+        if f"figures/{stale.name}" not in figures:
+            stale.unlink()
     front = hub_meta.front_matter(dest, record, kept, specs)
     splits = [s for s in hub_meta.split_order(kept.get("per_split", {})) if s]
     parquet = any("parquet" in f for f in hub_meta.split_files(dest, splits).values())
