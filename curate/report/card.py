@@ -83,8 +83,9 @@ def write_reports(dest: Path, record: dict, kept_stats: dict, dropped: dict, qua
     front = hub_meta.front_matter(dest, record, kept, specs)
     splits = [s for s in hub_meta.split_order(kept.get("per_split", {})) if s]
     parquet = any("parquet" in f for f in hub_meta.split_files(dest, splits).values())
-    body = card_markdown.body(record, kept, dropped, quarantine, specs, figures, example,
-                              parquet, card_schema(dest, splits))
+    body = card_markdown.body(record, kept, dropped, quarantine, specs, figures=figures,
+                              example=example, parquet=parquet,
+                              schema=card_schema(dest, splits))
     text = card_markdown.render(front, body)
     _write(dest / "README.md", text)
     _write(dest / "DATACARD.md", text)

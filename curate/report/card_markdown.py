@@ -278,7 +278,7 @@ def text_section(record: dict, kept: dict) -> list[str]:
     return out + [""]
 
 
-def body(record: dict, kept: dict, dropped: dict, quarantine: dict, specs: list[SourceSpec],
+def body(record: dict, kept: dict, dropped: dict, quarantine: dict, specs: list[SourceSpec], *,
          figures: dict[str, str], example: dict | None, parquet: bool, schema) -> str:
     """The card below its front matter. figures: {relative path: alt text}, with
     figures/samples.png and figures/example.png when written."""
