@@ -343,6 +343,7 @@ def test_streamed_build_from_one_jsonl_with_licence(tmp_path, backend):
         (tmp_path / "whole" / "kb.json").read_text())["corpus_fingerprint"]
     info = corpus_info(tmp_path / "small")
     assert info["license"] == "CC-BY-4.0" and info["chunks"] == 50
+    assert len(KnowledgeBase.open(tmp_path / "small").documents()) == 50
     a = KnowledgeBase.open(tmp_path / "small").query("passage w3x5 w3x6", k=3)
     b = KnowledgeBase.open(tmp_path / "whole").query("passage w3x5 w3x6", k=3)
     assert [p.id for p in a] == [p.id for p in b]

@@ -234,5 +234,5 @@ def all_rows(store: Store, columns: list[str] | None = None) -> Iterable[dict[st
     cols = columns or COLUMNS
     if isinstance(store, ParquetStore):
         return ({c: r[c] for c in cols} for r in store.rows)
-    dataset = store.table.to_lance()  # type: ignore[attr-defined]
-    return (row for batch in dataset.to_batches(columns=cols) for row in batch.to_pylist())
+    reader = store.table.search().select(cols).limit(None).to_batches()  # type: ignore[attr-defined]
+    return (row for batch in reader for row in batch.to_pylist())
