@@ -169,6 +169,7 @@ def test_reader_pieces():
     assert read_counts("a solitary nodule", {"nodule"}) == [(1, False, "nodule", True)]
     assert read_counts("segment 4 lesion", {"lesion"}) == []
     assert read_sizes("nodules larger than 8 mm need follow-up") == []
+    assert read_sizes("axial CT, 5 mm slices, pixel spacing of 0.7 mm") == []
     assert [v for _, v, _, _ in read_sizes("2.3 x 1.8 cm")] == [[23.0, 18.0]]
 
 

@@ -290,6 +290,14 @@ _COMPARATIVE = re.compile(r"(?:less|smaller|more|greater|larger|bigger|fewer|lon
                           r"threshold of|cut-?off of|[<>≤≥])\s*$", re.I)
 
 
+# lengths that describe the acquisition, not a finding: "5 mm slices", "spacing of 0.7 mm"
+_ACQUISITION_AFTER = re.compile(r"^[\s-]*(?:thick\w*|slices?|sections?|collimation|spacing|"
+                                r"intervals?|increments?|pixels?|voxels?|resolution|apart|"
+                                r"reconstructions?)\b", re.I)
+_ACQUISITION_BEFORE = re.compile(r"(?:thickness|spacing|interval|increment|resolution|"
+                                 r"collimation|pixel size|voxel size)\s+(?:of\s+)?$", re.I)
+
+
 def _tol(number: str, factor: float) -> float:
     decimals = len(number.split(".")[1]) if "." in number else 0
     return 0.5 * 10 ** -decimals * factor
@@ -304,7 +312,9 @@ def read_sizes(sentence: str) -> list[tuple[str, list[float], float, str]]:
 
     def free(m: re.Match) -> bool:
         if any(a < m.end() and m.start() < b for a, b in used) or \
-                _COMPARATIVE.search(sentence[:m.start()]):
+                _COMPARATIVE.search(sentence[:m.start()]) or \
+                _ACQUISITION_AFTER.match(sentence[m.end():]) or \
+                _ACQUISITION_BEFORE.search(sentence[:m.start()]):
             return False
         used.append(m.span())
         return True
