@@ -340,3 +340,22 @@ def test_demo_card_loads_as_the_hub_would_and_its_snippets_run(demo):
     exec(compile("seen = []\n" + feed, "feed-snippet", "exec"), scope)  # noqa: S102
     assert len(scope["seen"]) == 14
     assert all(m[0] == len(r["rois"]) and m[1:] == i[1:] for i, m, r in scope["seen"])
+
+
+@pytest.mark.slow
+def test_a_build_without_parquet_export_loads_from_its_shards_by_the_card(demo, tmp_path):
+    from datasets import load_dataset
+
+    from curate.report.card import regenerate
+
+    copy = tmp_path / "shards-only"
+    shutil.copytree(demo, copy, ignore=shutil.ignore_patterns("data", "units", "kb",
+                                                               "phantoms", ".curate-lock"))
+    regenerate(copy)
+    meta, body = front_matter((copy / "README.md").read_text())
+    assert [c["config_name"] for c in meta["configs"]] == ["webdataset"]
+    assert "this build has no Parquet export" in body
+    ds = load_dataset(str(copy), split="train")
+    assert ds.num_rows == 14 and ds[0]["png"].size[0] > 0
+    assert len(ds[0]["json"]["rois"]) == ds[0]["masks.npz"]["shape"][0]
+
