@@ -51,12 +51,36 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(flat) if s.strip()]
 
 
+MODALITY_WORDS = {"X-ray": ("x-ray", "radiograph"), "MRI": ("mri", "magnetic resonance"),
+                  "CT": ("ct", "computed tomography"), "ultrasound": ("ultrasound", "sonograph"),
+                  "histopathology": ("histolog", "patholog", "h&e", "stain"),
+                  "dermoscopy": ("dermoscop",)}
+
+
+SPELLINGS = (("tumor", "tumour"), ("hemorrhag", "haemorrhag"), ("edema", "oedema"),
+             ("nevus", "naevus"), ("nevi", "naevi"), ("esophag", "oesophag"))
+
+
+def noun_pattern(name: str) -> str:
+    """A regex for a finding name as a whole word, singular or plural, either spelling."""
+    forms = {name.lower()}
+    for us, gb in SPELLINGS:
+        forms |= {f.replace(us, gb) for f in forms} | {f.replace(gb, us) for f in forms}
+    alts = "|".join(re.escape(f) for f in sorted(forms))
+    return rf"\b(?:{alts})(?:s|es)?\b"
+
+
 def score_sentence(sentence: str, name: str, modality: str) -> int:
+    """0 unless the sentence names the finding's head noun (so a sentence on a different
+    entity is never borrowed); then 3 (5 for the full name), plus 1 per appearance word
+    and 2 for naming this modality."""
     low = sentence.lower()
-    words = [w for w in name.split() if len(w) > 2]
-    score = 3 if any(w in low for w in words) else 0
+    if not re.search(noun_pattern(name.split()[-1]), low):  # "liver tumor": about a tumour
+        return 0
+    score = 5 if re.search(noun_pattern(name), low) else 3
     score += sum(1 for w in LOOK_WORDS if w in low)
-    score += 1 if modality.lower() in low else 0
+    names = MODALITY_WORDS.get(modality, (modality.lower(),))
+    score += 2 if any(re.search(rf"\b{re.escape(n)}", low) for n in names) else 0
     return score
 
 
@@ -68,7 +92,7 @@ def best_sentence(text: str, name: str, ctx: dict, check) -> str | None:
         if len(sent.split()) > MAX_WORDS or len(sent.split()) < 6 or AVOID.search(sent):
             continue
         score = score_sentence(sent, name, modality)
-        if score > best_score and score >= 4 and not check(sent, ctx):
+        if score > best_score and not check(sent, ctx):
             best, best_score = sent, score
     return best
 

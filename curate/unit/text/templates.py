@@ -176,7 +176,7 @@ def levels_for(ctx: dict) -> dict[str, str]:
     for _, roi in found:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
     count_text = "; ".join(f"{n} {label} region{'s' if n > 1 else ''}" for label, n in counts.items())
-    rel_sents.insert(0, f"Annotated in this view: {count_text}.")
+    rel_sents.insert(0, f"Marked in this view: {count_text}.")
     return {"modality": _head(ctx), "organ": organ, "roi": " ".join(roi_sents),
             "texture": " ".join(tex_sents), "relations": " ".join(rel_sents)}
 
