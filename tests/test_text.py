@@ -195,6 +195,17 @@ def test_grounded_describe_appends_cited_knowledge_to_the_caption():
     assert set(statement_refs(row["caption"])) <= set(row["knowledge_refs"])
 
 
+def test_knowledge_sentences_must_name_the_finding_as_a_word():
+    c = ctx([roi(label="lesion", finding="melanoma")], modality="dermoscopy", plane="none")
+    passages = [{"id": "skin#0", "findings": ["melanoma"], "text": (
+        "Melanocytic naevi are common benign proliferations of melanocytes with a regular "
+        "pigment network. Melanomas often show an irregular pigment network and blue-white "
+        "structures in dermoscopy.")}]
+    (statement,) = knowledge_statements(c, passages)
+    assert "Melanomas often show an irregular pigment network" in statement["text"]
+    assert "naevi" not in statement["text"]
+
+
 def test_knowledge_sentences_that_the_fact_check_flags_are_skipped():
     c = ctx([roi()], modality="XR", plane="frontal")  # "on CT" contradicts an X-ray
     assert knowledge_statements(c, PASSAGES) == []
