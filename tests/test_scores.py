@@ -222,20 +222,25 @@ def _scores(store, keys, variant) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_score_stage_on_ray_matches_local(tmp_path, tiny_run):
-    """Both scorers as actor pools on Ray give the scores the local executor gives."""
+def test_score_stage_on_ray_matches_local_and_shares_one_limit(tmp_path, tiny_run):
+    """Both scorers as actor pools on Ray give the scores the local executor gives, and
+    judge clients on Ray share the build's concurrency through one limiter actor."""
     ray = pytest.importorskip("ray")
+    from concurrent.futures import ThreadPoolExecutor
 
-    def recipe_of(url: str) -> Recipe:
+    from curate.describe.ray_stage import Limiter
+
+    def recipe_of(url: str, model: str = "fake-judge") -> Recipe:
         return Recipe.model_validate({"name": "t", "sources": [], "score": {
-            "judge": {"base_url": url, "model": "fake-judge", "max_retries": 0, "actors": 1},
+            "judge": {"base_url": url, "model": model, "max_retries": 0, "actors": 2,
+                      "concurrency": 2},
             "alignment": {"run": str(tiny_run), "batch_size": 2}}})
 
     got = {}
     with FakeLLMServer(default="judge:2,5,5") as server:  # every answer: accuracy 2
         for kind in ("local", "ray"):
             root = tmp_path / kind
-            spec, store, keys = committed_parts(root, cases=2)
+            spec, store, keys = committed_parts(root, cases=4)
             if kind == "ray":
                 ray.init(address="local", num_cpus=2, include_dashboard=False,
                          log_to_driver=False)
@@ -243,11 +248,25 @@ def test_score_stage_on_ray_matches_local(tmp_path, tiny_run):
                 with Executor(kind) as ex:
                     _, stats = S.run_scores(ex, _parts(ex, keys), recipe_of(server.base_url),
                                             {spec.name: spec}, root, None, root)
+                assert stats["parts"] == 4 and stats["samples"] == 4
+                got[kind] = _scores(store, keys, stats["key"])
+                if kind == "ray":  # two judge clients at once, 2 requests each, one limit
+                    with FakeLLMServer(latency_s=0.3) as slow:
+                        recipe = recipe_of(slow.base_url, "another-judge")  # not cached
+                        k = S.keys(recipe, None, root)
+                        limiter = Limiter.remote(1, None, 1.0)
+                        stages = [S.JudgeStage(recipe, {spec.name: spec}, str(root), None, k,
+                                               False, limiter) for _ in range(2)]
+                        halves = [pa.table({"source": [s for s, _ in ks],
+                                            "part": [p for _, p in ks]})
+                                   for ks in (keys[:2], keys[2:])]
+                        with ThreadPoolExecutor(2) as pool:
+                            outs = list(pool.map(lambda st, b: st(b), stages, halves))
+                        assert all(o.num_rows == 2 for o in outs)
+                        assert len(slow.requests) == 4 and slow.max_in_flight == 1
             finally:
                 if kind == "ray":
                     ray.shutdown()
-            assert stats["parts"] == 2 and stats["samples"] == 2
-            got[kind] = _scores(store, keys, stats["key"])
     assert got["ray"] == got["local"]
     assert all(s["judge"] == 2.0 and -1 <= s["alignment"] <= 1 for s in got["ray"].values())
 

@@ -21,9 +21,11 @@ reason repeats no call for an unchanged text.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +135,43 @@ def _carry(batch: pa.Table, name: str, stats: list[dict], merge=None) -> pa.Tabl
 
 
 class JudgeStage:
-    """Judge actor: one client (event loop, limit, answer cache) for many parts."""
+    """Judge actor: one client (HTTP client, retries, answer cache) for many parts.
+
+    On Ray every judge actor takes its slots and rate tokens from one limiter actor
+    (`limiter`, the describe stage's `Limiter`), so `concurrency` and `rps` hold for the
+    whole build; without one (local) the actor's own limit applies.
+    """
 
     def __init__(self, recipe: Recipe, specs: dict[str, SourceSpec], out: str,
-                 input_variant: str | None, keys: dict[str, str], last: bool):
+                 input_variant: str | None, keys: dict[str, str], last: bool,
+                 limiter=None):
         from curate.score.judge import make_judge
 
         self.cfg, self.specs, self.keys = recipe.score.judge, specs, keys
         self.input = input_variant
         self.store = UnitStore(Path(out) / "units")
         self.merge = (self.store, input_variant, keys) if last else None
-        self.gen = make_judge(self.cfg, str(Path(out) / "llm-cache"), self.cfg.actors)
+        self.gen = make_judge(self.cfg, str(Path(out) / "llm-cache"),
+                              1 if limiter is not None else self.cfg.actors)
+        self.handle, self.client = None, uuid.uuid4().hex
+        if limiter is not None:
+            from curate.describe.ray_stage import _RayLimiterHandle
+
+            self.handle = _RayLimiterHandle(limiter)
+
+    def _generate(self, requests: list) -> list:
+        if self.handle is None:
+            return self.gen.generate_many(requests)
+        from curate.describe.backends.limits import SharedLimit
+
+        async def run() -> list:
+            limit = SharedLimit(self.handle, self.client, rate_limited=bool(self.cfg.rps))
+            try:
+                return await self.gen.agenerate_many(requests, limit=limit)
+            finally:
+                await self.gen.aclose()
+
+        return asyncio.run(run())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from curate.describe.stage import all_unreachable, row_context
@@ -162,7 +190,7 @@ class JudgeStage:
             todo.append((i, source, part, reqs))
         requests = [r for *_, reqs in todo for r in reqs]
         before = self.gen.stats()
-        results = self.gen.generate_many(requests) if requests else []
+        results = self._generate(requests) if requests else []
         if all_unreachable(results):
             raise CurateError(f"judge: no answer from {self.cfg.base_url} for {len(results)} "
                               f"requests in a row ({results[0].error}); check the endpoint "
@@ -266,8 +294,14 @@ def score_frame(ex, parts, recipe: Recipe, specs: dict[str, SourceSpec], out: Pa
     j, a = recipe.score.judge, recipe.score.alignment
     frame = parts
     if j is not None:
+        limiter = None
+        if ex.kind == "ray":  # one limiter actor for the build; the pool's args keep it up
+            from curate.describe.ray_stage import Limiter
+
+            name = f"curate-judge-limiter-{_digest(str(Path(out).resolve()))}-{uuid.uuid4().hex[:8]}"
+            limiter = Limiter.options(name=name).remote(j.concurrency, j.rps, 1.0)
         frame = frame.map_batches(JudgeStage, args=(recipe, specs, str(out), input_variant, k,
-                                                    a is None),
+                                                    a is None, limiter),
                                   batch_size=PARTS_PER_CALL, num_cpus=j.actor_cpus,
                                   concurrency=j.actors)
     if a is not None:
