@@ -21,7 +21,7 @@ from curate.unit.deid import salted_hash
 from curate.unit.ground import box_mask, encode_png, ground, relations
 from curate.unit.normalize import View2D, image_view, volume_views
 from curate.unit.quality import image_scores
-from curate.unit.text.consistency import check_text
+from curate.unit.text.consistency import check_qa, check_text
 from curate.unit.text.templates import describe
 from curate.unit.text.vqa import ask
 
@@ -51,7 +51,8 @@ def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
         return True  # DICOM SEG / RTSTRUCT, class labels, or a VOC file for this image
     if "rle" in unit.extra:
         return True  # listed in the RLE table ("-1": looked at, nothing found)
-    return bool(spec.layout.masks) and any(k in unit.extra for k in ("label", "labels", "masks"))
+    return bool(spec.layout.masks) and any(k in unit.extra for k in ("label", "labels", "masks",
+                                                                   "label_files"))
 
 
 def vocabulary(spec: SourceSpec) -> list[str]:
@@ -106,7 +107,9 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     t = time.perf_counter()
     # scores only: the keep decision is taken over the whole dataset (curate.dataset.finalize),
     # so changing a threshold re-decides without redoing any unit
-    quality = {**image_scores(view.image), "text_flags": check_text(caption, ctx),
+    flags = check_text(caption, ctx) + [  # the same reader over the computed VQA answers
+        f for q in vqa if q["origin"] == "facts" for f in check_qa(q, ctx)]
+    quality = {**image_scores(view.image), "text_flags": flags,
                "scores": [], "keep": None, "reasons": []}
     result.seconds["score"] += time.perf_counter() - t
     patient = view.meta.patient_id or unit.key
