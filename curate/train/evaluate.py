@@ -72,8 +72,8 @@ def evaluate(run_dir: str | Path, build_dir: str | Path, *, split: str | None = 
     if note:
         log(note)
     image_embs, captions = [], []
-    ious: list[float] = []
-    vqa_right: dict[str, list[bool]] = {}
+    roi = {"n": 0, "iou_sum": 0.0, "hits": 0}  # running sums: nothing kept per sample
+    vqa_right: dict[str, list[int]] = {}  # category -> [items, right]
     n = 0
     batch: list[tuple] = []
 
@@ -87,7 +87,7 @@ def evaluate(run_dir: str | Path, build_dir: str | Path, *, split: str | None = 
             keep = max(0, min(len(batch), max_retrieval - len(captions)))
             image_embs.append(emb[:keep].float().cpu().numpy())
             captions.extend(r.get("caption") or "" for r in records[:keep])
-            _score_rois(model, fmap, records, ious, box_iou, device)
+            _score_rois(model, fmap, records, roi, box_iou, device)
             _score_vqa(model, emb, records, vqa_right, device)
         batch = []
 
@@ -102,8 +102,8 @@ def evaluate(run_dir: str | Path, build_dir: str | Path, *, split: str | None = 
         raise CurateError(f"the {split} split of {build_dir} is empty")
     out = {"run": str(run_dir), "data": str(build_dir), "split": split, "samples": n,
            "retrieval": _retrieval(model, np.concatenate(image_embs), captions, device),
-           "roi": {"n": len(ious), "mean_iou": float(np.mean(ious)) if ious else None,
-                   "hit@0.5": float(np.mean(np.array(ious) >= 0.5)) if ious else None},
+           "roi": {"n": roi["n"], "mean_iou": roi["iou_sum"] / roi["n"] if roi["n"] else None,
+                   "hit@0.5": roi["hits"] / roi["n"] if roi["n"] else None},
            "vqa": _vqa_summary(vqa_right)}
     if note:
         out["note"] = note
@@ -120,7 +120,7 @@ def _texts(model, texts: list[str], device):
     return model.embed_texts(vectors)
 
 
-def _score_rois(model, fmap, records, ious: list[float], box_iou, device) -> None:
+def _score_rois(model, fmap, records, sums: dict, box_iou, device) -> None:
     import torch
 
     rows, phrases, boxes = [], [], []
@@ -135,10 +135,12 @@ def _score_rois(model, fmap, records, ious: list[float], box_iou, device) -> Non
     vectors = torch.from_numpy(model.text_encoder(phrases)).to(device)
     pred = model.predict_boxes(fmap[rows], vectors).float()
     iou, _ = box_iou(pred, torch.tensor(boxes, device=device, dtype=torch.float32))
-    ious.extend(iou.cpu().tolist())
+    sums["n"] += len(rows)
+    sums["iou_sum"] += float(iou.sum())
+    sums["hits"] += int((iou >= 0.5).sum())
 
 
-def _score_vqa(model, emb, records, right: dict[str, list[bool]], device) -> None:
+def _score_vqa(model, emb, records, right: dict[str, list[int]], device) -> None:
     rows, texts, spans = [], [], []
     for i, record in enumerate(records):
         for item in closed_items(record):
@@ -154,14 +156,16 @@ def _score_vqa(model, emb, records, right: dict[str, list[bool]], device) -> Non
     sims = (_texts(model, texts, device) @ emb.T).float().cpu().numpy()  # (texts, images)
     for i, start, count, answer, category in spans:
         chosen = int(np.argmax(sims[start:start + count, i]))
-        right.setdefault(category, []).append(chosen == answer)
+        counts = right.setdefault(category, [0, 0])
+        counts[0] += 1
+        counts[1] += chosen == answer
 
 
-def _vqa_summary(right: dict[str, list[bool]]) -> dict:
-    every = [r for rs in right.values() for r in rs]
-    return {"n": len(every), "accuracy": float(np.mean(every)) if every else None,
-            "by_category": {k: {"n": len(v), "accuracy": float(np.mean(v))}
-                            for k, v in sorted(right.items())}}
+def _vqa_summary(right: dict[str, list[int]]) -> dict:
+    n = sum(c[0] for c in right.values())
+    return {"n": n, "accuracy": sum(c[1] for c in right.values()) / n if n else None,
+            "by_category": {k: {"n": c[0], "accuracy": c[1] / c[0]}
+                            for k, c in sorted(right.items())}}
 
 
 def _retrieval(model, image_embs: np.ndarray, captions: list[str], device) -> dict:

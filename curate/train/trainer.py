@@ -93,7 +93,10 @@ def training_example(image, record: dict, rng: random.Random) -> dict:
 
 def rank_samples(build_dir: str, split: str, rank: int, world: int, *, shuffle: int, seed: int,
                  image_size: int, data_workers: int) -> Iterator[tuple[Any, dict]]:
-    """(image, record) forever: this rank's share of the split, repeated epoch after epoch."""
+    """(image, record) forever: this rank's share of the split, repeated epoch after epoch.
+
+    `seed` must be the same on every rank: it shuffles the shard list before the feed
+    splits it by rank, and different orders would overlap the ranks' shares."""
     import torch
 
     from curate.train import feed
@@ -232,7 +235,7 @@ def train_loop(cfg: dict) -> None:
                                              weights_only=True))
     rng = random.Random(cfg["seed"] * 1000 + rank + start)
     stream = rank_samples(cfg["build_dir"], "train", rank, world, shuffle=cfg["shuffle"],
-                          seed=cfg["seed"] + rank, image_size=config.image_size,
+                          seed=cfg["seed"], image_size=config.image_size,
                           data_workers=cfg["data_workers"])
     total, warmup = cfg["steps"], max(1, cfg["steps"] // 20)
     window_start, window_samples, window_steps = time.perf_counter(), 0, 0
