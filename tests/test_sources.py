@@ -76,6 +76,8 @@ def test_declared_layout_is_found(path, miniature):
         assert rep.box_file_present and rep.images_with_boxes == rep.images, msg
     if lay.classes:
         assert rep.images_with_classes == rep.images, msg
+    if lay.points:
+        assert rep.images_with_points == rep.images, msg
     if lay.patient_id:
         assert rep.patient_ids == rep.images, (
             f"patient_id regex {lay.patient_id!r} matches no path the image globs can "
@@ -177,6 +179,14 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.points:  # the miniature puts one sphere at the volume's centre
+        import SimpleITK as sitk
+
+        assert case.label is not None, f"{spec.name}: no sphere drawn from the points"
+        arr = sitk.GetArrayViewFromImage(case.label)
+        assert set(np.unique(arr).tolist()) == {0, 1} and arr[1:3, 3:5, 3:5].all()
+        assert case.meta.label_map == {1: lay.points.label_column and
+                                       next(iter(spec.findings), "finding") or lay.points.label}
     if lay.qa:
         assert case.meta.source_qa and case.meta.source_qa[0]["answer"] == "yes"
 

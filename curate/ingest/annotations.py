@@ -210,8 +210,36 @@ def class_from_name(spec: SourceSpec, rel: str) -> list[str]:
     return [cfg.name_values.get(code, code)]
 
 
+def open_table(path: Path):
+    """A CSV file opened as text; .gz files (MIMIC-CXR-JPG's label tables) decompressed."""
+    if path.name.lower().endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", newline="")
+    return open(path, newline="")
+
+
+def lookup(table: dict, rel: str):
+    """A table row keyed by the image's relative path, any trailing part of it, or its stem."""
+    from curate.ingest.files import stem
+
+    parts = rel.split("/")
+    for key in ["/".join(parts[i:]) for i in range(len(parts))] + [stem(parts[-1])]:
+        if key in table:
+            return table[key]
+    return None
+
+
+def class_columns(cfg) -> list[str]:
+    """The columns a class table must have (each reader's column of each class)."""
+    classes = [f"{r}{c}" for c in cfg.label_columns for r in cfg.readers] if cfg.readers \
+        else list(cfg.label_columns)
+    return [cfg.image_column] + ([cfg.label_column] if cfg.label_column else []) + classes
+
+
 def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
-    """image path or name -> its positive class labels, from the declared CSV."""
+    """image key -> its positive class labels, from the declared CSV (a class read by
+    several readers is positive with classes.min_votes of them)."""
     cfg = spec.layout.classes
     if cfg is None or cfg.file is None:
         return {}
@@ -219,11 +247,9 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise ConfigError(f"source {spec.name}: label file {cfg.file} not found under {root}")
     out: dict[str, list[str]] = {}
-    with open(path, newline="") as f:
+    with open_table(path) as f:
         reader = csv.DictReader(f)
-        need = [cfg.image_column] + ([cfg.label_column] if cfg.label_column else []) + \
-            cfg.label_columns
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        missing = [c for c in class_columns(cfg) if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
         for row in reader:
@@ -232,9 +258,31 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
                 labels = list_cell(labels[0])
             elif cfg.separator and labels:
                 labels = [x.strip() for x in labels[0].split(cfg.separator) if x.strip()]
-            labels += [c for c in cfg.label_columns if row[c] in cfg.positive_values]
+            if cfg.readers:
+                labels += [c for c in cfg.label_columns if cfg.min_votes <= sum(
+                    (row[f"{r}{c}"] or "").strip() in cfg.positive_values for r in cfg.readers)]
+            else:
+                labels += [c for c in cfg.label_columns
+                           if (row[c] or "").strip() in cfg.positive_values]
             out[row[cfg.image_column]] = labels
     return out
+
+
+def classes_of(spec: SourceSpec, table: dict[str, list[str]], rel: str) -> list[str] | None:
+    """The class labels of one image (or of the series whose first file is rel): from its
+    file name, its folder, or its row of the table found by classes.image_key (None when
+    the table has no row for it). A file name without a valid code raises IngestError."""
+    from curate.ingest.files import annotation_path
+
+    cfg = spec.layout.classes
+    if cfg is None:
+        return None
+    if cfg.from_name:
+        return class_from_name(spec, rel)
+    if cfg.from_folder:
+        return [Path(rel).parent.name]
+    key = annotation_path(cfg.image_key, rel, spec.layout.case_regex) if cfg.image_key else rel
+    return lookup(table, key)
 
 
 def read_rle_table(spec: SourceSpec, root: Path) -> dict[str, list[str]]:

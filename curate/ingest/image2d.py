@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curate.ingest.annotations import (
-    class_from_name,
+from curate.ingest.annotations import (  # noqa: F401 - lookup is imported from here too
+    classes_of,
+    lookup,
     read_box_table,
     read_class_labels,
     read_qa_table,
@@ -29,7 +30,6 @@ from curate.ingest.files import (
     list_images,
     nonfinite_fix,
     outside_root,
-    stem,
     structure_label,
     unknown_labels_error,
     unknown_values,
@@ -115,15 +115,6 @@ def load_pixels(spec: SourceSpec, path: Path) -> np.ndarray:
     return load_image(path, spec.layout.max_image_pixels)
 
 
-def lookup(table: dict, rel: str):
-    """A table row keyed by the image's relative path, any trailing part of it, or its stem."""
-    parts = rel.split("/")
-    for key in ["/".join(parts[i:]) for i in range(len(parts))] + [stem(parts[-1])]:
-        if key in table:
-            return table[key]
-    return None
-
-
 def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     boxes = spec.layout.boxes
     table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
@@ -165,18 +156,13 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             if spacing:
                 extra["spacing"] = spacing
         if spec.layout.classes is not None:
-            if spec.layout.classes.from_name:
-                try:
-                    extra["classes"] = class_from_name(spec, rel)
-                except IngestError as exc:
-                    problems.append(Problem(rel, "plan", exc))
-                    continue
-            elif spec.layout.classes.from_folder:
-                extra["classes"] = [Path(rel).parent.name]
-            else:
-                found = lookup(classes, rel)
-                if found is not None:
-                    extra["classes"] = found
+            try:
+                found = classes_of(spec, classes, rel)
+            except IngestError as exc:
+                problems.append(Problem(rel, "plan", exc))
+                continue
+            if found is not None:
+                extra["classes"] = found
         if spec.layout.qa:
             found = lookup(qa_table, rel)
             if found is None:

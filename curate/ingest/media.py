@@ -20,10 +20,27 @@ from curate.model.recipe import SourceSpec, View
 
 
 def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
-    """One unit per file (a video or a slide)."""
+    """One unit per file (a video or a slide), with its class labels when declared."""
+    from curate.ingest.annotations import classes_of, read_class_labels
+
     problems: list[Problem] = []
-    return [Unit(spec.name, key=rel, files=[rel])
-            for rel in list_images(spec, root, problems)], problems
+    table, units = read_class_labels(spec, root), []
+    for rel in list_images(spec, root, problems):
+        extra = {}
+        if spec.layout.classes is not None:
+            try:
+                found = classes_of(spec, table, rel)
+            except IngestError as exc:
+                problems.append(Problem(rel, "plan", exc))
+                continue
+            if found is not None:
+                extra["classes"] = found
+        units.append(Unit(spec.name, key=rel, files=[rel], extra=extra))
+    return units, problems
+
+
+def _meta(spec: SourceSpec, unit: Unit):
+    return file_meta(spec, unit.key, image_labels=list(unit.extra.get("classes", [])))
 
 
 def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
@@ -59,7 +76,7 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
                 check_pixels(frame.width * frame.height, budget, "image",
                              f"{Path(rel).name} (frame)", rel)
                 cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"),
-                                       meta=file_meta(spec, unit.key),
+                                       meta=_meta(spec, unit),
                                        view=spec.layout.view or View.none, index=i))
     except (av.error.FFmpegError, StopIteration) as exc:
         raise IngestError(f"video not readable: {exc}") from exc
@@ -126,6 +143,6 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             region = slide.read_region((int(tx * tile_down), int(ty * tile_down)), lay.tile_level,
                                        (ts, ts))
             cases.append(ImageCase(pixels=np.ascontiguousarray(np.asarray(region)[..., :3]),
-                                   meta=file_meta(spec, unit.key), view=View.none,
+                                   meta=_meta(spec, unit), view=View.none,
                                    spacing=spacing, index=int(i)))
     return cases

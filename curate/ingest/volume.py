@@ -26,10 +26,25 @@ from curate.model.recipe import SourceSpec
 
 
 def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
+    from curate.ingest.annotations import classes_of, read_class_labels
+    from curate.ingest.world_points import points_of, read_point_table
+
     units, problems = [], []
+    points = read_point_table(spec, root) if spec.layout.points else {}
+    classes = read_class_labels(spec, root)
     for rel in list_images(spec, root, problems):
         files = [rel]
         extra = {}
+        if spec.layout.points:
+            extra["points"] = points_of(spec, points, rel)  # [] is a volume without findings
+        if spec.layout.classes is not None:
+            try:
+                found = classes_of(spec, classes, rel)
+            except IngestError as exc:
+                problems.append(Problem(rel, "plan", exc))
+                continue
+            if found is not None:
+                extra["classes"] = found
         if spec.layout.masks:
             labels = [m for m in annotation_files(spec.layout.masks, rel, root,
                                                   spec.layout.case_regex)
@@ -262,10 +277,19 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
             raise IngestError("label volume orientation differs from the image's")
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
+    if unit.extra.get("points"):
+        from curate.ingest.world_points import sphere_labels
+
+        try:
+            label, label_map = sphere_labels(image, unit.extra["points"])
+        except IngestError as exc:
+            exc.file = exc.file or spec.layout.points.file
+            raise
     return [VolumeCase(image=img, label=label,
                        meta=file_meta(spec, unit.key, None if len(images) == 1 else
                                       f"{unit.key}#t{t}", notes=list(notes),
-                                      label_map=label_map))
+                                      label_map=label_map,
+                                      image_labels=list(unit.extra.get("classes", []))))
             for t, img in enumerate(images)]
 
 

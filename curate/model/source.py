@@ -137,6 +137,27 @@ class ClassLabels(Strict):
         description="from_name: code -> class (e.g. {'0': normal, '1': tuberculosis}); a "
         "code not listed is a planning problem",
     )
+    image_key: str | None = Field(
+        default=None,
+        description="template giving an image's key in the table from its path, e.g. "
+        "'{folder:^s=}' (MIMIC-CXR: files/p10/p10000032/s50414267/x.dcm is study 50414267); "
+        "for a DICOM series its first file; by default the path, a trailing part or the stem",
+    )
+    readers: list[str] = Field(
+        default_factory=list,
+        description="label_columns read by several people, one column per reader and class "
+        "named PREFIX + class (CQ500's 'R1:ICH', 'R2:ICH', 'R3:ICH': readers ['R1:', 'R2:', "
+        "'R3:']); a class is positive when min_votes readers mark it",
+    )
+    min_votes: int = Field(default=1, ge=1, description="with readers: votes a class needs")
+
+    @model_validator(mode="after")
+    def _votes_within_readers(self):
+        if self.readers and self.min_votes > len(self.readers):
+            raise ValueError(f"min_votes {self.min_votes} exceeds the {len(self.readers)} readers")
+        if self.readers and not self.label_columns:
+            raise ValueError("readers need label_columns (the classes each reader marks)")
+        return self
 
 
 class RawImage(Strict):
@@ -164,6 +185,36 @@ class RleMasks(Strict):
         description="each start counts from the end of the previous run (SIIM), or is a "
         "1-based absolute pixel index (most Kaggle RLE)",
     )
+
+
+class WorldPoints(Strict):
+    """Findings as points in patient space (millimetres) with a diameter, one row per
+    finding in a CSV keyed by volume (LUNA16's annotations.csv: seriesuid, coordX, coordY,
+    coordZ, diameter_mm): each becomes a sphere on the volume's grid, placed through the
+    volume's own geometry (origin, spacing, direction)."""
+
+    file: str = Field(description="relative to the source root; .csv or .csv.gz")
+    image_column: str = "seriesuid"
+    image_key: str | None = Field(
+        default=None, description="template giving a volume's key in the table from its "
+        "path; by default the path, a trailing part of it or the stem")
+    x_column: str = "coordX"
+    y_column: str = "coordY"
+    z_column: str = "coordZ"
+    frame: Literal["LPS", "RAS"] = Field(
+        default="LPS", description="the table's axes: LPS (DICOM, ITK, MetaImage world "
+        "coordinates) or RAS (x and y negated to reach LPS)")
+    diameter_column: str | None = "diameter_mm"
+    diameter_mm: float | None = Field(
+        default=None, gt=0, description="fixed diameter when the table has no diameter column")
+    label_column: str | None = None
+    label: str = Field(default="finding", description="label when there is no label_column")
+
+    @model_validator(mode="after")
+    def _a_diameter(self):
+        if self.diameter_column is None and self.diameter_mm is None:
+            raise ValueError("points need a diameter_column or a fixed diameter_mm")
+        return self
 
 
 class QATable(Strict):
@@ -242,6 +293,8 @@ class Layout(Strict):
         if self.mask_threshold is not None and len([v for v in self.label_map if v]) != 1:
             raise ValueError("mask_threshold needs a label_map with exactly one non-zero "
                              "value (the value a thresholded pixel gets)")
+        if self.points is not None and self.masks:
+            raise ValueError("points and masks are both label volumes; declare one of them")
         return self
 
     images: list[str] = Field(description="glob(s) relative to the source root")
@@ -298,6 +351,9 @@ class Layout(Strict):
     )
     boxes: BoxTable | None = None
     classes: ClassLabels | None = None
+    points: WorldPoints | None = Field(
+        default=None, description="volumes: findings as world-coordinate points with a "
+        "diameter (spheres), from a CSV")
     volume: VolumeRules = VolumeRules()
     qa: QATable | None = None
     tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")

@@ -33,7 +33,10 @@ per image, thresholded, outline filled, from .mat/.npy/XML, per-class channels),
 `structures` (one mask file per structure, named by its file or folder), `RLE masks` (run-length \
 codes in a CSV), `DICOM SEG` / `RTSTRUCT` (annotation objects attached to their series), \
 `boxes` (`layout.boxes`: CSV, COCO, VOC, JSON), `classes` (`layout.classes`: a CSV, a list \
-in a cell, the file name or the parent folder), `QA` (`layout.qa`). `tests/test_sources.py` \
+in a cell, several readers' votes, the file name or the parent folder; keyed by a template \
+of the path, e.g. a study folder), `points` (`layout.points`: findings as world-millimetre \
+points with a diameter, drawn as spheres on the volume's grid), `QA` (`layout.qa`). \
+`tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
 (`curate.sources.miniature.make_miniature`), checks it with `curate sources check`, and \
 reads it with the adapter of its format family, asserting that the first case carries \
@@ -86,8 +89,11 @@ def reads(spec: SourceSpec) -> str:
     if lay.classes:
         c = lay.classes
         how = "file name" if c.from_name else "folder" if c.from_folder else \
-            "list in a cell" if c.list_in_cell else None
+            "list in a cell" if c.list_in_cell else \
+            f"{c.min_votes} of {len(c.readers)} readers" if c.readers else None
         out.append(f"classes ({how})" if how else "classes")
+    if lay.points:
+        out.append("points (spheres in world mm)")
     if lay.qa:
         out.append("QA")
     return ", ".join(out) or "images only"

@@ -63,6 +63,9 @@ class LayoutReport:
     class_file: str | None = None
     images_with_classes: int = 0
     classes_found: list[str] = field(default_factory=list)
+    point_file: str | None = None
+    point_rows: int = 0
+    images_with_points: int = 0
     patient_ids: int | None = None
     unmatched: list[str] = field(default_factory=list)  # image-like files no glob takes
     unpaired_masks: list[str] = field(default_factory=list)  # mask files no image uses
@@ -96,6 +99,9 @@ class LayoutReport:
             lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
                          f"{self.images} images labelled; classes seen: "
                          f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.point_file:
+            lines.append(f"  points {self.point_file}: {self.point_rows} rows, "
+                         f"{self.images_with_points} of {self.images} volumes with findings")
         if self.unmatched:
             lines.append(f"  files no image glob takes: {len(self.unmatched)}")
             lines += [f"    {m}" for m in self.unmatched[:examples]]
@@ -366,12 +372,56 @@ def _check_classes(spec: SourceSpec, images: list[str], root: Path, rep: LayoutR
     if not (root / c.file).is_file():
         rep.problems.append(f"class label file {c.file} not found")
         return
+    if c.image_key or c.readers or c.file.lower().endswith(".gz"):
+        _check_classes_as_read(spec, images, root, rep)
+        return
     need = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
     keys, _, _ = _csv_keys(root / c.file, need, rep)
     rep.classes_found = [c.label_column] if c.label_column else list(c.label_columns)
     rep.images_with_classes = _covered(images, keys)
     if images and keys and not rep.images_with_classes:
         rep.problems.append(f"no image is named in {c.file} (by relative path, name or stem)")
+
+
+def _check_classes_as_read(spec: SourceSpec, images: list[str], root: Path,
+                           rep: LayoutReport) -> None:
+    """Class tables keyed by a template, read by several readers or compressed: read as
+    ingest reads them and count the images (DICOM files: their series') with a row."""
+    from curate.ingest.annotations import classes_of, read_class_labels
+    from curate.model.errors import ConfigError
+
+    c = spec.layout.classes
+    try:
+        table = read_class_labels(spec, root)
+    except ConfigError as exc:
+        rep.problems.append(str(exc))
+        return
+    found = [classes_of(spec, table, r) for r in images]
+    rep.images_with_classes = sum(1 for f in found if f is not None)
+    rep.classes_found = sorted({x for f in found if f for x in f}) or \
+        ([c.label_column] if c.label_column else list(c.label_columns))
+    if images and table and not rep.images_with_classes:
+        how = f"by the key {c.image_key!r}" if c.image_key else "by relative path, name or stem"
+        rep.problems.append(f"no image is named in {c.file} ({how})")
+
+
+def _check_points(spec: SourceSpec, images: list[str], root: Path, rep: LayoutReport) -> None:
+    """The point table is present, has its columns, and names some of the volumes."""
+    from curate.ingest.world_points import points_of, read_point_table
+    from curate.model.errors import ConfigError
+
+    p = spec.layout.points
+    rep.point_file = p.file
+    try:
+        table = read_point_table(spec, root)
+    except ConfigError as exc:
+        rep.problems.append(str(exc))
+        return
+    rep.point_rows = sum(len(v) for v in table.values())
+    rep.images_with_points = sum(1 for r in images if points_of(spec, table, r))
+    if images and table and not rep.images_with_points:
+        how = f"by the key {p.image_key!r}" if p.image_key else "by relative path, name or stem"
+        rep.problems.append(f"no volume is named in {p.file} ({how})")
 
 
 def _suffix(rel: str) -> str:
@@ -482,6 +532,8 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         _check_boxes(spec, root, images, rep)
     if lay.classes:
         _check_classes(spec, images, root, rep)
+    if lay.points:
+        _check_points(spec, images, root, rep)
     if lay.case_regex and images:
         unmatched = [r for r in images if not re.search(lay.case_regex, stem(r))]
         if unmatched:

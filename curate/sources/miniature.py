@@ -419,6 +419,12 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
     def table(rel: str, header: list[str], rows: list[list], fmt: str = "csv") -> None:
         if fmt == "csv":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            if rel.lower().endswith(".gz"):
+                import gzip
+
+                with gzip.open(dest / rel, "wt", newline="") as f:
+                    csv.writer(f).writerows([header, *rows])
+                return
             with open(dest / rel, "w", newline="") as f:
                 csv.writer(f).writerows([header, *rows])
             return
@@ -457,12 +463,27 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
     r = spec.layout.rle
     if r:  # one run of 8 pixels per image (relative or absolute starts alike: start 1)
         table(r.file, [r.image_column, r.rle_column], [[stem(x), "1 8"] for x in images])
-    if c and c.file:
-        header = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
-        flags = [c.positive_values[0] if k == 0 else "0" for k in range(len(c.label_columns))]
+    if c and c.file:  # the first class positive (by every reader), the others not
+        from curate.ingest.annotations import class_columns
+
+        header = class_columns(c)
+        flags = [c.positive_values[0] if k < max(1, len(c.readers)) else "0"
+                 for k in range(len(header) - 1 - bool(c.label_column))]
         cell = repr([label]) if c.list_in_cell else label
-        table(c.file, header, [[r] +
-                               [cell] * bool(c.label_column) + flags for r in images])
+        keys = [fill_template(c.image_key, r, spec.layout.case_regex, "class key")
+                if c.image_key else r for r in images]
+        rows = [[k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(keys)]
+        table(c.file, header, rows)
+    p = spec.layout.points
+    if p:  # one sphere at the centre of each miniature volume (origin 0, spacing 1 mm)
+        z, y, x = (n / 2 - 0.5 for n in SHAPES["volume"])
+        x, y = (-x, -y) if p.frame == "RAS" else (x, y)
+        header = [p.image_column, p.x_column, p.y_column, p.z_column] + \
+            [col for col in (p.diameter_column, p.label_column) if col]
+        extra = ([3.0] if p.diameter_column else []) + ([label] if p.label_column else [])
+        keys = [fill_template(p.image_key, r, spec.layout.case_regex, "point key")
+                if p.image_key else stem(r) for r in images]
+        table(p.file, header, [[k, x, y, z, *extra] for k in keys])
     if q:  # rows pass the include filters and miss the exclude values
         fixed = {col: vals[0] for col, vals in q.include.items()}
         fixed |= {col: "miniature" for col in q.exclude if col not in fixed}

@@ -1,0 +1,169 @@
+"""Annotation readers on small files written in the authors' own formats: several readers'
+votes per class (CQ500 reads.csv), class tables keyed by a study folder and gzipped
+(MIMIC-CXR-JPG's CheXpert labels), and world-coordinate findings drawn as spheres (LUNA16's
+annotations.csv) through a volume's real geometry."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from curate.ingest.annotations import classes_of, read_class_labels
+from curate.ingest.volume import plan_volumes, read_volume
+from curate.ingest.world_points import sphere_labels
+from curate.model.errors import ConfigError, IngestError
+from curate.model.recipe import SourceSpec
+from curate.sources.layout_check import check_layout
+
+CQ500_HEADER = ["name", "Category"] + [f"R{r}:{c}" for r in (1, 2, 3) for c in (
+    "ICH", "IPH", "IVH", "SDH", "EDH", "SAH", "BleedLocation-Left", "BleedLocation-Right",
+    "ChronicBleed", "Fracture", "CalvarialFracture", "OtherFracture", "MassEffect",
+    "MidlineShift")]
+
+
+def _spec(fmt: str = "nifti", **layout) -> SourceSpec:
+    return SourceSpec.model_validate({"name": "t", "format": fmt, "modality": "CT",
+                                      "layout": layout})
+
+
+def _cq500_reads(path: Path, rows: dict[str, dict[str, int]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CQ500_HEADER)
+        for name, marks in rows.items():
+            w.writerow([name, "B1"] + [marks.get(col, 0) for col in CQ500_HEADER[2:]])
+
+
+def test_a_class_needs_the_declared_majority_of_readers(tmp_path):
+    _cq500_reads(tmp_path / "reads.csv", {
+        "CQ500-CT-0": {"R1:ICH": 1, "R2:ICH": 1, "R3:SDH": 1, "R1:Fracture": 1},
+        "CQ500-CT-12": {"R1:SAH": 1, "R2:SAH": 1, "R3:SAH": 1},
+    })
+    classes = {"file": "reads.csv", "image_column": "name", "readers": ["R1:", "R2:", "R3:"],
+               "min_votes": 2, "label_columns": ["ICH", "SDH", "SAH", "Fracture"],
+               "image_key": r"{parent:^CQ500CT(\d+).*$=CQ500-CT-\1}"}
+    spec = _spec("dicom", images=["**/*.dcm"], classes=classes)
+    table = read_class_labels(spec, tmp_path)
+    assert table == {"CQ500-CT-0": ["ICH"], "CQ500-CT-12": ["SAH"]}  # one vote is not enough
+    # the study folder as the zips extract it, a series below it
+    rel = "CQ500CT12 CQ500CT12/Unknown Study/CT 0.625mm/CT000001.dcm"
+    assert classes_of(spec, table, rel) == ["SAH"]
+    assert classes_of(spec, table, "CQ500CT0 CQ500CT0/Unknown Study/CT PLAIN/CT1.dcm") == ["ICH"]
+    assert classes_of(spec, table, "CQ500CT7 CQ500CT7/Unknown Study/CT/x.dcm") is None
+    one_vote = _spec("dicom", images=["**/*.dcm"], classes={**classes, "min_votes": 1})
+    assert read_class_labels(one_vote, tmp_path)["CQ500-CT-0"] == ["ICH", "SDH", "Fracture"]
+
+
+def test_reader_columns_are_checked_and_votes_bounded(tmp_path):
+    _cq500_reads(tmp_path / "reads.csv", {"CQ500-CT-0": {}})
+    spec = _spec("dicom", images=["**/*.dcm"], classes={
+        "file": "reads.csv", "image_column": "name", "readers": ["R1:", "R4:"],
+        "label_columns": ["ICH"]})
+    with pytest.raises(ConfigError, match="R4:ICH"):
+        read_class_labels(spec, tmp_path)
+    with pytest.raises(ValueError, match="min_votes 3 exceeds"):
+        _spec("dicom", images=["*"], classes={"file": "r.csv", "readers": ["a", "b"],
+                                              "min_votes": 3, "label_columns": ["x"]})
+
+
+def test_a_gzipped_study_table_labels_every_image_of_the_study(tmp_path):
+    """MIMIC-CXR: files/p10/p10000032/s50414267/<dicom_id>.dcm, labels per study_id."""
+    cols = ["subject_id", "study_id", "Atelectasis", "Cardiomegaly", "No Finding"]
+    with gzip.open(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([cols, ["10000032", "50414267", "1.0", "-1.0", ""],
+                     ["10000032", "53189527", "", "", "1.0"]])
+    spec = _spec("dicom", images=["files/**/*.dcm"], classes={
+        "file": "mimic-cxr-2.0.0-chexpert.csv.gz", "image_column": "study_id",
+        "image_key": "{folder:^s=}", "label_columns": cols[2:]})
+    table = read_class_labels(spec, tmp_path)
+    rel = "files/p10/p10000032/s50414267/02aa804e-bde0afdd.dcm"
+    assert classes_of(spec, table, rel) == ["Atelectasis"]  # -1.0 (uncertain) is not positive
+    assert classes_of(spec, table, "files/p10/p10000032/s53189527/x.dcm") == ["No Finding"]
+
+
+def _volume(path: Path, size=(20, 16, 12), spacing=(0.7, 0.7, 2.5), origin=(-100.0, 50.0, -300.0),
+            direction=(0, 1, 0, -1, 0, 0, 0, 0, 1)) -> sitk.Image:
+    img = sitk.Image(list(size), sitk.sitkInt16)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return img
+
+
+def test_a_sphere_lands_where_the_world_point_is(tmp_path):
+    img = _volume(tmp_path / "v.mha")
+    idx = (12, 5, 6)
+    centre = img.TransformIndexToPhysicalPoint(idx)
+    label, names = sphere_labels(img, [{"label": "nodule", "xyz": list(centre), "diameter": 6.0}])
+    arr = sitk.GetArrayFromImage(label)
+    assert names == {1: "nodule"}
+    assert arr[idx[2], idx[1], idx[0]] == 1
+    zs, ys, xs = np.nonzero(arr)
+    world = np.array([img.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+                      for x, y, z in zip(xs, ys, zs, strict=True)])
+    assert np.linalg.norm(world - centre, axis=1).max() <= 3.0  # nothing outside the sphere
+    # voxel count close to the sphere's volume over the voxel volume
+    expected = 4 / 3 * np.pi * 3.0 ** 3 / (0.7 * 0.7 * 2.5)
+    assert 0.6 * expected < arr.sum() < 1.4 * expected
+    # a sphere smaller than a voxel still marks the voxel holding its centre
+    tiny, _ = sphere_labels(img, [{"label": "n", "xyz": list(centre), "diameter": 0.1}])
+    assert sitk.GetArrayViewFromImage(tiny).sum() == 1
+
+
+def test_a_point_outside_its_volume_is_an_error_not_an_empty_label(tmp_path):
+    img = _volume(tmp_path / "v.mha")
+    far = [p + 500 for p in img.GetOrigin()]
+    with pytest.raises(IngestError, match="outside the volume"):
+        sphere_labels(img, [{"label": "nodule", "xyz": far, "diameter": 5.0}])
+
+
+def _luna(root: Path, rows: list[list], frame: str = "LPS") -> SourceSpec:
+    with open(root / "annotations.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"],
+                                 *rows])
+    return _spec(images=["subset*/*.mhd"], points={"file": "annotations.csv", "label": "nodule",
+                                                   "frame": frame})
+
+
+def test_luna16_annotations_become_spheres_on_the_mhd_grid(tmp_path):
+    uid = "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"
+    img = _volume(tmp_path / "subset0" / f"{uid}.mhd")
+    _volume(tmp_path / "subset1" / "1.2.3.mhd")  # a scan without nodules
+    x, y, z = img.TransformIndexToPhysicalPoint((4, 8, 3))
+    spec = _luna(tmp_path, [[uid, x, y, z, 5.0], ["9.9.9", 0, 0, 0, 4.0]])
+    units, problems = plan_volumes(spec, tmp_path)
+    assert not problems and len(units) == 2
+    by_key = {u.key: u for u in units}
+    case = read_volume(spec, tmp_path, by_key[f"subset0/{uid}.mhd"])[0]
+    arr = sitk.GetArrayViewFromImage(case.label)
+    assert arr[3, 8, 4] == 1 and case.meta.label_map == {1: "nodule"}
+    assert read_volume(spec, tmp_path, by_key["subset1/1.2.3.mhd"])[0].label is None
+    rep = check_layout(spec, tmp_path)
+    assert rep.point_rows == 2 and rep.images_with_points == 1, rep.summary()
+    # the same table read as RAS puts the point elsewhere: outside, so the case fails loudly
+    ras = _luna(tmp_path, [[uid, x, y, z, 5.0]], frame="RAS")
+    unit = next(u for u in plan_volumes(ras, tmp_path)[0] if uid in u.key)
+    with pytest.raises(IngestError, match="outside the volume") as err:
+        read_volume(ras, tmp_path, unit)
+    assert err.value.file == "annotations.csv"
+
+
+def test_a_point_table_naming_no_volume_is_a_layout_problem(tmp_path):
+    _volume(tmp_path / "subset0" / "1.2.3.mhd")
+    spec = _luna(tmp_path, [["4.5.6", 0, 0, 0, 4.0]])
+    rep = check_layout(spec, tmp_path)
+    assert not rep.ok and any("no volume is named" in p for p in rep.problems), rep.summary()
+    (tmp_path / "annotations.csv").write_text("seriesuid,x,y,z\n")
+    rep = check_layout(spec, tmp_path)
+    assert any("lacks columns" in p for p in rep.problems), rep.summary()
+    with pytest.raises(ValueError, match="points and masks"):
+        _spec(images=["*.mhd"], masks="{stem}_seg.nii.gz",
+              points={"file": "a.csv", "diameter_mm": 3})
