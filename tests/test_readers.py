@@ -167,3 +167,28 @@ def test_a_point_table_naming_no_volume_is_a_layout_problem(tmp_path):
     with pytest.raises(ValueError, match="points and masks"):
         _spec(images=["*.mhd"], masks="{stem}_seg.nii.gz",
               points={"file": "a.csv", "diameter_mm": 3})
+
+
+def test_video_frames_take_the_phase_and_tools_of_their_rows(tmp_path):
+    """Cholec80: a phase row per frame, tool rows every 25th frame (1 fps at 25 fps)."""
+    from curate.ingest.frame_labels import labels_at, read_frame_table
+    from curate.model.source import FrameLabels
+
+    (tmp_path / "video01-phase.txt").write_text(
+        "Frame\tPhase\n" + "".join(f"{k}\t{'Preparation' if k < 30 else 'ClippingCutting'}\n"
+                                   for k in range(60)))
+    tools = ["Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag"]
+    (tmp_path / "video01-tool.txt").write_text(
+        "Frame\t" + "\t".join(tools) + "\n0\t1\t0\t0\t0\t0\t0\t0\n25\t1\t0\t1\t0\t0\t0\t0\n"
+        "50\t0\t0\t0\t0\t1\t0\t0\n")
+    phase = read_frame_table(tmp_path / "video01-phase.txt",
+                             FrameLabels(file="x", label_column="Phase"), "p")
+    tool = read_frame_table(tmp_path / "video01-tool.txt",
+                            FrameLabels(file="x", label_columns=tools), "t")
+    assert labels_at(*phase, 29) == ["Preparation"] and labels_at(*phase, 30) == ["ClippingCutting"]
+    assert labels_at(*tool, 24) == ["Grasper"] and labels_at(*tool, 26) == ["Grasper", "Hook"]
+    assert labels_at(*tool, 74) == ["Clipper"]
+    assert labels_at(*tool, 75) is None and labels_at(*phase, 60) is None  # past the table
+    with pytest.raises(IngestError, match="lacks columns"):
+        read_frame_table(tmp_path / "video01-tool.txt",
+                         FrameLabels(file="x", label_column="Phase"), "t")

@@ -78,6 +78,8 @@ def test_declared_layout_is_found(path, miniature):
         assert rep.images_with_classes == rep.images, msg
     if lay.points:
         assert rep.images_with_points == rep.images, msg
+    if lay.frame_labels:
+        assert rep.frame_tables == rep.images * len(lay.frame_labels), msg
     if lay.patient_id:
         assert rep.patient_ids == rep.images, (
             f"patient_id regex {lay.patient_id!r} matches no path the image globs can "
@@ -179,6 +181,9 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.frame_labels:  # every sampled frame has a row in each table
+        assert all(len(c.meta.image_labels) >= len(lay.frame_labels) for c in cases), \
+            [c.meta.image_labels for c in cases]
     if lay.points:  # the miniature puts one sphere at the volume's centre
         import SimpleITK as sitk
 

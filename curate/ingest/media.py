@@ -35,8 +35,24 @@ def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
                 continue
             if found is not None:
                 extra["classes"] = found
-        units.append(Unit(spec.name, key=rel, files=[rel], extra=extra))
+        files = [rel]
+        if spec.layout.frame_labels:  # one table per video and declared table, when present
+            from curate.ingest.files import annotation_path
+
+            tables = [annotation_path(t.file, rel, spec.layout.case_regex)
+                      for t in spec.layout.frame_labels]
+            extra["frame_labels"] = [t if (root / t).is_file() else None for t in tables]
+            files += [t for t in tables if (root / t).is_file()]
+        units.append(Unit(spec.name, key=rel, files=files, extra=extra))
     return units, problems
+
+
+def _frame_tables(spec: SourceSpec, root: Path, unit: Unit) -> list:
+    from curate.ingest.frame_labels import read_frame_table
+
+    return [read_frame_table(root / t, cfg, t)
+            for cfg, t in zip(spec.layout.frame_labels, unit.extra.get("frame_labels", []),
+                              strict=False) if t]
 
 
 def _meta(spec: SourceSpec, unit: Unit):
@@ -66,6 +82,10 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             else:
                 raise IngestError("video has no duration; cannot seek")
             times = [duration * (i + 0.5) / n for i in range(n)]
+            rate = stream.average_rate or stream.guessed_rate
+            tables = _frame_tables(spec, root, unit)
+            if tables and not rate:
+                raise IngestError("video has no frame rate; its frame labels cannot be placed")
             cases = []
             for i, t in enumerate(times):
                 container.seek(int(t / stream.time_base), stream=stream, backward=True)
@@ -75,8 +95,15 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
                     continue
                 check_pixels(frame.width * frame.height, budget, "image",
                              f"{Path(rel).name} (frame)", rel)
-                cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"),
-                                       meta=_meta(spec, unit),
+                meta = _meta(spec, unit)
+                if tables:
+                    from curate.ingest.frame_labels import labels_at
+
+                    number = round(float(frame.time if frame.time is not None else t) *
+                                   float(rate))
+                    for frames, labels in tables:
+                        meta.image_labels += labels_at(frames, labels, number) or []
+                cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"), meta=meta,
                                        view=spec.layout.view or View.none, index=i))
     except (av.error.FFmpegError, StopIteration) as exc:
         raise IngestError(f"video not readable: {exc}") from exc

@@ -217,6 +217,27 @@ class WorldPoints(Strict):
         return self
 
 
+class FrameLabels(Strict):
+    """Labels of video frames in one table per video (Cholec80's phase_annotations/
+    video01-phase.txt, 'Frame<TAB>Phase', and tool_annotations/video01-tool.txt, one 0/1
+    column per tool every 25th frame): a sampled frame takes the row at or before its
+    frame number (the frame's time times the video's frame rate)."""
+
+    file: str = Field(description="per-video template, e.g. 'phase_annotations/{stem}-phase.txt'")
+    separator: str = Field(default="\t", description="column separator")
+    frame_column: str = "Frame"
+    label_column: str | None = Field(default=None, description="single label: its column")
+    label_columns: list[str] = Field(
+        default_factory=list, description="one 0/1 column per label (tool presence)")
+    positive_values: list[str] = Field(default_factory=lambda: ["1", "1.0", "True", "true"])
+
+    @model_validator(mode="after")
+    def _some_label(self):
+        if not self.label_column and not self.label_columns:
+            raise ValueError("frame_labels need a label_column or label_columns")
+        return self
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -351,6 +372,8 @@ class Layout(Strict):
     )
     boxes: BoxTable | None = None
     classes: ClassLabels | None = None
+    frame_labels: list[FrameLabels] = Field(
+        default_factory=list, description="video: per-frame label tables, one per video each")
     points: WorldPoints | None = Field(
         default=None, description="volumes: findings as world-coordinate points with a "
         "diameter (spheres), from a CSV")

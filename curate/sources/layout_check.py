@@ -64,6 +64,7 @@ class LayoutReport:
     images_with_classes: int = 0
     classes_found: list[str] = field(default_factory=list)
     point_file: str | None = None
+    frame_tables: int = 0
     point_rows: int = 0
     images_with_points: int = 0
     patient_ids: int | None = None
@@ -99,6 +100,8 @@ class LayoutReport:
             lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
                          f"{self.images} images labelled; classes seen: "
                          f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.frame_tables:
+            lines.append(f"  frame label tables: {self.frame_tables}")
         if self.point_file:
             lines.append(f"  points {self.point_file}: {self.point_rows} rows, "
                          f"{self.images_with_points} of {self.images} volumes with findings")
@@ -534,6 +537,16 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         _check_classes(spec, images, root, rep)
     if lay.points:
         _check_points(spec, images, root, rep)
+    for fl in lay.frame_labels:  # one table per video
+        present, missing = _templated(fl.file, images, root, "frame labels", rep,
+                                      lay.case_regex)
+        rep.frame_tables += len(present)
+        if images and not present:
+            rep.problems.append(f"no frame label table {fl.file!r} is present "
+                                f"(e.g. {missing[0] if missing else fl.file})")
+        elif missing:
+            rep.warnings.append(f"{len(missing)} video(s) without a frame label table "
+                                f"{fl.file!r}, e.g. {missing[0]}")
     if lay.case_regex and images:
         unmatched = [r for r in images if not re.search(lay.case_regex, stem(r))]
         if unmatched:

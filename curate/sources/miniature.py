@@ -474,6 +474,19 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
                 if c.image_key else r for r in images]
         rows = [[k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(keys)]
         table(c.file, header, rows)
+    for fl in spec.layout.frame_labels:  # a row per frame of the miniature videos
+        n_frames = SHAPES["video"][0]
+        header = [fl.frame_column] + ([fl.label_column] if fl.label_column else []) + \
+            fl.label_columns
+        flags = [fl.positive_values[0]] + ["0"] * (len(fl.label_columns) - 1) \
+            if fl.label_columns else []
+        for r in images:
+            path = dest / fill_template(fl.file, r, spec.layout.case_regex, "frame labels")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="") as f:
+                csv.writer(f, delimiter=fl.separator).writerows(
+                    [header] + [[k] + [label] * bool(fl.label_column) + flags
+                                for k in range(n_frames)])
     p = spec.layout.points
     if p:  # one sphere at the centre of each miniature volume (origin 0, spacing 1 mm)
         z, y, x = (n / 2 - 0.5 for n in SHAPES["volume"])
