@@ -437,3 +437,25 @@ def test_a_coronal_series_keeps_head_up_and_the_patients_left_on_image_right(tmp
     x0, y0, x1, y1 = roi["bbox"]
     assert (x0, x1) == (26, 32) and (y0, y1) == (nz - 40, nz - 34)  # head at the top
     assert roi["laterality"] == "left" and roi["location"].startswith("upper part")
+
+
+def test_a_dicom_series_takes_a_nifti_label_stored_in_another_orientation(tmp_path):
+    """TCIA's Pancreas-CT: DICOM series with NIfTI label files elsewhere; the label is
+    resampled onto the series by its patient-space geometry, whatever its orientation."""
+    hu = np.zeros((6, 24, 24), np.float32) - 1000
+    hu[:, 4:20, 4:20] = 40
+    lesion = np.zeros(hu.shape, np.uint8)
+    lesion[2:4, 6:10, 14:19] = 1
+    hu[lesion == 1] = 150
+    write_dicom_series(tmp_path / "dcm" / "case01", hu, (0.8, 0.8, 2.0))
+    lab = sitk.GetImageFromArray(lesion)
+    lab.SetSpacing((0.8, 0.8, 2.0))
+    (tmp_path / "labels").mkdir()
+    sitk.WriteImage(sitk.DICOMOrient(lab, "RAS"), str(tmp_path / "labels" / "case01.nii.gz"))
+    spec = SourceSpec(name="d", format="dicom", modality="CT", layout={
+        "images": ["dcm/*/*.dcm"], "masks": "{parent:^dcm/=labels/}.nii.gz",
+        "label_map": {1: "tumour"}})
+    units, problems = plan_dicom(spec, tmp_path)
+    assert not problems and units[0].extra["label_files"] == ["labels/case01.nii.gz"]
+    (case,) = read_dicom(spec, tmp_path, units[0])
+    assert np.array_equal(sitk.GetArrayFromImage(case.label), lesion)

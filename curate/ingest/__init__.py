@@ -31,6 +31,7 @@ ADAPTERS: dict[FormatFamily, tuple[Planner, Reader]] = {
     FormatFamily.image_labels: (plan_images, read_image),
     FormatFamily.video: (plan_files, read_video),
     FormatFamily.vqa: (plan_images, read_image),
+    FormatFamily.image: (plan_images, read_image),
     FormatFamily.wsi: (plan_files, read_slide),
 }
 

@@ -22,7 +22,14 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom_annot import referenced_series, rtstruct_labels, seg_labels
-from curate.ingest.files import Problem, check_pixels, list_images, patient_from_path
+from curate.ingest.files import (
+    Problem,
+    annotation_files,
+    check_pixels,
+    list_images,
+    nonfinite_fix,
+    patient_from_path,
+)
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec, View, VolumeRules
 from curate.unit.deid import scrub
@@ -76,8 +83,9 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
                 continue
             if "Rows" not in ds:
                 raise NotAnImage(f"{modality or 'this'} object holds no image; skipped")
-            # no series UID (secondary captures): the file is its own series
-            uid = str(ds.get("SeriesInstanceUID") or f"file:{rel}")
+            # no series UID (secondary captures), or declared so: the file is its own case
+            uid = str(ds.get("SeriesInstanceUID") or f"file:{rel}") \
+                if not spec.layout.dicom_per_file else f"file:{rel}"
             iop = tuple(round(float(v), 3) for v in ds.get("ImageOrientationPatient", []) or [])
             stack = (str(ds.get("EchoNumbers", "")), str(ds.get("TemporalPositionIdentifier", "")))
         except Exception as exc:  # noqa: BLE001 - any unreadable header is a quarantine row
@@ -93,6 +101,30 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
         units.append(unit)
         if uid not in biggest or len(files) > len(biggest[uid].files):
             biggest[uid] = unit
+    if spec.layout.masks:  # label files (NIfTI, images) beside a DICOM series
+        for unit in units:
+            if "iop" not in unit.extra or len(unit.files) < 1:
+                continue
+            masks = [m for m in annotation_files(spec.layout.masks, unit.files[0], root,
+                                                 spec.layout.case_regex)
+                     if (root / m).is_file() and m not in unit.files]
+            if masks:
+                unit.extra["label_files"] = masks
+                unit.files = unit.files + masks
+    if spec.layout.classes is not None:  # image-level labels keyed from the first file
+        from curate.ingest.annotations import classes_of, read_class_labels
+
+        table, labelled = read_class_labels(spec, root), []
+        for unit in units:
+            try:
+                found = classes_of(spec, table, unit.files[0])
+            except IngestError as exc:  # a file name without a valid class code
+                problems.append(Problem(unit.files[0], "plan", exc))
+                continue
+            if found is not None:
+                unit.extra["classes"] = found
+            labelled.append(unit)
+        units = labelled
     for uid, files in annotations.items():
         if uid in biggest:
             biggest[uid].extra["annotations"] = sorted(files)
@@ -196,15 +228,18 @@ def check_dicom_size(spec: SourceSpec, datasets: list[pydicom.Dataset]) -> None:
 
 
 def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | ImageCase]:
-    annotation_files = set(unit.extra.get("annotations", []))
+    annotation_objects = set(unit.extra.get("annotations", []))
+    label_files = unit.extra.get("label_files", [])
     datasets, annots = [], []
     for rel in unit.files:
+        if rel in label_files:
+            continue
         try:
             ds = dcmread(root / rel)
         except Exception as exc:  # noqa: BLE001
             raise IngestError(f"not readable as DICOM: {exc}", file=rel) from exc
         ds.curate_rel = rel  # which file a later decoding error belongs to
-        (annots if rel in annotation_files else datasets).append(ds)
+        (annots if rel in annotation_objects else datasets).append(ds)
     first = datasets[0]
     check_dicom_size(spec, datasets)
     meta = _meta(first, spec, unit.key)
@@ -216,12 +251,70 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     shared = first.get("SharedFunctionalGroupsSequence")
     if len(datasets) == 1 and "PerFrameFunctionalGroupsSequence" in first and shared and \
             "PlaneOrientationSequence" in shared[0]:
-        return [_enhanced_volume(first, meta, spec.layout.volume)]
-    if len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
-        return _frame_images(first, meta, spec)
-    if first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
-        return _projections(datasets, meta, spec)
-    return _volumes(datasets, annots, meta, spec.layout.volume)
+        cases = [_enhanced_volume(first, meta, spec.layout.volume)]
+    elif len(datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
+        cases = _frame_images(first, meta, spec)
+    elif first.get("ImageOrientationPatient") is None or first.get("ImagePositionPatient") is None:
+        cases = _projections(datasets, meta, spec)
+    else:
+        cases = _volumes(datasets, annots, meta, spec.layout.volume)
+    cases = [_finite_volume(spec, c, unit.files[0]) if isinstance(c, VolumeCase) else c
+             for c in cases]
+    if label_files:
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                _attach_label_files(spec, root, case, label_files)
+    for case in cases:
+        case.meta.image_labels = list(unit.extra.get("classes", []))
+    return cases
+
+
+def _attach_label_files(spec: SourceSpec, root: Path, case: VolumeCase, files: list[str]) -> None:
+    """Label volumes from other files (TCIA's NIfTI labels of a DICOM series) resampled
+    onto the series' grid by their physical geometry (nearest neighbour, so whatever their
+    orientation); values through label_map, or one structure per file (mask_label_from)."""
+    from curate.ingest.files import structure_label
+    from curate.ingest.volume import check_labels
+
+    structures = spec.layout.mask_label_from != "value"
+    names = sorted({structure_label(spec, f) for f in files}) if structures else []
+    out = np.zeros(sitk.GetArrayViewFromImage(case.image).shape, np.uint16)
+    for f in files:
+        try:
+            label = sitk.ReadImage(str(root / f))
+        except RuntimeError as exc:
+            raise IngestError(f"label file not readable: {str(exc).strip()[:200]}",
+                              file=f) from exc
+        if label.GetDimension() != 3:
+            raise IngestError(f"label file is {label.GetDimension()}D, the series 3D", file=f)
+        on_grid = sitk.Resample(sitk.Cast(label, sitk.sitkUInt16), case.image,
+                                sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+        if not structures:
+            on_grid = check_labels(spec, on_grid, f)
+        arr = sitk.GetArrayViewFromImage(on_grid)
+        if not arr.any() and sitk.GetArrayViewFromImage(label).any():
+            raise IngestError("label volume does not overlap the series in patient space "
+                              "(another series' label?)", file=f)
+        if structures:
+            out[arr > 0] = names.index(structure_label(spec, f)) + 1
+        else:
+            out = np.where(arr > 0, arr, out).astype(np.uint16)
+    result = sitk.GetImageFromArray(out)
+    result.CopyInformation(case.image)
+    case.label = result
+    if structures:
+        case.meta.label_map = {i + 1: n for i, n in enumerate(names)}
+
+
+def _finite_volume(spec: SourceSpec, case: VolumeCase, rel: str) -> VolumeCase:
+    """NaN/inf voxels (float pixel data, a rescale that overflows): a quarantine row, or
+    set to 0 with a note when the source declares layout.nonfinite: zero."""
+    from curate.ingest.volume import check_finite  # volume imports nothing of dicom
+
+    case.image, note = check_finite(spec, case.image, rel)
+    if note:
+        case.meta.notes.append(note)
+    return case
 
 
 def _projections(datasets: list, meta: CaseMeta, spec: SourceSpec) -> list[ImageCase]:
@@ -424,6 +517,10 @@ def _projection(ds: pydicom.Dataset, meta: CaseMeta, spec: SourceSpec,
                 frame: np.ndarray | None = None, index: int = -1) -> ImageCase:
     """A projection (CR/DX/MG...) or any image without patient geometry."""
     arr = _frames(ds)[0] if frame is None else frame
+    # NaN/inf before the window, which they would turn into a blank image
+    arr, note = nonfinite_fix(spec, arr, Path(getattr(ds, "curate_rel", "image")).name)
+    if note and note not in meta.notes:
+        meta.notes.append(note)
     window = None
     inverted = False
     if arr.ndim == 2:

@@ -31,6 +31,7 @@ class FormatFamily(StrEnum):
     video = "video"  # videos read as frames
     wsi = "wsi"  # whole-slide images read as tiles
     vqa = "vqa"  # images with question/answer files (VQA-RAD, SLAKE, PathVQA)
+    image = "image"  # plain 2D images, no annotation (any other image family's files)
 
 
 # families with an adapter in curate.ingest (a test keeps the two in step); the others
@@ -238,6 +239,18 @@ class FrameLabels(Strict):
         return self
 
 
+class SlideRegions(Strict):
+    """Polygons on a whole-slide image in level-0 pixel coordinates, one XML file per slide
+    (ASAP's Annotation PartOfGroup=... / Coordinates / Coordinate X Y, as in CAMELYON),
+    drawn on every tile read from the slide."""
+
+    file: str = Field(description="per-slide template, e.g. 'training/lesion_annotations/{stem}.xml'")
+    groups: dict[str, str | None] = Field(
+        description="annotation group (PartOfGroup) -> label; null for a group that marks "
+        "regions to leave out of the others (CAMELYON16's '_2' non-tumour islands inside a "
+        "tumour); a group not listed is an error")
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -372,12 +385,19 @@ class Layout(Strict):
     )
     boxes: BoxTable | None = None
     classes: ClassLabels | None = None
+    regions: SlideRegions | None = Field(
+        default=None, description="wsi: polygon annotations in level-0 coordinates (ASAP XML)")
     frame_labels: list[FrameLabels] = Field(
         default_factory=list, description="video: per-frame label tables, one per video each")
     points: WorldPoints | None = Field(
         default=None, description="volumes: findings as world-coordinate points with a "
         "diameter (spheres), from a CSV")
     volume: VolumeRules = VolumeRules()
+    dicom_per_file: bool = Field(
+        default=False,
+        description="dicom: every file is its own case (exports that put unrelated images "
+        "under one SeriesInstanceUID), instead of one case per series",
+    )
     qa: QATable | None = None
     tile_size: int = Field(default=512, ge=64, description="wsi: tile edge in pixels")
     tile_level: int = Field(default=0, ge=0, description="wsi: pyramid level tiles are read at")
