@@ -90,6 +90,11 @@ def apply_results(rows: list[dict], requests: list, results: list | None, backen
             continue
         if res is not None:
             row.update(res.record_fields())
+        elif req.passages:  # grounded text: add the knowledge level, cited per statement
+            from curate.unit.text.knowledge import knowledge_text
+
+            extra = knowledge_text(req.ctx, req.passages)
+            row["caption"] = f"{row['caption']} {extra}" if extra else row["caption"]
         row["quality"] = dict(row["quality"], text_flags=check_text(row["caption"], req.ctx))
         kept.append(row)
     return kept, failed
@@ -136,7 +141,8 @@ def make_retriever(recipe: Recipe, out: Path, log) -> Callable | None:
         if key not in cache:
             if len(cache) > 100_000:
                 cache.clear()
-            cache[key] = [{"id": p.id, "title": p.title, "text": p.text}
+            cache[key] = [{"id": p.id, "title": p.title, "text": p.text,
+                           "findings": list(p.tags.get("findings") or [])}
                           for p in kb.query_for_sample(ctx, cfg.k)]
         return cache[key]
 
