@@ -36,11 +36,18 @@ from curate.plan import (  # noqa: F401 - unit_fingerprint is re-exported for ca
     unit_fingerprint,
 )
 from curate.report.card import write_reports
-from curate.report.datacard import card_stats, dropped_stats, merge_all, quarantine_stats
+from curate.report.datacard import (
+    card_stats,
+    dropped_stats,
+    frame_stats,
+    merge_all,
+    quarantine_stats,
+)
 from curate.report.validate import combine_validation, validate_part
 from curate.runner import Executor, RayFrame, UnitStage
+from curate.score import stage as score_stage
 from curate.unit.store import UnitStore
-from curate.workdir import BuildLock, check_folder, clean_leftovers, mark
+from curate.workdir import BuildLock, atomic_text, check_folder, clean_leftovers, fault_point, mark
 
 PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "SimpleITK",
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
@@ -78,6 +85,7 @@ def describe_resources(recipe: Recipe, executor: str, address: str | None) -> st
         + (f" and {need['num_gpus']:g} GPU" if need["num_gpus"] else "")
         + f", models loaded once per actor; experts: {experts}",
         f"describe: {text[d.backend]}; knowledge: {knowledge}",
+        score_stage.describe(recipe),
     ])
 
 
@@ -234,6 +242,7 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
         plan = ex.frame(pa.table({"source": names}), blocks=len(names)).map_batches(
             plan_sources, args=(recipe, by_name, str(out)), batch_size=1).materialize()
         records = read_plan_records(out, names)
+        fault_point("plan")
         log(describe_plan(records))
         # a source whose folder does not exist fails the build unless marked optional
         check_required(recipe, [r for r in records
@@ -252,6 +261,11 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
             variant = describe_stats["key"]
         else:
             t_run = ex.consume(units)
+        score_stats = {}
+        if score_stage.needed(recipe):  # quality.scores: an LLM judge, a trained run
+            t_score, score_stats = score_stage.run_scores(ex, plan, recipe, by_name, out,
+                                                          variant, recipe_dir)
+            variant, t_run = score_stats["key"], t_run + t_score
         counts, seconds, runs = sum_part_counts(plan, str(out / "units"), run_id)
 
         t1 = time.perf_counter()
@@ -269,7 +283,6 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
                                                quarantine_stats))
     validation = combine_validation([r["validation"] for r in reports], checks)
     kept_stats = merge_all([r["card"] for r in reports])
-    publish(out)
     t_final = time.perf_counter() - t1
     sums = {s["shard"]: s["sha256"] for s in shipped.shards}
     record = {
@@ -288,10 +301,11 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
             "ground": {"rois": counts["rois"]},
             "describe": {"captions": shipped.kept + shipped.dropped,
                          "backend": recipe.describe.backend,
-                         "generated_this_run": runs["views_run"] if variant is None
+                         "generated_this_run": runs["views_run"] if not describe_stats
                          else describe_stats.get("units", 0),
                          **({"stage": describe_stats} if describe_stats else {})},
             "ask": {"vqa": counts["vqa"]},
+            **({"score": score_stats} if score_stats else {}),
             "filter": {"kept": shipped.kept, "dropped": shipped.dropped,
                        "reasons": dict(sorted(shipped.reasons.items()))},
             "quarantine": shipped.quarantined,
@@ -307,31 +321,14 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
                       "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},
         "shards": sums,
     }
-    (out / "validation.json").write_text(json.dumps(validation, indent=1))
-    (out / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    write_reports(out, record, kept_stats, dropped, quarantine, specs)
+    # every output goes to the staging folder, run.json last, then all switch in at once
+    atomic_text(staging / "validation.json", json.dumps(validation, indent=1))
+    write_reports(staging, record, kept_stats, dropped, quarantine, specs)
+    fault_point("reports")
+    atomic_text(staging / "run.json", json.dumps(record, indent=2, sort_keys=True, default=str))
+    publish(out)
     if not shipped.kept:
         log("WARNING: no sample was kept; quarantine.parquet and filtered.parquet say why")
     log(f"kept {shipped.kept} samples in {len(sums)} shards; filtered {shipped.dropped}; "
         f"quarantined {shipped.quarantined} file(s) -> {out}")
     return record
-
-
-def frame_stats(ex: Executor, path: Path, fn) -> list[dict]:
-    """fn over each Parquet part under `path`, on the executor: mergeable stats dicts.
-    Parts are listed here (one name per part) and read by tasks, several per task."""
-    files = sorted(str(p) for p in Path(path).glob("*.parquet"))
-    if not files:
-        return []
-    frame = ex.frame(pa.table({"path": files}), blocks=min(len(files), 4 * ex.cpus))
-    out = []
-    for t in frame.map_batches(_stats_of_files, args=(fn,)).tables_iter():
-        out += [json.loads(x) for x in t.column("s").to_pylist()]
-    return out
-
-
-def _stats_of_files(batch: pa.Table, fn) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    return pa.table({"s": [json.dumps(fn(pq.read_table(p)))
-                           for p in batch.column("path").to_pylist()]})

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.model.records import QUARANTINE, SAMPLE, to_table
+from curate.workdir import fault_point
 
 
 class UnitStore:
@@ -83,21 +84,47 @@ class UnitStore:
                    "seconds": dict(result.seconds), "run": getattr(result, "run", None),
                    "bytes": samples.column("image").nbytes + samples.column("roi_masks").nbytes
                    if samples.num_rows else 0}
+        fault_point("units")
         tmp = base.with_name(f"{base.name}.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(summary, sort_keys=True))
         os.replace(tmp, base.with_suffix(".json"))  # the marker comes last
         return summary
 
     def has_variant(self, source: str, unit_id: str, key: str) -> bool:
-        return self._base(source, unit_id).with_name(f"{unit_id}.{key}.done").exists()
+        """A later stage's variant is committed and its files still have the sha256 its
+        marker recorded (a damaged one is redone, with a notice)."""
+        base = self._base(source, unit_id)
+        try:
+            text = base.with_name(f"{unit_id}.{key}.done").read_text()
+        except OSError:
+            return False
+        try:
+            files = json.loads(text)["files"] if text else {}  # "" from older versions
+        except (ValueError, KeyError, TypeError):
+            files = {f".{key}.parquet": "marker unreadable"}
+        for suffix, want in files.items():
+            try:
+                with open(base.with_name(base.name + suffix), "rb") as f:
+                    got = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                got = None
+            if got != want:
+                print(f"curate: redoing {key} of part {source}/{unit_id}: {unit_id}{suffix} "
+                      "is damaged or missing", flush=True)
+                return False
+        return True
 
     def commit_variant(self, source: str, unit_id: str, key: str, samples: pa.Table,
                        quarantine: pa.Table) -> None:
         """Samples rewritten by a later stage (e.g. describe), committed like a unit."""
         base = self._base(source, unit_id)
-        self._write(base, f".{key}.parquet", samples)
-        self._write(base, f".{key}.q.parquet", quarantine)
-        base.with_name(f"{unit_id}.{key}.done").write_text("")
+        files = {f".{key}.parquet": self._write(base, f".{key}.parquet", samples),
+                 f".{key}.q.parquet": self._write(base, f".{key}.q.parquet", quarantine)}
+        fault_point("describe")
+        done = base.with_name(f"{unit_id}.{key}.done")
+        tmp = done.with_name(f"{done.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"files": {k: v for k, v in files.items() if v}}))
+        os.replace(tmp, done)  # the marker comes last
 
     def path(self, source: str, unit_id: str, variant: str | None = None,
              quarantine: bool = False) -> Path:
