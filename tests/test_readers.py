@@ -192,3 +192,51 @@ def test_video_frames_take_the_phase_and_tools_of_their_rows(tmp_path):
     with pytest.raises(IngestError, match="lacks columns"):
         read_frame_table(tmp_path / "video01-tool.txt",
                          FrameLabels(file="x", label_column="Phase"), "t")
+
+
+ASAP = """<?xml version="1.0"?>
+<ASAP_Annotations>
+  <Annotations>
+    <Annotation Name="Annotation 0" Type="Polygon" PartOfGroup="_0" Color="#F4FA58">
+      <Coordinates>{outer}</Coordinates>
+    </Annotation>
+    <Annotation Name="Annotation 1" Type="Polygon" PartOfGroup="_2" Color="#64FE2E">
+      <Coordinates>{inner}</Coordinates>
+    </Annotation>
+  </Annotations>
+  <AnnotationGroups>
+    <Group Name="_0" PartOfGroup="None" Color="#ff0000"><Attributes /></Group>
+  </AnnotationGroups>
+</ASAP_Annotations>
+"""
+
+
+def _coords(points) -> str:
+    # written out of order: the Order attribute, not the file order, sets the outline
+    items = [f'<Coordinate Order="{k}" X="{x}" Y="{y}" />' for k, (x, y) in enumerate(points)]
+    return "".join(items[1:] + items[:1])
+
+
+def test_asap_polygons_land_on_tiles_at_their_level_with_exclusions_cleared(tmp_path):
+    """CAMELYON16: level-0 polygons, '_0' tumour, '_2' a non-tumour island inside it."""
+    from curate.ingest.slide_regions import read_asap, tile_mask
+
+    outer = [(10000, 20000), (12000, 20000), (12000, 22000), (10000, 22000)]
+    inner = [(10800, 20800), (11200, 20800), (11200, 21200), (10800, 21200)]
+    path = tmp_path / "tumor_001.xml"
+    path.write_text(ASAP.format(outer=_coords(outer), inner=_coords(inner)))
+    groups = {"_0": "metastasis", "_1": "metastasis", "_2": None}
+    polys = read_asap(path, groups, "tumor_001.xml")
+    assert [label for label, _ in polys] == ["metastasis", None]
+    # a 256-pixel tile at downsample 16 whose level-0 corner is (9728, 19712)
+    mask = tile_mask(polys, ["metastasis"], (9728, 19712), 16.0, 256)
+    x = lambda v: round((v - 9728) / 16)  # noqa: E731 - level-0 x -> tile column
+    y = lambda v: round((v - 19712) / 16)  # noqa: E731
+    assert mask[y(20100), x(10100)] == 1  # inside the tumour
+    assert mask[y(21000), x(11000)] == 0  # the excluded island
+    assert mask[y(19800), x(9800)] == 0  # outside
+    assert mask[y(21900), x(11900)] == 1 and mask.max() == 1
+    far = tile_mask(polys, ["metastasis"], (0, 0), 1.0, 256)  # a tile the polygons miss
+    assert not far.any()
+    with pytest.raises(IngestError, match="'_2' is not in regions.groups"):
+        read_asap(path, {"_0": "metastasis"}, "tumor_001.xml")

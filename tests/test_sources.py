@@ -78,6 +78,8 @@ def test_declared_layout_is_found(path, miniature):
         assert rep.images_with_classes == rep.images, msg
     if lay.points:
         assert rep.images_with_points == rep.images, msg
+    if lay.regions:
+        assert rep.region_files == rep.images, msg
     if lay.frame_labels:
         assert rep.frame_tables == rep.images * len(lay.frame_labels), msg
     if lay.patient_id:
@@ -181,6 +183,9 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.regions:  # the miniature's polygon crosses the slide's one tile
+        assert case.mask is not None and case.mask[20:80, 20:110].all(), f"{spec.name}: region"
+        assert case.meta.label_map and set(np.unique(case.mask).tolist()) == {0, 1}
     if lay.frame_labels:  # every sampled frame has a row in each table
         assert all(len(c.meta.image_labels) >= len(lay.frame_labels) for c in cases), \
             [c.meta.image_labels for c in cases]

@@ -36,6 +36,13 @@ def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
             if found is not None:
                 extra["classes"] = found
         files = [rel]
+        if spec.layout.regions:  # a slide without its XML has no annotated region
+            from curate.ingest.files import annotation_path
+
+            xml = annotation_path(spec.layout.regions.file, rel, spec.layout.case_regex)
+            if (root / xml).is_file():
+                extra["regions"] = xml
+                files.append(xml)
         if spec.layout.frame_labels:  # one table per video and declared table, when present
             from curate.ingest.files import annotation_path
 
@@ -162,6 +169,13 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             raise IngestError("no tile with enough tissue at the requested level and size")
         picks = np.unique(np.linspace(0, len(candidates) - 1, min(lay.max_tiles, len(candidates)))
                           .round().astype(int))
+        regions, names = [], []
+        if "regions" in unit.extra:
+            from curate.ingest.slide_regions import read_asap, tile_mask
+
+            regions = read_asap(root / unit.extra["regions"], lay.regions.groups,
+                                unit.extra["regions"])
+            names = sorted({v for v in lay.regions.groups.values() if v is not None})
         mpp = slide.properties.get("tiffslide.mpp-x")
         spacing = None if mpp is None else (float(mpp) * tile_down / 1000,) * 2
         cases = []
@@ -169,7 +183,11 @@ def read_slide(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             tx, ty = candidates[i]
             region = slide.read_region((int(tx * tile_down), int(ty * tile_down)), lay.tile_level,
                                        (ts, ts))
+            meta, mask = _meta(spec, unit), None
+            if regions:
+                mask = tile_mask(regions, names, (tx * tile_down, ty * tile_down), tile_down, ts)
+                meta.label_map = {k + 1: n for k, n in enumerate(names)}
             cases.append(ImageCase(pixels=np.ascontiguousarray(np.asarray(region)[..., :3]),
-                                   meta=_meta(spec, unit), view=View.none,
+                                   meta=meta, view=View.none, mask=mask,
                                    spacing=spacing, index=int(i)))
     return cases

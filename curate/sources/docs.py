@@ -36,7 +36,8 @@ codes in a CSV), `DICOM SEG` / `RTSTRUCT` (annotation objects attached to their 
 in a cell, several readers' votes, the file name or the parent folder; keyed by a template \
 of the path, e.g. a study folder), `points` (`layout.points`: findings as world-millimetre \
 points with a diameter, drawn as spheres on the volume's grid), `frame labels` \
-(`layout.frame_labels`: a table per video, each sampled frame labelled by its row), `QA` \
+(`layout.frame_labels`: a table per video, each sampled frame labelled by its row), `regions` \
+(`layout.regions`: polygons in a slide's level-0 pixels, drawn on its tiles), `QA` \
 (`layout.qa`). \
 `tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
@@ -94,6 +95,8 @@ def reads(spec: SourceSpec) -> str:
             "list in a cell" if c.list_in_cell else \
             f"{c.min_votes} of {len(c.readers)} readers" if c.readers else None
         out.append(f"classes ({how})" if how else "classes")
+    if lay.regions:
+        out.append("regions (ASAP XML polygons)")
     if lay.frame_labels:
         out.append("frame labels")
     if lay.points:

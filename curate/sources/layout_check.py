@@ -65,6 +65,7 @@ class LayoutReport:
     classes_found: list[str] = field(default_factory=list)
     point_file: str | None = None
     frame_tables: int = 0
+    region_files: int = 0
     point_rows: int = 0
     images_with_points: int = 0
     patient_ids: int | None = None
@@ -100,6 +101,8 @@ class LayoutReport:
             lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
                          f"{self.images} images labelled; classes seen: "
                          f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.region_files:
+            lines.append(f"  region files (ASAP XML): {self.region_files} of {self.images} slides")
         if self.frame_tables:
             lines.append(f"  frame label tables: {self.frame_tables}")
         if self.point_file:
@@ -537,6 +540,11 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         _check_classes(spec, images, root, rep)
     if lay.points:
         _check_points(spec, images, root, rep)
+    if lay.regions:  # one XML per annotated slide; normal slides have none
+        present, _ = _templated(lay.regions.file, images, root, "regions", rep, lay.case_regex)
+        rep.region_files = len(present)
+        if images and not present:
+            rep.problems.append(f"no region file {lay.regions.file!r} is present for any slide")
     for fl in lay.frame_labels:  # one table per video
         present, missing = _templated(fl.file, images, root, "frame labels", rep,
                                       lay.case_regex)

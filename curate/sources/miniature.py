@@ -474,6 +474,16 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
                 if c.image_key else r for r in images]
         rows = [[k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(keys)]
         table(c.file, header, rows)
+    g = spec.layout.regions
+    if g:  # an ASAP polygon of the first labelled group on each slide's single tile
+        group = next((k for k, v in g.groups.items() if v is not None), None)
+        for r in images if group is not None else []:
+            _put(dest / fill_template(g.file, r, spec.layout.case_regex, "regions"),
+                 f'<?xml version="1.0"?><ASAP_Annotations><Annotations><Annotation '
+                 f'Name="Annotation 0" Type="Polygon" PartOfGroup="{group}"><Coordinates>'
+                 + "".join(f'<Coordinate Order="{k}" X="{x}" Y="{y}"/>' for k, (x, y) in
+                           enumerate(((10, 10), (120, 10), (120, 90), (10, 90))))
+                 + "</Coordinates></Annotation></Annotations></ASAP_Annotations>")
     for fl in spec.layout.frame_labels:  # a row per frame of the miniature videos
         n_frames = SHAPES["video"][0]
         header = [fl.frame_column] + ([fl.label_column] if fl.label_column else []) + \
