@@ -240,3 +240,32 @@ def test_asap_polygons_land_on_tiles_at_their_level_with_exclusions_cleared(tmp_
     assert not far.any()
     with pytest.raises(IngestError, match="'_2' is not in regions.groups"):
         read_asap(path, {"_0": "metastasis"}, "tumor_001.xml")
+
+
+def test_echonet_chords_fill_the_traced_outline(tmp_path):
+    """VolumeTracings.csv: per video and frame a long axis, then chords across it."""
+    from curate.ingest.tracings import chords_mask, read_tracing_table
+
+    rows = ["FileName,X1,Y1,X2,Y2,Frame"]
+    rows += ["0X100009310A3BD7FC.avi,50.0,20.0,50.0,80.0,46"]  # the long axis
+    # a ventricle narrowing towards its apex at the top: chords from y 30 (10 px) to 70 (20 px)
+    rows += [f"0X100009310A3BD7FC.avi,{40 + (70 - y) / 8},{y},{60 - (70 - y) / 8},{y},46"
+             for y in range(30, 71, 10)]
+    rows += ["0X100009310A3BD7FC.avi,50,25,50,75,61", "0X100009310A3BD7FC.avi,45,40,55,40,61",
+             "0X100009310A3BD7FC.avi,44,60,56,60,61"]
+    (tmp_path / "VolumeTracings.csv").write_text("\n".join(rows) + "\n")
+    spec = _spec("video", images=["Videos/*.avi"],
+                 tracings={"file": "VolumeTracings.csv", "label": "left_ventricle"})
+    table = read_tracing_table(spec, tmp_path)
+    (frame, chords), (frame2, chords2) = table["0X100009310A3BD7FC.avi"]
+    assert (frame, frame2, len(chords), len(chords2)) == (46, 61, 6, 3)
+    mask = chords_mask(chords, (112, 112))
+    assert mask[50, 50] == 1 and mask[30, 36] == 0 and mask[80, 50] == 0  # axis not filled
+    assert mask[30, 45:56].all() and mask[70, 40:61].all() and not mask[30, 40:44].any()
+    assert 0.9 * 15 * 40 < mask.sum() < 1.2 * 15 * 40  # the trapezoid: mean width x height
+    with_axis = chords_mask(chords, (112, 112), first_is_axis=False)
+    assert with_axis[20:30, 50].any()  # counting the axis as a chord reaches its end
+    spec_bad = _spec("video", images=["Videos/*.avi"],
+                     tracings={"file": "VolumeTracings.csv", "label": "lv", "x1_column": "x1"})
+    with pytest.raises(ConfigError, match="lacks columns"):
+        read_tracing_table(spec_bad, tmp_path)

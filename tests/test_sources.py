@@ -183,6 +183,9 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.tracings:  # frames 1 and 2 traced: a filled 12 x 16 rectangle each
+        assert [c.mask is not None and c.mask[8:25, 10:23].all() and c.mask.sum() == 13 * 17
+                for c in cases] == [True, True], f"{spec.name}: traced frames"
     if lay.regions:  # the miniature's polygon crosses the slide's one tile
         assert case.mask is not None and case.mask[20:80, 20:110].all(), f"{spec.name}: region"
         assert case.meta.label_map and set(np.unique(case.mask).tolist()) == {0, 1}

@@ -25,8 +25,19 @@ def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
 
     problems: list[Problem] = []
     table, units = read_class_labels(spec, root), []
+    traced = {}
+    if spec.layout.tracings:
+        from curate.ingest.tracings import read_tracing_table
+
+        traced = read_tracing_table(spec, root)
     for rel in list_images(spec, root, problems):
         extra = {}
+        if spec.layout.tracings:
+            from curate.ingest.annotations import lookup
+
+            found = lookup(traced, rel)
+            if found:
+                extra["tracings"] = found
         if spec.layout.classes is not None:
             try:
                 found = classes_of(spec, table, rel)
@@ -91,8 +102,12 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
             times = [duration * (i + 0.5) / n for i in range(n)]
             rate = stream.average_rate or stream.guessed_rate
             tables = _frame_tables(spec, root, unit)
-            if tables and not rate:
-                raise IngestError("video has no frame rate; its frame labels cannot be placed")
+            traced = unit.extra.get("tracings", [])
+            if (tables or traced) and not rate:
+                raise IngestError("video has no frame rate; its frame annotations cannot "
+                                  "be placed")
+            if traced:  # the traced frames are the ones read
+                times = [number / float(rate) for number, _ in traced]
             cases = []
             for i, t in enumerate(times):
                 container.seek(int(t / stream.time_base), stream=stream, backward=True)
@@ -110,13 +125,29 @@ def read_video(spec: SourceSpec, root: Path, unit: Unit) -> list[ImageCase]:
                                    float(rate))
                     for frames, labels in tables:
                         meta.image_labels += labels_at(frames, labels, number) or []
-                cases.append(ImageCase(pixels=frame.to_ndarray(format="rgb24"), meta=meta,
+                pixels, mask = frame.to_ndarray(format="rgb24"), None
+                if traced:
+                    mask = _traced_mask(spec, traced[i], frame, float(rate), pixels.shape[:2])
+                    meta.label_map = {1: spec.layout.tracings.label}
+                cases.append(ImageCase(pixels=pixels, meta=meta, mask=mask,
                                        view=spec.layout.view or View.none, index=i))
     except (av.error.FFmpegError, StopIteration) as exc:
         raise IngestError(f"video not readable: {exc}") from exc
     if not cases:
         raise IngestError("no frame could be decoded")
     return cases
+
+
+def _traced_mask(spec: SourceSpec, traced: list, frame, rate: float, shape) -> np.ndarray:
+    """The filled tracing of the decoded frame, which must be the traced one."""
+    from curate.ingest.tracings import chords_mask
+
+    number, chords = traced
+    if frame.time is not None and round(frame.time * rate) != number:
+        raise IngestError(f"traced frame {number} decoded as frame "
+                          f"{round(frame.time * rate)}: the video's timing does not match "
+                          "the tracing table", file=spec.layout.tracings.file)
+    return chords_mask(chords, shape, spec.layout.tracings.first_is_axis)
 
 
 def tissue_mask(rgb: np.ndarray) -> np.ndarray:

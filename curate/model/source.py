@@ -251,6 +251,24 @@ class SlideRegions(Strict):
         "tumour); a group not listed is an error")
 
 
+class FrameTracings(Strict):
+    """Outlines traced on chosen video frames as chords, one CSV for all videos
+    (EchoNet-Dynamic's VolumeTracings.csv: FileName, X1, Y1, X2, Y2, Frame): per video and
+    frame the first row is the long axis and the others chords across it; the outline runs
+    through the chords' first ends and back along their second ends, and is filled."""
+
+    file: str = Field(description="relative to the source root")
+    image_column: str = "FileName"
+    frame_column: str = "Frame"
+    x1_column: str = "X1"
+    y1_column: str = "Y1"
+    x2_column: str = "X2"
+    y2_column: str = "Y2"
+    first_is_axis: bool = Field(
+        default=True, description="the first row of each frame is the long axis, not a chord")
+    label: str = Field(description="what the filled outline is, e.g. left_ventricle")
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -387,6 +405,9 @@ class Layout(Strict):
     classes: ClassLabels | None = None
     regions: SlideRegions | None = Field(
         default=None, description="wsi: polygon annotations in level-0 coordinates (ASAP XML)")
+    tracings: FrameTracings | None = Field(
+        default=None, description="video: outlines traced as chords on chosen frames; those "
+        "frames are read (instead of evenly spaced ones) with the filled outline as mask")
     frame_labels: list[FrameLabels] = Field(
         default_factory=list, description="video: per-frame label tables, one per video each")
     points: WorldPoints | None = Field(

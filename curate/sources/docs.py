@@ -37,7 +37,9 @@ in a cell, several readers' votes, the file name or the parent folder; keyed by 
 of the path, e.g. a study folder), `points` (`layout.points`: findings as world-millimetre \
 points with a diameter, drawn as spheres on the volume's grid), `frame labels` \
 (`layout.frame_labels`: a table per video, each sampled frame labelled by its row), `regions` \
-(`layout.regions`: polygons in a slide's level-0 pixels, drawn on its tiles), `QA` \
+(`layout.regions`: polygons in a slide's level-0 pixels, drawn on its tiles), `frame \
+tracings` (`layout.tracings`: outlines traced as chords on chosen frames, those frames read \
+with the filled outline), `QA` \
 (`layout.qa`). \
 `tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
@@ -97,6 +99,8 @@ def reads(spec: SourceSpec) -> str:
         out.append(f"classes ({how})" if how else "classes")
     if lay.regions:
         out.append("regions (ASAP XML polygons)")
+    if lay.tracings:
+        out.append("frame tracings")
     if lay.frame_labels:
         out.append("frame labels")
     if lay.points:

@@ -66,6 +66,7 @@ class LayoutReport:
     point_file: str | None = None
     frame_tables: int = 0
     region_files: int = 0
+    traced_videos: int = 0
     point_rows: int = 0
     images_with_points: int = 0
     patient_ids: int | None = None
@@ -101,6 +102,8 @@ class LayoutReport:
             lines.append(f"  classes {self.class_file}: {self.images_with_classes} of "
                          f"{self.images} images labelled; classes seen: "
                          f"{', '.join(self.classes_found[:10]) or 'none'}")
+        if self.traced_videos:
+            lines.append(f"  traced videos: {self.traced_videos} of {self.images}")
         if self.region_files:
             lines.append(f"  region files (ASAP XML): {self.region_files} of {self.images} slides")
         if self.frame_tables:
@@ -545,6 +548,19 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         rep.region_files = len(present)
         if images and not present:
             rep.problems.append(f"no region file {lay.regions.file!r} is present for any slide")
+    if lay.tracings:
+        from curate.ingest.annotations import lookup
+        from curate.ingest.tracings import read_tracing_table
+        from curate.model.errors import ConfigError
+
+        try:
+            traced = read_tracing_table(spec, root)
+        except ConfigError as exc:
+            rep.problems.append(str(exc))
+        else:
+            rep.traced_videos = sum(1 for r in images if lookup(traced, r))
+            if images and traced and not rep.traced_videos:
+                rep.problems.append(f"no video is named in {lay.tracings.file}")
     for fl in lay.frame_labels:  # one table per video
         present, missing = _templated(fl.file, images, root, "frame labels", rep,
                                       lay.case_regex)

@@ -484,6 +484,12 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
                  + "".join(f'<Coordinate Order="{k}" X="{x}" Y="{y}"/>' for k, (x, y) in
                            enumerate(((10, 10), (120, 10), (120, 90), (10, 90))))
                  + "</Coordinates></Annotation></Annotations></ASAP_Annotations>")
+    tr = spec.layout.tracings
+    if tr:  # frames 1 and 2 of each video traced: a long axis, then chords across it
+        rows = [[Path(r).name, *chord, k] for r in images for k in (1, 2) for chord in
+                [[16, 4, 16, 28]] + [[10, y, 22, y] for y in range(8, 25, 4)]]
+        table(tr.file, [tr.image_column, tr.x1_column, tr.y1_column, tr.x2_column,
+                        tr.y2_column, tr.frame_column], rows)
     for fl in spec.layout.frame_labels:  # a row per frame of the miniature videos
         n_frames = SHAPES["video"][0]
         header = [fl.frame_column] + ([fl.label_column] if fl.label_column else []) + \
