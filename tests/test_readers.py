@@ -269,3 +269,94 @@ def test_echonet_chords_fill_the_traced_outline(tmp_path):
                      tracings={"file": "VolumeTracings.csv", "label": "lv", "x1_column": "x1"})
     with pytest.raises(ConfigError, match="lacks columns"):
         read_tracing_table(spec_bad, tmp_path)
+
+
+def _ct_series(folder: Path, n: int = 3, size: int = 16) -> list:
+    """A CT series of n axial slices, 0.7 mm pixels, 2.5 mm apart, written in reverse."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study, out = uid.generate_uid(), uid.generate_uid(), []
+    for k in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.CTImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
+        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+        ds.Modality, ds.PatientID = "CT", "LIDC-IDRI-0001"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.InstanceNumber, ds.SliceThickness, ds.PixelSpacing = n - k, 2.5, [0.7, 0.7]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-5.0, 10.0, -100.0 + 2.5 * k]
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = np.full((size, size), 1000 + k, np.uint16).tobytes()
+        ds.save_as(folder / f"1-{n - k:03d}.dcm", enforce_file_format=True)
+        out.append(ds)
+    return out
+
+
+def _roi(sop: str, points, inclusion: bool = True) -> str:
+    edges = "".join(f"<edgeMap><xCoord>{x}</xCoord><yCoord>{y}</yCoord></edgeMap>"
+                    for x, y in points)
+    return (f"<roi><imageZposition>0</imageZposition><imageSOP_UID>{sop}</imageSOP_UID>"
+            f"<inclusion>{'TRUE' if inclusion else 'FALSE'}</inclusion>{edges}</roi>")
+
+
+def _session(*nodules: str) -> str:
+    return ("<readingSession><annotationVersion>3.12</annotationVersion>"
+            "<servicingRadiologistID>anon</servicingRadiologistID>"
+            + "".join(f"<unblindedReadNodule><noduleID>n</noduleID>{rois}</unblindedReadNodule>"
+                      for rois in nodules) + "</readingSession>")
+
+
+def _lidc_xml(series_uid: str, *sessions: str) -> str:
+    return ('<?xml version="1.0" encoding="UTF-8"?><LidcReadMessage xmlns="http://www.nih.gov">'
+            f"<ResponseHeader><SeriesInstanceUid>{series_uid}</SeriesInstanceUid>"
+            "</ResponseHeader>" + "".join(sessions) + "</LidcReadMessage>")
+
+
+def test_lidc_outlines_reach_the_consensus_on_the_slice_their_uid_names(tmp_path):
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    folder = tmp_path / "LIDC-IDRI-0001" / "01-01-2000-study" / "3000566-series"
+    slices = _ct_series(folder)
+    mid = str(slices[1].SOPInstanceUID)
+    square = [(4, 4), (11, 4), (11, 11), (4, 11)]
+    r1 = _session(_roi(mid, square) + _roi(mid, [(6, 6), (8, 6), (8, 8), (6, 8)], False))
+    r2 = _session(_roi(mid, [(6, 4), (13, 4), (13, 11), (6, 11)]))
+    r3 = _session(_roi(str(slices[0].SOPInstanceUID), square),  # one reader only: dropped
+                  _roi(mid, [(1, 1)]))  # a nodule under 3 mm: a point, not drawn
+    (folder / "069.xml").write_text(_lidc_xml(str(slices[0].SeriesInstanceUID), r1, r2, r3))
+    spec = _spec("dicom", images=["LIDC-IDRI-*/**/*.dcm"],
+                 readings={"file": "{parent}/*.xml", "min_readers": 2})
+    units, problems = plan_dicom(spec, tmp_path)
+    assert not problems and len(units) == 1 and units[0].extra["readings"]
+    case = read_dicom(spec, tmp_path, units[0])[0]
+    arr = sitk.GetArrayFromImage(case.label)
+    z = int(round(case.image.TransformPhysicalPointToContinuousIndex(
+        [float(v) for v in slices[1].ImagePositionPatient])[2]))
+    expected = np.zeros_like(arr)
+    expected[z, 4:12, 6:12] = 1  # readers 1 and 2 overlap: columns 6-11, rows 4-11
+    expected[z, 6:9, 6:9] = 0  # reader 1's hole leaves one vote there
+    assert (arr == expected).all(), np.argwhere(arr != expected)[:5]
+    assert case.meta.label_map == {1: "nodule"}
+
+
+def test_lidc_file_of_another_series_or_of_no_slice(tmp_path):
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    folder = tmp_path / "LIDC-IDRI-0002" / "s" / "series"
+    slices = _ct_series(folder, n=2)
+    other = _session(_roi("1.2.3.4", [(1, 1), (5, 1), (5, 5)]))
+    spec = _spec("dicom", images=["LIDC-IDRI-*/**/*.dcm"], readings={"file": "{parent}/*.xml"})
+    (folder / "001.xml").write_text(_lidc_xml("9.9.9", other, other))
+    unit = plan_dicom(spec, tmp_path)[0][0]
+    case = read_dicom(spec, tmp_path, unit)[0]
+    assert case.label is None and any("another series" in n for n in case.meta.notes)
+    (folder / "001.xml").write_text(_lidc_xml(str(slices[0].SeriesInstanceUID), other))
+    with pytest.raises(IngestError, match="none on a slice of this series"):
+        read_dicom(spec, tmp_path, plan_dicom(spec, tmp_path)[0][0])

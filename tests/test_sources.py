@@ -109,7 +109,8 @@ def _read(path: Path) -> None:
         assert any(v.size for k, v in loadmat(str(path)).items() if not k.startswith("__"))
     elif name.endswith(".xml"):
         import xml.etree.ElementTree as ET
-        assert next(ET.parse(path).getroot().iter("Vertex"), None) is not None
+        assert any(e.tag.rsplit("}", 1)[-1] in ("Vertex", "Coordinate", "edgeMap")
+                   for e in ET.parse(path).getroot().iter())
     elif name.endswith((".img", ".raw")):
         assert path.stat().st_size > 0
     elif name.endswith((".mp4", ".avi", ".mov", ".mkv")):
@@ -183,6 +184,12 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.readings:  # every reader outlines one square on the slice
+        import SimpleITK as sitk
+
+        assert case.label is not None, f"{spec.name}: no outline read"
+        arr = sitk.GetArrayViewFromImage(case.label)
+        assert arr[0, 2:6, 2:6].all() and arr.sum() == 16 and case.meta.label_map
     if lay.tracings:  # frames 1 and 2 traced: a filled 12 x 16 rectangle each
         assert [c.mask is not None and c.mask[8:25, 10:23].all() and c.mask.sum() == 13 * 17
                 for c in cases] == [True, True], f"{spec.name}: traced frames"

@@ -269,6 +269,17 @@ class FrameTracings(Strict):
     label: str = Field(description="what the filled outline is, e.g. left_ventricle")
 
 
+class ReadingSessions(Strict):
+    """Radiologists' outlines per slice in XML files beside a DICOM series (LIDC-IDRI:
+    readingSession / unblindedReadNodule / roi with imageSOP_UID, inclusion and edgeMap
+    pixel points; up to four readers), placed through each slice's own geometry."""
+
+    file: str = Field(description="template of the series' XML file(s), e.g. '{parent}/*.xml'")
+    min_readers: int = Field(
+        default=1, ge=1, description="a voxel is labelled where this many readers outline it")
+    label: str = "nodule"
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -405,6 +416,8 @@ class Layout(Strict):
     classes: ClassLabels | None = None
     regions: SlideRegions | None = Field(
         default=None, description="wsi: polygon annotations in level-0 coordinates (ASAP XML)")
+    readings: ReadingSessions | None = Field(
+        default=None, description="dicom: readers' outlines in XML beside each series (LIDC)")
     tracings: FrameTracings | None = Field(
         default=None, description="video: outlines traced as chords on chosen frames; those "
         "frames are read (instead of evenly spaced ones) with the filled outline as mask")

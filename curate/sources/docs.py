@@ -39,7 +39,9 @@ points with a diameter, drawn as spheres on the volume's grid), `frame labels` \
 (`layout.frame_labels`: a table per video, each sampled frame labelled by its row), `regions` \
 (`layout.regions`: polygons in a slide's level-0 pixels, drawn on its tiles), `frame \
 tracings` (`layout.tracings`: outlines traced as chords on chosen frames, those frames read \
-with the filled outline), `QA` \
+with the filled outline), `readers' outlines` (`layout.readings`: LIDC XML per series, \
+outlines placed by each slice's UID and geometry, a voxel kept where enough readers mark \
+it), `QA` \
 (`layout.qa`). \
 `tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
@@ -99,6 +101,8 @@ def reads(spec: SourceSpec) -> str:
         out.append(f"classes ({how})" if how else "classes")
     if lay.regions:
         out.append("regions (ASAP XML polygons)")
+    if lay.readings:
+        out.append(f"readers' outlines (XML, {lay.readings.min_readers}+ readers)")
     if lay.tracings:
         out.append("frame tracings")
     if lay.frame_labels:

@@ -280,6 +280,21 @@ def _write_mask_file(path: Path, shape: tuple[int, ...], lay: Layout) -> None:
                "</Region></Regions></Annotation></Annotations>")
 
 
+def _write_readings(path: Path, ds, readers: int) -> None:
+    """A LIDC-IDRI reading file: `readers` sessions outlining one square on ds's slice."""
+    square = "".join(f"<edgeMap><xCoord>{x}</xCoord><yCoord>{y}</yCoord></edgeMap>"
+                     for x, y in ((2, 2), (5, 2), (5, 5), (2, 5)))
+    session = ("<readingSession><annotationVersion>3.12</annotationVersion>"
+               "<unblindedReadNodule><noduleID>1</noduleID><roi><imageZposition>"
+               f"{float(ds.ImagePositionPatient[2])}</imageZposition><imageSOP_UID>"
+               f"{ds.SOPInstanceUID}</imageSOP_UID><inclusion>TRUE</inclusion>{square}</roi>"
+               "</unblindedReadNodule></readingSession>")
+    _put(path, '<?xml version="1.0" encoding="UTF-8"?><LidcReadMessage '
+               'xmlns="http://www.nih.gov"><ResponseHeader><SeriesInstanceUid>'
+               f"{ds.SeriesInstanceUID}</SeriesInstanceUid></ResponseHeader>"
+               + session * readers + "</LidcReadMessage>")
+
+
 def _codes(pattern: re.Pattern, path: str, values: dict[str, str]) -> bool:
     m = pattern.search(Path(path).name)
     return bool(m and m.groups() and (not values or m.group(1) in values))
@@ -359,6 +374,12 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
             else:
                 _write_annotation(dest / target, ds, what, label)
                 annotations.append(target)
+        if lay.readings and ds is not None and "ImagePositionPatient" in ds:
+            xml = _target(lay.readings.file, rel, lay, "readings", skipped)
+            if xml:  # a pattern names the series' one file: the image's stem fills it
+                xml = xml.replace("*", stem(Path(rel).name)).replace("?", "x")
+                _write_readings(dest / xml, ds, lay.readings.min_readers)
+                masks.append(xml)
         voc = _target(lay.boxes.file, rel, lay, "VOC box", skipped) \
             if lay.boxes and lay.boxes.format == "voc" else None
         if voc:
