@@ -166,7 +166,7 @@ def test_a_point_table_naming_no_volume_is_a_layout_problem(tmp_path):
     assert any("lacks columns" in p for p in rep.problems), rep.summary()
     with pytest.raises(ValueError, match="points and masks"):
         _spec(images=["*.mhd"], masks="{stem}_seg.nii.gz",
-              points={"file": "a.csv", "diameter_mm": 3})
+              points={"file": "a.csv", "diameter_column": None, "diameter_mm": 3})
 
 
 def test_video_frames_take_the_phase_and_tools_of_their_rows(tmp_path):
@@ -360,3 +360,28 @@ def test_lidc_file_of_another_series_or_of_no_slice(tmp_path):
     (folder / "001.xml").write_text(_lidc_xml(str(slices[0].SeriesInstanceUID), other))
     with pytest.raises(IngestError, match="none on a slice of this series"):
         read_dicom(spec, tmp_path, plan_dicom(spec, tmp_path)[0][0])
+
+
+def test_lndb_nodules_are_spheres_of_their_volume_and_non_nodules_left_out(tmp_path):
+    img = _volume(tmp_path / "data0" / "LNDb-0012.mhd", spacing=(0.5, 0.5, 0.5),
+                  direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), size=(40, 40, 40))
+    x, y, z = img.TransformIndexToPhysicalPoint((20, 20, 20))
+    (tmp_path / "trainset_csv").mkdir()
+    volume = 4 / 3 * np.pi * 4.0 ** 3  # a sphere of radius 4 mm
+    (tmp_path / "trainset_csv" / "trainNodules_gt.csv").write_text(
+        "LNDbID,RadID,RadFindingID,FindingID,x,y,z,AgrLevel,Nodule,Volume,Text\n"
+        f"12,\"1,2\",\"1,1\",1,{x},{y},{z},2,1,{volume},5\n"
+        f"12,3,2,2,{x + 50},{y},{z},1,0,0,0\n")  # a non-nodule far outside: left out
+    spec = _spec(images=["**/LNDb-*.mhd"], points={
+        "file": "trainset_csv/trainNodules_gt.csv", "image_column": "LNDbID",
+        "image_key": "{stem:^LNDb-0*=}", "x_column": "x", "y_column": "y", "z_column": "z",
+        "diameter_column": None, "volume_column": "Volume", "include": {"Nodule": ["1"]},
+        "label": "nodule"})
+    unit = plan_volumes(spec, tmp_path)[0][0]
+    assert len(unit.extra["points"]) == 1 and unit.extra["points"][0]["diameter"] == \
+        pytest.approx(8.0)
+    case = read_volume(spec, tmp_path, unit)[0]
+    voxels = sitk.GetArrayViewFromImage(case.label).sum()
+    assert 0.85 * volume / 0.125 < voxels < 1.15 * volume / 0.125  # voxels of 0.125 mm3
+    with pytest.raises(ValueError, match="exactly one of"):
+        _spec(images=["*.mhd"], points={"file": "a.csv", "volume_column": "Volume"})

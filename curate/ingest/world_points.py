@@ -27,8 +27,8 @@ def read_point_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
     path = root / cfg.file
     if not path.is_file():
         raise ConfigError(f"source {spec.name}: point file {cfg.file} not found under {root}")
-    cols = [cfg.image_column, cfg.x_column, cfg.y_column, cfg.z_column,
-            *[c for c in (cfg.diameter_column, cfg.label_column) if c]]
+    cols = [cfg.image_column, cfg.x_column, cfg.y_column, cfg.z_column, *cfg.include,
+            *[c for c in (cfg.diameter_column, cfg.volume_column, cfg.label_column) if c]]
     out: dict[str, list[dict]] = defaultdict(list)
     with open_table(path) as f:
         reader = csv.DictReader(f)
@@ -36,9 +36,15 @@ def read_point_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
         if missing:
             raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
         for i, row in enumerate(reader, start=2):
+            if any((row[c] or "").strip() not in vals for c, vals in cfg.include.items()):
+                continue
             try:
                 x, y, z = (float(row[c]) for c in (cfg.x_column, cfg.y_column, cfg.z_column))
-                d = float(row[cfg.diameter_column]) if cfg.diameter_column else cfg.diameter_mm
+                if cfg.volume_column:  # the sphere of that volume
+                    d = (6 * max(float(row[cfg.volume_column]), 0.0) / np.pi) ** (1 / 3)
+                else:
+                    d = float(row[cfg.diameter_column]) if cfg.diameter_column \
+                        else cfg.diameter_mm
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"source {spec.name}: {cfg.file} line {i}: a coordinate or "
                                   f"diameter is not a number ({exc})") from exc

@@ -206,15 +206,22 @@ class WorldPoints(Strict):
         default="LPS", description="the table's axes: LPS (DICOM, ITK, MetaImage world "
         "coordinates) or RAS (x and y negated to reach LPS)")
     diameter_column: str | None = "diameter_mm"
+    volume_column: str | None = Field(
+        default=None, description="a column with the finding's volume in mm3, drawn as the "
+        "sphere of that volume (LNDb's Volume), when there is no diameter column")
     diameter_mm: float | None = Field(
         default=None, gt=0, description="fixed diameter when the table has no diameter column")
+    include: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep rows whose column holds one of these values "
+        "(LNDb: {Nodule: ['1']} leaves out non-nodules)")
     label_column: str | None = None
     label: str = Field(default="finding", description="label when there is no label_column")
 
     @model_validator(mode="after")
     def _a_diameter(self):
-        if self.diameter_column is None and self.diameter_mm is None:
-            raise ValueError("points need a diameter_column or a fixed diameter_mm")
+        if [self.diameter_column, self.volume_column, self.diameter_mm].count(None) != 2:
+            raise ValueError("points need exactly one of diameter_column, volume_column or "
+                             "a fixed diameter_mm (set diameter_column: null to use another)")
         return self
 
 

@@ -529,8 +529,11 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
         z, y, x = (n / 2 - 0.5 for n in SHAPES["volume"])
         x, y = (-x, -y) if p.frame == "RAS" else (x, y)
         header = [p.image_column, p.x_column, p.y_column, p.z_column] + \
-            [col for col in (p.diameter_column, p.label_column) if col]
-        extra = ([3.0] if p.diameter_column else []) + ([label] if p.label_column else [])
+            [col for col in (p.diameter_column, p.volume_column, p.label_column) if col] + \
+            list(p.include)
+        extra = ([3.0] if p.diameter_column else []) + \
+            ([round(np.pi / 6 * 27, 3)] if p.volume_column else []) + \
+            ([label] if p.label_column else []) + [v[0] for v in p.include.values()]
         keys = [fill_template(p.image_key, r, spec.layout.case_regex, "point key")
                 if p.image_key else stem(r) for r in images]
         table(p.file, header, [[k, x, y, z, *extra] for k in keys])
