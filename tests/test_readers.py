@@ -385,3 +385,27 @@ def test_lndb_nodules_are_spheres_of_their_volume_and_non_nodules_left_out(tmp_p
     assert 0.85 * volume / 0.125 < voxels < 1.15 * volume / 0.125  # voxels of 0.125 mm3
     with pytest.raises(ValueError, match="exactly one of"):
         _spec(images=["*.mhd"], points={"file": "a.csv", "volume_column": "Volume"})
+
+
+def test_bhx_boxes_find_their_slice_by_the_uid_in_its_header(tmp_path):
+    from curate.ingest.image2d import plan_images, read_image
+
+    slices = _ct_series(tmp_path / "CQ500CT7 CQ500CT7" / "Unknown Study" / "CT 5mm", n=3)
+    uid = str(slices[1].SOPInstanceUID)
+    (tmp_path / "1_Initial_Manual_Labeling.csv").write_text(
+        ",SOPInstanceUID,SeriesInstanceUID,StudyInstanceUID,x,y,width,height,labelName,labelType\n"
+        f"0,{uid},{slices[1].SeriesInstanceUID},{slices[1].StudyInstanceUID},"
+        "2.5,3.0,6.0,4.5,Subdural,Freeform\n"
+        f"1,{uid}.9,s,s,1,1,2,2,Epidural,Freeform\n")  # another slice: its UID only starts alike
+    spec = _spec("image_boxes", images=["CQ500CT*/**/*.dcm"], view="axial", boxes={
+        "file": "1_Initial_Manual_Labeling.csv", "image_key_tag": "SOPInstanceUID",
+        "image_column": "SOPInstanceUID", "label_column": "labelName", "coords": "xywh",
+        "x0_column": "x", "y0_column": "y", "x1_column": "width", "y1_column": "height",
+        "listed_only": True})
+    units, problems = plan_images(spec, tmp_path)
+    assert not problems and len(units) == 1  # the two slices without a row are not planned
+    case = read_image(spec, tmp_path, units[0])[0]
+    (box,) = case.boxes
+    assert (box.label, box.x0, box.y0, box.x1, box.y1) == ("Subdural", 2.5, 3.0, 8.5, 7.5)
+    rep = check_layout(spec, tmp_path)
+    assert rep.images_with_boxes == 1 and rep.box_rows == 2, rep.summary()

@@ -59,6 +59,21 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
     return by_image
 
 
+def header_key(path: Path, tag: str, rel: str) -> str:
+    """The value of one DICOM header attribute of a file (a table key such as its SOP
+    Instance UID), read without its pixels."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[tag])
+    except Exception as exc:  # noqa: BLE001 - any unreadable header is a planning problem
+        raise IngestError(f"DICOM header not readable for {tag}: {exc}", file=rel) from exc
+    value = str(ds.get(tag, "") or "").strip()
+    if not value:
+        raise IngestError(f"the DICOM header has no {tag} to find its boxes by", file=rel)
+    return value
+
+
 def numbers(text: str) -> list[str]:
     """The numbers in '226.2, 276.0, 268.8, 312.2' (commas and/or spaces), as text."""
     return [t for t in str(text or "").replace(",", " ").split() if t]

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from curate.ingest.annotations import (  # noqa: F401 - lookup is imported from here too
     classes_of,
+    header_key,
     lookup,
     read_box_table,
     read_class_labels,
@@ -148,7 +149,13 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
         elif boxes:
             key = annotation_path(boxes.image_key, rel, spec.layout.case_regex) \
                 if boxes.image_key else rel
-            listed = lookup(table, key)
+            if boxes.image_key_tag:  # keyed by a header value: the exact value only
+                try:
+                    key = header_key(root / rel, boxes.image_key_tag, rel)
+                except IngestError as exc:
+                    problems.append(Problem(rel, "plan", exc))
+                    continue
+            listed = table.get(key) if boxes.image_key_tag else lookup(table, key)
             if listed is None and boxes.listed_only:
                 continue
             extra["boxes"] = listed or []

@@ -73,6 +73,11 @@ class BoxTable(Strict):
         "'{folder}_{name}' (DeepLesion: Images_png/000001_01_01/109.png is "
         "000001_01_01_109.png); by default the path, a trailing part of it, or the stem",
     )
+    image_key_tag: str | None = Field(
+        default=None,
+        description="DICOM images: the header attribute whose value keys the table, e.g. "
+        "SOPInstanceUID (CQ500-BHX's boxes name slices by UID, not by file)",
+    )
     spacing_column: str | None = Field(
         default=None,
         description="csv: a column with the image's pixel spacing in mm ('0.82, 0.82, 5': "

@@ -303,7 +303,8 @@ def _check_boxes(spec: SourceSpec, root: Path, images: list[str], rep: LayoutRep
     if not rep.box_file_present:
         rep.problems.append(f"box file {t.file} not found")
         return
-    if t.format == "json" or t.coords_column or t.image_key or t.spacing_column:
+    if t.format == "json" or t.coords_column or t.image_key or t.spacing_column or \
+            t.image_key_tag:
         _check_boxes_as_read(spec, root, images, rep)
         return
     if t.format == "coco":
@@ -340,11 +341,25 @@ def _check_boxes_as_read(spec: SourceSpec, root: Path, images: list[str],
         rep.problems.append(str(exc))
         return
     rep.box_rows = sum(len(v) for v in table.values())
-    keys = [annotation_path(t.image_key, r, spec.layout.case_regex) if t.image_key else r
-            for r in images]
-    rep.images_with_boxes = sum(1 for k in keys if lookup(table, k) is not None)
+    if t.image_key_tag:
+        from curate.ingest.annotations import header_key
+        from curate.model.errors import IngestError
+
+        keys = []
+        for r in images:
+            try:
+                keys.append(header_key(root / r, t.image_key_tag, r))
+            except IngestError as exc:
+                rep.problems.append(str(exc) + f" ({r})")
+                return
+    else:
+        keys = [annotation_path(t.image_key, r, spec.layout.case_regex) if t.image_key else r
+                for r in images]
+    found = (lambda k: table.get(k)) if t.image_key_tag else (lambda k: lookup(table, k))
+    rep.images_with_boxes = sum(1 for k in keys if found(k) is not None)
     if images and table and not rep.images_with_boxes:
-        how = f"by the key {t.image_key!r}" if t.image_key else "by relative path, name or stem"
+        how = f"by the header's {t.image_key_tag}" if t.image_key_tag else \
+            f"by the key {t.image_key!r}" if t.image_key else "by relative path, name or stem"
         rep.problems.append(f"no image is named in {t.file} ({how})")
 
 

@@ -454,6 +454,10 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
              else "".join(json.dumps(r) + "\n" for r in records))
 
     def key(rel: str) -> str:  # how the table names the image
+        if t.image_key_tag:  # a header value of the written DICOM file
+            from curate.ingest.annotations import header_key
+
+            return header_key(dest / rel, t.image_key_tag, rel)
         return fill_template(t.image_key, rel, spec.layout.case_regex, "image key") \
             if t.image_key else rel
 
