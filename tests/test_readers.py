@@ -409,3 +409,30 @@ def test_bhx_boxes_find_their_slice_by_the_uid_in_its_header(tmp_path):
     assert (box.label, box.x0, box.y0, box.x1, box.y1) == ("Subdural", 2.5, 3.0, 8.5, 7.5)
     rep = check_layout(spec, tmp_path)
     assert rep.images_with_boxes == 1 and rep.box_rows == 2, rep.summary()
+
+
+def test_prostatex_findings_mark_each_series_of_the_patient_or_say_why_not(tmp_path):
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    _ct_series(tmp_path / "ProstateX-0004" / "study" / "4.000000-t2tsetra", n=3)
+    x, y, z = (-5.0 + 0.7 * 8, 10.0 + 0.7 * 5, -100.0 + 2.5)  # column 8, row 5, slice 1
+    table = tmp_path / "ProstateX-Findings-Train.csv"
+    table.write_text("ProxID,fid,pos,zone,ClinSig\n"
+                     f"ProstateX-0004,1,{x} {y} {z},PZ,TRUE\n"
+                     f"ProstateX-0004,2,{x} {y} {z + 80},TZ,FALSE\n"  # beyond this series
+                     "ProstateX-0005,1,0 0 0,AS,FALSE\n")
+    points = {"file": "ProstateX-Findings-Train.csv", "image_column": "ProxID",
+              "image_key": r"{parent:^.*?(ProstateX-\d\d\d\d).*$=\1}", "coords_column": "pos",
+              "diameter_column": None, "diameter_mm": 1.0, "label_column": "ClinSig",
+              "outside": "skip"}
+    spec = _spec("dicom", images=["*/**/*.dcm"], points=points)
+    unit = plan_dicom(spec, tmp_path)[0][0]
+    assert len(unit.extra["points"]) == 2
+    case = read_dicom(spec, tmp_path, unit)[0]
+    arr = sitk.GetArrayFromImage(case.label)
+    k = int(round(case.image.TransformPhysicalPointToContinuousIndex([x, y, z])[2]))
+    assert case.meta.label_map == {1: "FALSE", 2: "TRUE"} and arr[k, 5, 8] == 2
+    assert arr.sum() == 2 and any("outside this volume" in n for n in case.meta.notes)
+    strict = _spec("dicom", images=["*/**/*.dcm"], points={**points, "outside": "error"})
+    with pytest.raises(IngestError, match="outside the volume"):
+        read_dicom(strict, tmp_path, plan_dicom(strict, tmp_path)[0][0])

@@ -204,7 +204,8 @@ def test_miniature_is_read_by_curate(path, miniature):
 
         assert case.label is not None, f"{spec.name}: no sphere drawn from the points"
         arr = sitk.GetArrayViewFromImage(case.label)
-        assert set(np.unique(arr).tolist()) == {0, 1} and arr[1:3, 3:5, 3:5].all()
+        centre = arr[1:3, 3:5, 3:5] if arr.shape[0] > 2 else arr[:, 3:5, 3:5]  # one slice
+        assert set(np.unique(arr).tolist()) == {0, 1} and centre.all()
         assert case.meta.label_map == {1: lay.points.label_column and
                                        next(iter(spec.findings), "finding") or lay.points.label}
     if lay.qa:

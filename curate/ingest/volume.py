@@ -281,7 +281,8 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         from curate.ingest.world_points import sphere_labels
 
         try:
-            label, label_map = sphere_labels(image, unit.extra["points"])
+            label, label_map = sphere_labels(image, unit.extra["points"],
+                                             spec.layout.points.outside, notes)
         except IngestError as exc:
             exc.file = exc.file or spec.layout.points.file
             raise

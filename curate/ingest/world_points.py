@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from curate.ingest.annotations import lookup, open_table
+from curate.ingest.annotations import lookup, numbers, open_table
 from curate.ingest.files import annotation_path
 from curate.model.errors import ConfigError, IngestError
 from curate.model.recipe import SourceSpec
@@ -27,7 +27,8 @@ def read_point_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
     path = root / cfg.file
     if not path.is_file():
         raise ConfigError(f"source {spec.name}: point file {cfg.file} not found under {root}")
-    cols = [cfg.image_column, cfg.x_column, cfg.y_column, cfg.z_column, *cfg.include,
+    xyz = [cfg.coords_column] if cfg.coords_column else [cfg.x_column, cfg.y_column, cfg.z_column]
+    cols = [cfg.image_column, *xyz, *cfg.include,
             *[c for c in (cfg.diameter_column, cfg.volume_column, cfg.label_column) if c]]
     out: dict[str, list[dict]] = defaultdict(list)
     with open_table(path) as f:
@@ -39,7 +40,8 @@ def read_point_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
             if any((row[c] or "").strip() not in vals for c, vals in cfg.include.items()):
                 continue
             try:
-                x, y, z = (float(row[c]) for c in (cfg.x_column, cfg.y_column, cfg.z_column))
+                x, y, z = (float(v) for v in numbers(row[cfg.coords_column])) \
+                    if cfg.coords_column else (float(row[c]) for c in xyz)
                 if cfg.volume_column:  # the sphere of that volume
                     d = (6 * max(float(row[cfg.volume_column]), 0.0) / np.pi) ** (1 / 3)
                 else:
@@ -63,10 +65,12 @@ def points_of(spec: SourceSpec, table: dict[str, list[dict]], rel: str) -> list[
     return lookup(table, key) or []
 
 
-def sphere_labels(image: sitk.Image, points: list[dict]) -> tuple[sitk.Image, dict[int, str]]:
+def sphere_labels(image: sitk.Image, points: list[dict], outside: str = "error",
+                  notes: list[str] | None = None) -> tuple[sitk.Image, dict[int, str]]:
     """A label volume on image's grid with every point's sphere (value per label name,
     sorted), and its label map. A sphere smaller than a voxel still marks the voxel that
-    holds its centre."""
+    holds its centre. A point outside the volume raises, or with outside='skip' is left
+    out with a note."""
     names = sorted({p["label"] for p in points})
     size = np.array(image.GetSize())  # x, y, z
     spacing = np.array(image.GetSpacing())
@@ -77,6 +81,10 @@ def sphere_labels(image: sitk.Image, points: list[dict]) -> tuple[sitk.Image, di
         centre = np.array(p["xyz"], float)
         radius = float(p["diameter"]) / 2
         cidx = np.array(image.TransformPhysicalPointToContinuousIndex(centre.tolist()))
+        if (np.any(cidx < -0.5) or np.any(cidx > size - 0.5)) and outside == "skip":
+            if notes is not None:
+                notes.append(f"a {p['label']} point lies outside this volume; not drawn")
+            continue
         if np.any(cidx < -0.5) or np.any(cidx > size - 0.5):
             raise IngestError(
                 f"point {p['label']} at {centre.round(1).tolist()} mm lies outside the volume "

@@ -207,9 +207,16 @@ class WorldPoints(Strict):
     x_column: str = "coordX"
     y_column: str = "coordY"
     z_column: str = "coordZ"
+    coords_column: str | None = Field(
+        default=None, description="one column with the three coordinates as text, e.g. "
+        "PROSTATEx's pos '25.7457 31.8707 -38.511' (then the x/y/z columns are unused)")
     frame: Literal["LPS", "RAS"] = Field(
         default="LPS", description="the table's axes: LPS (DICOM, ITK, MetaImage world "
         "coordinates) or RAS (x and y negated to reach LPS)")
+    outside: Literal["error", "skip"] = Field(
+        default="error", description="a point outside its volume: an error (a wrong frame or "
+        "key shows), or skipped with a note (findings keyed by patient, several series of "
+        "different extent each)")
     diameter_column: str | None = "diameter_mm"
     volume_column: str | None = Field(
         default=None, description="a column with the finding's volume in mm3, drawn as the "

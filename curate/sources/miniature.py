@@ -530,9 +530,11 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
                                 for k in range(n_frames)])
     p = spec.layout.points
     if p:  # one sphere at the centre of each miniature volume (origin 0, spacing 1 mm)
-        z, y, x = (n / 2 - 0.5 for n in SHAPES["volume"])
+        dicom = _kind(images[0], spec.format) == "dicom"  # one slice at z = 0
+        z, y, x = (0.0, 3.5, 3.5) if dicom else (n / 2 - 0.5 for n in SHAPES["volume"])
         x, y = (-x, -y) if p.frame == "RAS" else (x, y)
-        header = [p.image_column, p.x_column, p.y_column, p.z_column] + \
+        xyz = [p.coords_column] if p.coords_column else [p.x_column, p.y_column, p.z_column]
+        header = [p.image_column, *xyz] + \
             [col for col in (p.diameter_column, p.volume_column, p.label_column) if col] + \
             list(p.include)
         extra = ([3.0] if p.diameter_column else []) + \
@@ -540,7 +542,8 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
             ([label] if p.label_column else []) + [v[0] for v in p.include.values()]
         keys = [fill_template(p.image_key, r, spec.layout.case_regex, "point key")
                 if p.image_key else stem(r) for r in images]
-        table(p.file, header, [[k, x, y, z, *extra] for k in keys])
+        coords = [f"{x} {y} {z}"] if p.coords_column else [x, y, z]
+        table(p.file, header, [[k, *coords, *extra] for k in dict.fromkeys(keys)])
     if q:  # rows pass the include filters and miss the exclude values
         fixed = {col: vals[0] for col, vals in q.include.items()}
         fixed |= {col: "miniature" for col in q.exclude if col not in fixed}
