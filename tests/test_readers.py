@@ -436,3 +436,40 @@ def test_prostatex_findings_mark_each_series_of_the_patient_or_say_why_not(tmp_p
     strict = _spec("dicom", images=["*/**/*.dcm"], points={**points, "outside": "error"})
     with pytest.raises(IngestError, match="outside the volume"):
         read_dicom(strict, tmp_path, plan_dicom(strict, tmp_path)[0][0])
+
+
+def test_cmmd_each_breast_takes_its_own_row_of_the_spreadsheet(tmp_path):
+    """CMMD_clinicaldata_revision.xlsx: a row per breast (ID1, LeftRight, classification)."""
+    import openpyxl
+    import pydicom
+
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    for side in ("L", "R"):
+        (ds,) = _ct_series(tmp_path / "CMMD" / "D1-0042" / "07-18-2010-NA" / f"1.000000-{side}",
+                           n=1)
+        path = next((tmp_path / "CMMD" / "D1-0042" / "07-18-2010-NA" / f"1.000000-{side}")
+                    .glob("*.dcm"))
+        ds = pydicom.dcmread(path)
+        ds.ImageLaterality = side
+        ds.save_as(path)
+    book = openpyxl.Workbook()
+    for row in [["ID1", "LeftRight", "Age", "number", "abnormality", "classification",
+                 "subtype"], ["D1-0042", "L", 44, 2, "mass", "Benign", None],
+                ["D1-0042", "R", 44, 2, "calcification", "Malignant", "Luminal A"],
+                ["D1-0043", "R", 51, 1, "mass", "Malignant", "HER2-enriched"]]:
+        book.active.append(row)
+    book.save(tmp_path / "CMMD_clinicaldata_revision.xlsx")
+    spec = _spec("dicom", images=["*/**/*.dcm"], classes={
+        "file": "CMMD_clinicaldata_revision.xlsx", "image_column": "ID1",
+        "image_key": r"{parent:^.*?(D[12]-\d\d\d\d).*$=\1}", "key_columns": ["LeftRight"],
+        "image_key_tags": ["ImageLaterality"], "label_column": "classification"})
+    units, problems = plan_dicom(spec, tmp_path)
+    assert not problems
+    labels = {u.files[0].split("/")[-2]: read_dicom(spec, tmp_path, u)[0].meta.image_labels
+              for u in units}
+    assert labels == {"1.000000-L": ["Benign"], "1.000000-R": ["Malignant"]}
+    book.active.append(["D1-0042", "R", 44, 2, "mass", "Benign", None])  # the breast twice
+    book.save(tmp_path / "CMMD_clinicaldata_revision.xlsx")
+    with pytest.raises(ConfigError, match="two rows for D1-0042|R"):
+        plan_dicom(spec, tmp_path)

@@ -249,7 +249,44 @@ def class_columns(cfg) -> list[str]:
     """The columns a class table must have (each reader's column of each class)."""
     classes = [f"{r}{c}" for c in cfg.label_columns for r in cfg.readers] if cfg.readers \
         else list(cfg.label_columns)
-    return [cfg.image_column] + ([cfg.label_column] if cfg.label_column else []) + classes
+    return [cfg.image_column, *cfg.key_columns] + \
+        ([cfg.label_column] if cfg.label_column else []) + classes
+
+
+def _xlsx_rows(path: Path, name: str):
+    """(header, rows as dicts of text) of an Excel file's first sheet."""
+    try:
+        import openpyxl
+    except ImportError as exc:
+        from curate.model.errors import MissingDependency
+
+        raise MissingDependency("openpyxl") from exc
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable workbook is a config error
+        raise ConfigError(f"source {name}: {path.name} is not a readable .xlsx: {exc}") from exc
+    try:
+        rows = book.worksheets[0].iter_rows(values_only=True)
+        header = [str(h).strip() if h is not None else "" for h in next(rows, [])]
+        out = [{h: _cell_text(v) for h, v in zip(header, r, strict=False)}
+               for r in rows if any(v is not None for v in r)]
+    finally:
+        book.close()
+    return header, out
+
+
+def _cell_text(value) -> str:
+    """A spreadsheet cell as the text a CSV would hold (1.0 stored for 1 reads '1')."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def table_key(values: list[str]) -> str:
+    """One key from several parts (a patient and a side): joined by '|'."""
+    return "|".join(v.strip() for v in values)
 
 
 def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
@@ -262,12 +299,16 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise ConfigError(f"source {spec.name}: label file {cfg.file} not found under {root}")
     out: dict[str, list[str]] = {}
-    with open_table(path) as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in class_columns(cfg) if c not in (reader.fieldnames or [])]
+    with (open_table(path) if not path.name.lower().endswith(".xlsx") else _nullcontext()) as f:
+        if f is None:
+            fieldnames, rows = _xlsx_rows(path, spec.name)
+        else:
+            reader = csv.DictReader(f)
+            fieldnames, rows = reader.fieldnames, reader
+        missing = [c for c in class_columns(cfg) if c not in (fieldnames or [])]
         if missing:
             raise ConfigError(f"source {spec.name}: {cfg.file} lacks columns {missing}")
-        for row in reader:
+        for row in rows:
             labels = [row[cfg.label_column]] if cfg.label_column else []
             if cfg.list_in_cell and labels:
                 labels = list_cell(labels[0])
@@ -279,14 +320,27 @@ def read_class_labels(spec: SourceSpec, root: Path) -> dict[str, list[str]]:
             else:
                 labels += [c for c in cfg.label_columns
                            if (row[c] or "").strip() in cfg.positive_values]
-            out[row[cfg.image_column]] = labels
+            key = table_key([row[c] for c in [cfg.image_column, *cfg.key_columns]]) \
+                if cfg.key_columns else row[cfg.image_column]
+            if cfg.key_columns and key in out:
+                raise ConfigError(f"source {spec.name}: {cfg.file} has two rows for {key}")
+            out[key] = labels
     return out
 
 
-def classes_of(spec: SourceSpec, table: dict[str, list[str]], rel: str) -> list[str] | None:
+def _nullcontext():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def classes_of(spec: SourceSpec, table: dict[str, list[str]], rel: str,
+               root: Path | None = None) -> list[str] | None:
     """The class labels of one image (or of the series whose first file is rel): from its
-    file name, its folder, or its row of the table found by classes.image_key (None when
-    the table has no row for it). A file name without a valid code raises IngestError."""
+    file name, its folder, or its row of the table found by classes.image_key, followed by
+    the header values of classes.image_key_tags (read under root; then matched exactly).
+    None when the table has no row for it. A file name without a valid code, or a header
+    without a key value, raises IngestError."""
     from curate.ingest.files import annotation_path
 
     cfg = spec.layout.classes
@@ -297,6 +351,12 @@ def classes_of(spec: SourceSpec, table: dict[str, list[str]], rel: str) -> list[
     if cfg.from_folder:
         return [Path(rel).parent.name]
     key = annotation_path(cfg.image_key, rel, spec.layout.case_regex) if cfg.image_key else rel
+    if cfg.image_key_tags:
+        if root is None:
+            raise ConfigError(f"source {spec.name}: classes.image_key_tags need DICOM files "
+                              f"({spec.format.value} does not read headers)")
+        return table.get(table_key([key] + [header_key(root / rel, t, rel)
+                                             for t in cfg.image_key_tags]))
     return lookup(table, key)
 
 

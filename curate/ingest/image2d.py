@@ -164,7 +164,7 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
                 extra["spacing"] = spacing
         if spec.layout.classes is not None:
             try:
-                found = classes_of(spec, classes, rel)
+                found = classes_of(spec, classes, rel, root)
             except IngestError as exc:
                 problems.append(Problem(rel, "plan", exc))
                 continue

@@ -117,7 +117,9 @@ class BoxTable(Strict):
 class ClassLabels(Strict):
     """Image-level class labels: a CSV (single- or multi-label columns) or folder names."""
 
-    file: str | None = Field(default=None, description="CSV relative to the source root")
+    file: str | None = Field(
+        default=None, description="CSV (.csv, .csv.gz) or Excel (.xlsx, first sheet) "
+        "relative to the source root")
     image_column: str = "image"
     label_column: str | None = Field(default=None, description="single-label: the class")
     separator: str | None = Field(
@@ -149,6 +151,14 @@ class ClassLabels(Strict):
         "'{folder:^s=}' (MIMIC-CXR: files/p10/p10000032/s50414267/x.dcm is study 50414267); "
         "for a DICOM series its first file; by default the path, a trailing part or the stem",
     )
+    key_columns: list[str] = Field(
+        default_factory=list,
+        description="further columns that, with image_column, key a row (CMMD: ID1 and "
+        "LeftRight, one row per breast); matched against image_key_tags")
+    image_key_tags: list[str] = Field(
+        default_factory=list,
+        description="DICOM images: header attributes whose values follow the image's key, "
+        "one per key_columns entry (CMMD: ImageLaterality against LeftRight)")
     readers: list[str] = Field(
         default_factory=list,
         description="label_columns read by several people, one column per reader and class "
@@ -156,6 +166,12 @@ class ClassLabels(Strict):
         "'R3:']); a class is positive when min_votes readers mark it",
     )
     min_votes: int = Field(default=1, ge=1, description="with readers: votes a class needs")
+
+    @model_validator(mode="after")
+    def _keys_pair_up(self):
+        if len(self.key_columns) != len(self.image_key_tags):
+            raise ValueError("key_columns and image_key_tags pair up: give as many of each")
+        return self
 
     @model_validator(mode="after")
     def _votes_within_readers(self):

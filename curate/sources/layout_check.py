@@ -396,7 +396,8 @@ def _check_classes(spec: SourceSpec, images: list[str], root: Path, rep: LayoutR
     if not (root / c.file).is_file():
         rep.problems.append(f"class label file {c.file} not found")
         return
-    if c.image_key or c.readers or c.file.lower().endswith(".gz"):
+    if c.image_key or c.readers or c.image_key_tags or \
+            c.file.lower().endswith((".gz", ".xlsx")):
         _check_classes_as_read(spec, images, root, rep)
         return
     need = [c.image_column] + ([c.label_column] if c.label_column else []) + c.label_columns
@@ -420,7 +421,13 @@ def _check_classes_as_read(spec: SourceSpec, images: list[str], root: Path,
     except ConfigError as exc:
         rep.problems.append(str(exc))
         return
-    found = [classes_of(spec, table, r) for r in images]
+    from curate.model.errors import IngestError
+
+    try:
+        found = [classes_of(spec, table, r, root) for r in images]
+    except (IngestError, ConfigError) as exc:
+        rep.problems.append(str(exc))
+        return
     rep.images_with_classes = sum(1 for f in found if f is not None)
     rep.classes_found = sorted({x for f in found if f for x in f}) or \
         ([c.label_column] if c.label_column else list(c.label_columns))

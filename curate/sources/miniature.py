@@ -201,6 +201,10 @@ def _write_dicom(path: Path, arr: np.ndarray, spec: SourceSpec, patient: str):
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     ds.PixelData = arr.astype(np.uint16).tobytes()
+    c = spec.layout.classes
+    for tag in c.image_key_tags if c else []:  # header values a class table is keyed by
+        if tag not in ds:
+            setattr(ds, tag, "L")
     ds.save_as(path, enforce_file_format=True)
     return ds
 
@@ -440,6 +444,14 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
     def table(rel: str, header: list[str], rows: list[list], fmt: str = "csv") -> None:
         if fmt == "csv":
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            if rel.lower().endswith(".xlsx"):
+                import openpyxl
+
+                book = openpyxl.Workbook()
+                for r in [header, *rows]:
+                    book.active.append(list(r))
+                book.save(dest / rel)
+                return
             if rel.lower().endswith(".gz"):
                 import gzip
 
@@ -497,7 +509,14 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
         cell = repr([label]) if c.list_in_cell else label
         keys = [fill_template(c.image_key, r, spec.layout.case_regex, "class key")
                 if c.image_key else r for r in images]
-        rows = [[k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(keys)]
+        if c.image_key_tags:  # the rest of the key is in each file's header
+            from curate.ingest.annotations import header_key
+
+            parts = [(k, *[header_key(dest / r, t, r) for t in c.image_key_tags])
+                     for k, r in zip(keys, images, strict=True)]
+        else:
+            parts = [(k,) for k in keys]
+        rows = [[*k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(parts)]
         table(c.file, header, rows)
     g = spec.layout.regions
     if g:  # an ASAP polygon of the first labelled group on each slide's single tile
