@@ -473,3 +473,37 @@ def test_cmmd_each_breast_takes_its_own_row_of_the_spreadsheet(tmp_path):
     book.save(tmp_path / "CMMD_clinicaldata_revision.xlsx")
     with pytest.raises(ConfigError, match="two rows for D1-0042|R"):
         plan_dicom(spec, tmp_path)
+
+
+def test_mdai_outlines_and_exam_labels_reach_their_series(tmp_path):
+    """MIDRC-RICORD: an MD.ai export, outlines per SOP UID, labels per exam."""
+    import json
+
+    from curate.ingest.dicom import plan_dicom, read_dicom
+
+    slices = _ct_series(tmp_path / "MIDRC-RICORD-1A-419639-000082" / "study" / "series", n=3)
+    uids = {k: str(getattr(slices[1], k)) for k in ("StudyInstanceUID", "SeriesInstanceUID",
+                                                     "SOPInstanceUID")}
+    export = {"datasets": [{"name": "RICORD", "studies": [], "annotations": [
+        {**uids, "labelId": "L_op", "data": {"vertices": [4, 4, 11, 4, 11, 11, 4, 11]}},
+        {**uids, "labelId": "L_box", "data": {"x": 1, "y": 12, "width": 2, "height": 2}},
+        {"StudyInstanceUID": uids["StudyInstanceUID"], "labelId": "L_typ", "data": None}]}],
+        "labelGroups": [{"id": "G", "name": "Default group", "labels": [
+            {"id": "L_op", "name": "Infectious opacity", "annotationMode": "freeform"},
+            {"id": "L_box", "name": "Nodule", "annotationMode": "bbox"},
+            {"id": "L_typ", "name": "Typical Appearance", "annotationMode": None}]}]}
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    spec = _spec("dicom", images=["*/**/*.dcm"], mdai={"file": "export.json"})
+    unit = plan_dicom(spec, tmp_path)[0][0]
+    case = read_dicom(spec, tmp_path, unit)[0]
+    arr = sitk.GetArrayFromImage(case.label)
+    z = int(round(case.image.TransformPhysicalPointToContinuousIndex(
+        [float(v) for v in slices[1].ImagePositionPatient])[2]))
+    assert case.meta.label_map == {1: "Infectious opacity", 2: "Nodule"}
+    assert arr[z, 4:12, 4:12].all() and (arr[z, 4:12, 4:12] == 1).all()
+    assert (arr[z, 12:15, 1:4] == 2).all() and arr.sum() == 64 + 2 * 9
+    assert case.meta.image_labels == ["Typical Appearance"]
+    export["datasets"][0]["annotations"].append({**uids, "labelId": "L_gone", "data": None})
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    with pytest.raises(ConfigError, match="'L_gone' is in no labelGroup"):
+        plan_dicom(spec, tmp_path)

@@ -184,6 +184,12 @@ def test_miniature_is_read_by_curate(path, miniature):
         assert case.hu == ((spec.modality or "").upper() == "CT")
     if lay.classes:
         assert case.meta.image_labels, f"{spec.name}: no image label read"
+    if lay.mdai:  # a square on each slice, a label on each exam
+        import SimpleITK as sitk
+
+        assert case.label is not None, f"{spec.name}: no MD.ai outline read"
+        assert sitk.GetArrayViewFromImage(case.label)[0, 2:6, 2:6].all()
+        assert "exam finding" in case.meta.image_labels
     if lay.readings:  # every reader outlines one square on the slice
         import SimpleITK as sitk
 

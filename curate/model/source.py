@@ -315,6 +315,14 @@ class ReadingSessions(Strict):
     label: str = "nodule"
 
 
+class MdaiExport(Strict):
+    """An MD.ai annotation export for DICOM series (MIDRC-RICORD): one JSON with
+    datasets[].annotations[] (UIDs, labelId, data) and labelGroups[].labels[] (id, name)."""
+
+    file: str = Field(description="the export, relative to the source root")
+    ignore: list[str] = Field(default_factory=list, description="label names not to read")
+
+
 class QATable(Strict):
     """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
 
@@ -451,6 +459,8 @@ class Layout(Strict):
     classes: ClassLabels | None = None
     regions: SlideRegions | None = Field(
         default=None, description="wsi: polygon annotations in level-0 coordinates (ASAP XML)")
+    mdai: MdaiExport | None = Field(
+        default=None, description="dicom: outlines and exam labels from an MD.ai export")
     readings: ReadingSessions | None = Field(
         default=None, description="dicom: readers' outlines in XML beside each series (LIDC)")
     tracings: FrameTracings | None = Field(

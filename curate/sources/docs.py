@@ -41,7 +41,7 @@ points with a diameter, drawn as spheres on the volume's grid), `frame labels` \
 tracings` (`layout.tracings`: outlines traced as chords on chosen frames, those frames read \
 with the filled outline), `readers' outlines` (`layout.readings`: LIDC XML per series, \
 outlines placed by each slice's UID and geometry, a voxel kept where enough readers mark \
-it), `QA` \
+it), `MD.ai outlines and exam labels` (`layout.mdai`: an MD.ai JSON export), `QA` \
 (`layout.qa`). \
 `tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
@@ -101,6 +101,8 @@ def reads(spec: SourceSpec) -> str:
         out.append(f"classes ({how})" if how else "classes")
     if lay.regions:
         out.append("regions (ASAP XML polygons)")
+    if lay.mdai:
+        out.append("MD.ai outlines and exam labels")
     if lay.readings:
         out.append(f"readers' outlines (XML, {lay.readings.min_readers}+ readers)")
     if lay.tracings:

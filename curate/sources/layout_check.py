@@ -565,6 +565,17 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         _check_classes(spec, images, root, rep)
     if lay.points:
         _check_points(spec, images, root, rep)
+    if lay.mdai:  # the export is there and reads as MD.ai's
+        from curate.ingest.mdai import read_mdai
+        from curate.model.errors import ConfigError
+
+        try:
+            outlines, exams = read_mdai(spec, root)
+        except ConfigError as exc:
+            rep.problems.append(str(exc))
+        else:
+            rep.warnings += [] if outlines or exams else [
+                f"{lay.mdai.file} holds no outline and no exam label"]
     if lay.regions:  # one XML per annotated slide; normal slides have none
         present, _ = _templated(lay.regions.file, images, root, "regions", rep, lay.case_regex)
         rep.region_files = len(present)

@@ -518,6 +518,26 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
             parts = [(k,) for k in keys]
         rows = [[*k] + [cell] * bool(c.label_column) + flags for k in dict.fromkeys(parts)]
         table(c.file, header, rows)
+    m = spec.layout.mdai
+    if m:  # an MD.ai export: a square outline on each slice and a label on each exam
+        import pydicom
+
+        anns = []
+        for r in images:
+            ds = pydicom.dcmread(dest / r, stop_before_pixels=True)
+            uids = {k: str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID",
+                                                      "SOPInstanceUID")}
+            anns += [{**uids, "labelId": "L_outline", "data": {"vertices": [
+                [2, 2], [5, 2], [5, 5], [2, 5]]}},
+                {"StudyInstanceUID": uids["StudyInstanceUID"], "labelId": "L_exam",
+                 "data": None}]
+        _put(dest / m.file, json.dumps({
+            "datasets": [{"name": "miniature", "studies": [], "annotations": anns}],
+            "labelGroups": [{"id": "G_1", "name": "Default group", "labels": [
+                {"id": "L_outline", "name": label, "annotationMode": "freeform",
+                 "scope": "INSTANCE"},
+                {"id": "L_exam", "name": "exam finding", "annotationMode": None,
+                 "scope": "EXAM"}]}]}))
     g = spec.layout.regions
     if g:  # an ASAP polygon of the first labelled group on each slide's single tile
         group = next((k for k, v in g.groups.items() if v is not None), None)
