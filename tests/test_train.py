@@ -100,6 +100,69 @@ def test_recall_at_k_counts_the_right_text_not_the_right_row():
     assert r == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@3": 1.0}
 
 
+
+def _write_split(build, split, n):
+    """A tiny shard of n samples with the build's three members (no curate build needed)."""
+    import io
+    import json
+
+    import webdataset as wds
+    from PIL import Image
+
+    from curate.model import masks
+
+    (build / "shards").mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(build / "shards" / f"{split}-000000.tar")) as sink:
+        for i in range(n):
+            side = "left" if i % 2 else "right"
+            image = np.zeros((40, 48), np.uint8)
+            image[10:20, (30 if side == "left" else 6):(40 if side == "left" else 16)] = 255
+            png = io.BytesIO()
+            Image.fromarray(image).save(png, format="PNG")
+            box = [0.625, 0.25, 0.833, 0.5] if side == "left" else [0.125, 0.25, 0.333, 0.5]
+            record = {"caption": f"A nodule on the {side}.", "rois": [
+                {"finding": "nodule", "bbox_norm": box, "bbox": [0, 0, 1, 1]}],
+                "vqa": [{"type": "closed", "question": "Which side?", "answer": side,
+                         "options": ["left", "right"], "category": "laterality"},
+                        {"type": "closed", "question": "Is a nodule present?", "answer": "yes",
+                         "options": [], "category": "presence"}]}
+            sink.write({"__key__": f"s{i:03d}", "png": png.getvalue(),
+                        "json": json.dumps(record).encode(),
+                        "masks.npz": masks.pack(np.zeros((1, 40, 48), np.uint8))})
+
+
+def test_eval_falls_back_to_test_and_writes_eval_json(tmp_path):
+    import json
+
+    from curate.train.evaluate import evaluate
+
+    config = ModelConfig(**HASHING, width=4, embed_dim=16, image_size=32)
+    save_run(build_model(config), config, tmp_path / "run")
+    build = tmp_path / "build"
+    _write_split(build, "train", 2)
+    with pytest.raises(CurateError, match="neither val nor test"):
+        evaluate(tmp_path / "run", build)
+    _write_split(build, "test", 6)
+    notes: list[str] = []
+    result = evaluate(tmp_path / "run", build, batch_size=4, log=notes.append)
+    assert result["split"] == "test" and "no val shards" in result["note"] and notes
+    assert result["samples"] == 6 and result["retrieval"]["unique_captions"] == 2
+    assert result["roi"]["n"] == 6 and 0 <= result["roi"]["hit@0.5"] <= 1
+    assert result["vqa"]["n"] == 12 and set(result["vqa"]["by_category"]) == {"laterality",
+                                                                               "presence"}
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()) == result
+
+
+def test_train_refuses_what_it_cannot_train_on(tmp_path):
+    from curate.train.trainer import train
+
+    with pytest.raises(CurateError, match="no train shards"):
+        train(tmp_path, tmp_path / "run", steps=1, log=lambda m: None)
+    _write_split(tmp_path / "b", "train", 2)
+    with pytest.raises(CurateError, match="no state.json"):
+        train(tmp_path / "b", tmp_path / "run", steps=1, resume=True, log=lambda m: None)
+
+
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo recipe built once for this module (in-process executor)."""
