@@ -111,13 +111,44 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
             if masks:
                 unit.extra["label_files"] = masks
                 unit.files = unit.files + masks
+    if spec.layout.readings:  # readers' XML outlines beside a series (LIDC-IDRI)
+        for unit in units:
+            xml = [m for m in annotation_files(spec.layout.readings.file, unit.files[0], root,
+                                               spec.layout.case_regex)
+                   if (root / m).is_file() and m not in unit.files]
+            if xml and "iop" in unit.extra:
+                unit.extra["readings"] = xml
+                unit.files = unit.files + xml
+    if spec.layout.mdai:  # an MD.ai export: outlines by series, labels by exam
+        from curate.ingest.annotations import header_key
+        from curate.ingest.mdai import read_mdai
+
+        outlines, exams = read_mdai(spec, root)
+        for unit in units:
+            try:
+                series = header_key(root / unit.files[0], "SeriesInstanceUID", unit.files[0])
+                study = header_key(root / unit.files[0], "StudyInstanceUID", unit.files[0])
+            except IngestError:
+                continue  # no UIDs, nothing the export can name
+            if outlines.get(series) and "iop" in unit.extra:
+                unit.extra["mdai"] = outlines[series]
+            if exams.get(study):
+                unit.extra["exam_labels"] = exams[study]
+    if spec.layout.points:  # world-coordinate findings keyed from the first file
+        from curate.ingest.world_points import points_of, read_point_table
+
+        point_table = read_point_table(spec, root)
+        for unit in units:
+            found = points_of(spec, point_table, unit.files[0])
+            if found and "iop" in unit.extra:
+                unit.extra["points"] = found
     if spec.layout.classes is not None:  # image-level labels keyed from the first file
         from curate.ingest.annotations import classes_of, read_class_labels
 
         table, labelled = read_class_labels(spec, root), []
         for unit in units:
             try:
-                found = classes_of(spec, table, unit.files[0])
+                found = classes_of(spec, table, unit.files[0], root)
             except IngestError as exc:  # a file name without a valid class code
                 problems.append(Problem(unit.files[0], "plan", exc))
                 continue
@@ -230,9 +261,10 @@ def check_dicom_size(spec: SourceSpec, datasets: list[pydicom.Dataset]) -> None:
 def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | ImageCase]:
     annotation_objects = set(unit.extra.get("annotations", []))
     label_files = unit.extra.get("label_files", [])
+    readings = unit.extra.get("readings", [])
     datasets, annots = [], []
     for rel in unit.files:
-        if rel in label_files:
+        if rel in label_files or rel in readings:
             continue
         try:
             ds = dcmread(root / rel)
@@ -246,6 +278,12 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     if str(first.get("BurnedInAnnotation", "")).upper() == "YES" and not spec.allow_burned_in:
         raise BurnedInAnnotation("BurnedInAnnotation is YES; set allow_burned_in on the "
                                  "source to include such images")
+    if readings or unit.extra.get("mdai"):  # outlines name slices by UIDs scrub replaces
+        from curate.ingest.lidc import slice_geometry
+
+        series_uid = str(first.get("SeriesInstanceUID", ""))
+        geometry = {str(ds.SOPInstanceUID): slice_geometry(ds) for ds in datasets
+                    if "ImagePositionPatient" in ds and "PixelSpacing" in ds}
     for ds in datasets + annots:
         scrub(ds)
     shared = first.get("SharedFunctionalGroupsSequence")
@@ -264,8 +302,29 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         for case in cases:
             if isinstance(case, VolumeCase):
                 _attach_label_files(spec, root, case, label_files)
+    if unit.extra.get("mdai"):
+        from curate.ingest.mdai import attach_mdai
+
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                attach_mdai(case, unit.extra["mdai"], geometry, spec.layout.mdai.file)
+    if unit.extra.get("points"):
+        from curate.ingest.world_points import sphere_labels
+
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                case.label, case.meta.label_map = sphere_labels(
+                    case.image, unit.extra["points"], spec.layout.points.outside,
+                    case.meta.notes)
+    if readings:
+        from curate.ingest.lidc import attach_readings
+
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                attach_readings(spec, root, case, readings, series_uid, geometry)
     for case in cases:
-        case.meta.image_labels = list(unit.extra.get("classes", []))
+        case.meta.image_labels = list(unit.extra.get("classes", [])) + \
+            list(unit.extra.get("exam_labels", []))
     return cases
 
 
