@@ -53,6 +53,20 @@ PACKAGES = ["curate", "numpy", "pyarrow", "polars", "ray", "monai", "torch", "Si
             "pydicom", "nibabel", "webdataset", "great-expectations", "openai", "pillow"]
 
 
+def knowledge_base_info(recipe: Recipe, out: Path, log) -> dict | None:
+    """The knowledge corpus's name, licence and size for the card (None without one)."""
+    if recipe.describe.knowledge is None:
+        return None
+    from curate.describe.stage import ensure_kb
+    from curate.kb import corpus_info
+
+    try:
+        return corpus_info(ensure_kb(recipe, out, log))
+    except Exception as exc:  # noqa: BLE001 - the card says less, the build goes on
+        log(f"note: no knowledge-base facts for the card ({exc})")
+        return None
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in PACKAGES:
@@ -320,6 +334,8 @@ def _build(recipe: Recipe, recipe_path: Path, recipe_dir: Path, specs: list[Sour
                       "total": round(time.perf_counter() - t0, 3),
                       "stages_cpu": {k: round(v, 3) for k, v in sorted(seconds.items())}},
         "shards": sums,
+        **({"knowledge_base": kb_info} if (kb_info := knowledge_base_info(recipe, out, log))
+           else {}),
     }
     # every output goes to the staging folder, run.json last, then all switch in at once
     atomic_text(staging / "validation.json", json.dumps(validation, indent=1))

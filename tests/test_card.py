@@ -312,6 +312,8 @@ def test_demo_card_loads_as_the_hub_would_and_its_snippets_run(demo):
 
     text = (demo / "README.md").read_text()
     assert (demo / "DATACARD.md").read_text() == text
+    # the knowledge corpus the text drew on, with its licence (the packaged one: Apache-2.0)
+    assert "Knowledge corpus:" in text and "licence: Apache-2.0" in text
     card = DatasetCard(text)
     assert card.data.pretty_name == "demo" and card.data.license == "other"
     meta, body = front_matter(text)

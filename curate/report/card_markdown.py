@@ -272,6 +272,12 @@ def text_section(record: dict, kept: dict) -> list[str]:
         out.append(f"- {refs} samples carry `knowledge_refs`: the ids of {knowledge['k']} "
                    f"passages retrieved from the `{knowledge.get('kb') or 'built-in'}` knowledge "
                    "base for their modality, region and findings.")
+    corpus = record.get("knowledge_base")
+    if knowledge and corpus:
+        out.append(f"- Knowledge corpus: {corpus.get('name') or 'unnamed'}, "
+                   f"{corpus.get('documents', 0)} documents in {corpus.get('chunks', 0)} "
+                   f"passages, embedded with {corpus.get('model')}; licence: "
+                   f"{corpus.get('license') or 'unknown (the index was built without --license)'}.")
     vqa = kept.get("vqa_origins", {})
     out.append(f"- VQA pairs: {words(vqa, origin_name)} (`facts`: answers computed from the "
                "ROI facts and metadata; `source`: written by the dataset's authors).")
