@@ -459,3 +459,19 @@ def test_a_dicom_series_takes_a_nifti_label_stored_in_another_orientation(tmp_pa
     assert not problems and units[0].extra["label_files"] == ["labels/case01.nii.gz"]
     (case,) = read_dicom(spec, tmp_path, units[0])
     assert np.array_equal(sitk.GetArrayFromImage(case.label), lesion)
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_each_sample_names_the_files_it_came_from_unless_the_source_opts_out(tmp_path, record):
+    from curate.model.recipe import Recipe
+    from curate.unit.pipeline import process_unit
+    hu = np.zeros((4, 24, 24), np.float32) + np.arange(4)[:, None, None] * 100
+    hu[:, 8:16, 8:16] += 300
+    paths = write_dicom_series(tmp_path / "s", hu, (1.0, 1.0, 2.0))
+    spec = SourceSpec(name="d", format="dicom", modality="CT", record_paths=record,
+                      layout={"images": ["s/*.dcm"]})
+    units, _ = plan_dicom(spec, tmp_path)
+    recipe = Recipe(name="t", sources=[spec.model_dump(exclude_none=True)])
+    result = process_unit(spec, tmp_path, units[0].stamp(tmp_path, "test"), recipe)
+    want = sorted(f"s/{p.name}" for p in paths) if record else []
+    assert result.samples and all(s["source_files"] == want for s in result.samples)

@@ -83,6 +83,9 @@ QUALITY = pa.struct([
 SAMPLE_FIELDS = [
     ("sample_id", pa.string()),
     ("unit_id", pa.string()),
+    # the input files the sample came from, relative to the source root (a series past
+    # MAX_SOURCE_FILES files is named by its folders); empty when the source opts out
+    ("source_files", pa.list_(pa.string())),
     ("source", pa.string()),
     ("case_id", pa.string()),  # salted hash of the patient id
     ("series", pa.string()),  # salted hash of the series/file identity
@@ -118,6 +121,7 @@ BYTES_FIELDS = [
 ]
 
 SAMPLE = pa.schema(SAMPLE_FIELDS + BYTES_FIELDS)
+MAX_SOURCE_FILES = 32
 MANIFEST = pa.schema(SAMPLE_FIELDS)
 
 QUARANTINE = pa.schema([

@@ -581,6 +581,12 @@ class SourceSpec(Strict):
     allow_burned_in: bool = Field(
         default=False, description="include DICOM images flagged BurnedInAnnotation=YES"
     )
+    record_paths: bool = Field(
+        default=True,
+        description="record each sample's input files (paths relative to the source root) "
+        "in the manifest's source_files; set false for private data whose file or folder "
+        "names identify people",
+    )
     notes: str | None = None
 
     def normalised_label(self, label: str) -> str:

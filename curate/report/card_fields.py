@@ -16,6 +16,8 @@ FIELDS: dict[str, tuple[str, str]] = {  # path -> (unit, meaning)
               "box ROIs filled"),
     "sample_id": ("", "stable id of the 2D sample (hash of its source, file and view)"),
     "unit_id": ("", "the work unit (case or file) the sample was made from"),
+    "source_files": ("", "the input files it came from, relative to the source root (a "
+                     "long series by its folders); empty where the source opts out"),
     "source": ("", "the source dataset's short name (see Sources)"),
     "case_id": ("", "salted hash of the patient or case id; splits never share a case"),
     "series": ("", "salted hash of the series or file identity"),

@@ -17,6 +17,7 @@ import numpy as np
 from curate.dataset.decontam import phash_hex
 from curate.ingest import ImageCase, Unit, VolumeCase, adapter
 from curate.model.recipe import Recipe, SourceSpec
+from curate.model.records import MAX_SOURCE_FILES
 from curate.unit.deid import salted_hash
 from curate.unit.ground import box_mask, encode_png, ground, relations
 from curate.unit.normalize import View2D, image_view, volume_views
@@ -42,6 +43,18 @@ def quarantine_row(source: str, unit_id: str, file: str, stage: str, exc: BaseEx
         message = message.replace(str(root) + "/", "").replace(str(root), "")
     return {"source": source, "unit_id": unit_id, "file": file, "stage": stage,
             "error": exc.__class__.__name__, "message": message[:1000]}
+
+
+def source_files(spec: SourceSpec, unit: Unit) -> list[str]:
+    """The unit's input files relative to the source root, for tracing a sample back;
+    a long series is named by its folders; none when the source sets record_paths off."""
+    if not spec.record_paths:
+        return []
+    if len(unit.files) <= MAX_SOURCE_FILES:
+        return list(unit.files)
+    folders = sorted({str(Path(f).parent) for f in unit.files})
+    return [f"{d}/ ({sum(1 for f in unit.files if str(Path(f).parent) == d)} files)"
+            for d in folders][:MAX_SOURCE_FILES]
 
 
 def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
@@ -115,7 +128,8 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     patient = view.meta.patient_id or unit.key
     h, w = view.image.shape[:2]
     return {
-        "sample_id": sample_id, "unit_id": unit.unit_id, "source": spec.name,
+        "sample_id": sample_id, "unit_id": unit.unit_id,
+        "source_files": source_files(spec, unit), "source": spec.name,
         "image_sha256": hashlib.sha256(image_png).hexdigest(),
         "image_phash": phash_hex(view.image),
         "case_id": salted_hash(f"{spec.name}/{patient}", recipe.salt),
