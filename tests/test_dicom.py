@@ -436,7 +436,7 @@ def test_a_coronal_series_keeps_head_up_and_the_patients_left_on_image_right(tmp
     (roi,) = rois
     x0, y0, x1, y1 = roi["bbox"]
     assert (x0, x1) == (26, 32) and (y0, y1) == (nz - 40, nz - 34)  # head at the top
-    assert roi["laterality"] == "left" and roi["location"].startswith("upper part")
+    assert roi["laterality"] == "left" and roi["location"] == "upper, on the patient's left side"
 
 
 def test_a_dicom_series_takes_a_nifti_label_stored_in_another_orientation(tmp_path):

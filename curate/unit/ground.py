@@ -60,22 +60,24 @@ def location(view: View2D, cx: float, cy: float) -> tuple[str, str | None]:
     """A location phrase and the laterality (None when the view has no patient frame)."""
     h, w = view.image.shape[:2]
     vert = ("upper", "middle", "lower")[min(2, int(3 * cy / h))]
+    # in the patient's frame, one word per axis: never "central part of the slice" beside
+    # "the patient's left" (image words and patient words do not mix)
+    height = ("upper", "mid-height", "lower")[min(2, int(3 * cy / h))]
     if view.plane in PATIENT_FRAME:
         mid = midline_x(view)
         half = max(mid, w - mid)
         off = (cx - mid) / half
         lat = "midline" if abs(off) < 0.15 else ("left" if off > 0 else "right")
-        if view.plane == View.axial:
-            ap = ("anterior", "central", "posterior")[min(2, int(3 * cy / h))]
-            side = "near the midline" if lat == "midline" else f"on the patient's {lat} side"
-            return f"{ap} part of the slice, {side}", lat
         side = "near the midline" if lat == "midline" else f"on the patient's {lat} side"
+        if view.plane == View.axial:  # image y runs anterior to posterior
+            depth = ("anterior", "mid-depth", "posterior")[min(2, int(3 * cy / h))]
+            return f"{depth}, {side}", lat
         if view.plane == View.coronal:
-            return f"{vert} part of the slice, {side}", lat
+            return f"{height}, {side}", lat
         return f"{vert} zone of the image, {side}", lat
     if view.plane == View.sagittal:  # image x runs anterior to posterior: no side in-plane
-        ap = ("anterior", "central", "posterior")[min(2, int(3 * cx / w))]
-        return f"{vert} {ap} part of the slice", None
+        depth = ("anterior", "mid-depth", "posterior")[min(2, int(3 * cx / w))]
+        return f"{height}, {depth}", None
     horiz = ("left", "centre", "right")[min(2, int(3 * cx / w))]
     where = "centre" if (vert, horiz) == ("middle", "centre") else f"{vert} {horiz}"
     return f"{where} of the image", None
