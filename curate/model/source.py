@@ -238,7 +238,10 @@ class WorldPoints(Strict):
         default=None, description="a column with the finding's volume in mm3, drawn as the "
         "sphere of that volume (LNDb's Volume), when there is no diameter column")
     diameter_mm: float | None = Field(
-        default=None, gt=0, description="fixed diameter when the table has no diameter column")
+        default=None, gt=0,
+        description="fixed diameter when the table has no diameter column; only for a size "
+        "the source itself states (a drawn marker's size becomes the ROI's size facts and "
+        "text, so never use it to mark a bare point)")
     include: dict[str, list[str]] = Field(
         default_factory=dict, description="keep rows whose column holds one of these values "
         "(LNDb: {Nodule: ['1']} leaves out non-nodules)")
