@@ -299,6 +299,18 @@ def _write_readings(path: Path, ds, readers: int) -> None:
                + session * readers + "</LidcReadMessage>")
 
 
+def _write_pyramid(path: Path, arr: np.ndarray, tile: int) -> None:
+    """A tiled pyramidal TIFF (full resolution and 1/2 as a reduced level), the way slide
+    scanners' generic TIFFs are laid out; tiffslide reads its levels."""
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(arr, tile=(tile, tile), subifds=1, photometric="rgb", compression="deflate")
+        tif.write(arr[::2, ::2], tile=(tile, tile), subfiletype=1, photometric="rgb",
+                  compression="deflate")
+
+
 def _codes(pattern: re.Pattern, path: str, values: dict[str, str]) -> bool:
     m = pattern.search(Path(path).name)
     return bool(m and m.groups() and (not values or m.group(1) in values))
@@ -313,8 +325,7 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
     """
     dest, lay, fam = Path(dest), spec.layout, spec.format
     dest.mkdir(parents=True, exist_ok=True)
-    skipped = ["slides are written as one-tile single-level TIFFs, not pyramidal WSI files"] \
-        if fam is FormatFamily.wsi else []
+    skipped = []
     if fam is FormatFamily.vqa and not lay.qa:
         skipped.append("no question-answer file is declared (layout.qa), so none is written")
     pid_re = re.compile(lay.patient_id) if lay.patient_id else None
@@ -355,8 +366,8 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
             skipped.append(f"{rel}: no writer for this extension; empty placeholder written")
             _put(dest / rel, b"")
             continue
-        if fam is FormatFamily.wsi and kind == "raster":  # one tile of pink "tissue"
-            arr = np.empty((lay.tile_size, lay.tile_size, 3), np.uint8)
+        if fam is FormatFamily.wsi and kind == "raster":  # 2 x 2 tiles of pink "tissue"
+            arr = np.empty((2 * lay.tile_size, 2 * lay.tile_size, 3), np.uint8)
             arr[...] = (200, 110 + 10 * i, 160)
         elif kind == "raw":  # the declared shape, values within the declared bits
             top = 2 ** (lay.raw.bits or 8) - 1
@@ -367,6 +378,9 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
         patient = patient_from_path(spec, rel) or f"MINI{i + 1:03d}"
         if kind == "raw":
             _put(dest / rel, arr.astype(np.dtype(lay.raw.dtype)).tobytes())
+            ds = None
+        elif fam is FormatFamily.wsi and rel.lower().endswith((".tif", ".tiff")):
+            _write_pyramid(dest / rel, arr, tile=min(256, lay.tile_size))
             ds = None
         else:
             ds = _write(dest / rel, kind, arr, spec, patient)
