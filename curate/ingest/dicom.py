@@ -23,12 +23,13 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from curate.ingest.base import CaseMeta, ImageCase, Unit, VolumeCase
 from curate.ingest.dicom_annot import referenced_series, rtstruct_labels, seg_labels
 from curate.ingest.files import (
+    OutsideRoot,
     Problem,
-    annotation_files,
     check_pixels,
     list_images,
     nonfinite_fix,
     patient_from_path,
+    present_files,
 )
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec, View, VolumeRules
@@ -105,17 +106,22 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
         for unit in units:
             if "iop" not in unit.extra or len(unit.files) < 1:
                 continue
-            masks = [m for m in annotation_files(spec.layout.masks, unit.files[0], root,
-                                                 spec.layout.case_regex)
-                     if (root / m).is_file() and m not in unit.files]
+            try:
+                masks = present_files(spec, root, spec.layout.masks, unit.files[0], unit.files)
+            except OutsideRoot as exc:
+                problems.append(Problem(exc.file, "plan", exc))
+                continue
             if masks:
                 unit.extra["label_files"] = masks
                 unit.files = unit.files + masks
     if spec.layout.readings:  # readers' XML outlines beside a series (LIDC-IDRI)
         for unit in units:
-            xml = [m for m in annotation_files(spec.layout.readings.file, unit.files[0], root,
-                                               spec.layout.case_regex)
-                   if (root / m).is_file() and m not in unit.files]
+            try:
+                xml = present_files(spec, root, spec.layout.readings.file, unit.files[0],
+                                    unit.files)
+            except OutsideRoot as exc:
+                problems.append(Problem(exc.file, "plan", exc))
+                continue
             if xml and "iop" in unit.extra:
                 unit.extra["readings"] = xml
                 unit.files = unit.files + xml

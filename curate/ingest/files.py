@@ -202,6 +202,18 @@ def annotation_files(template: str, rel: str, root: Path, case_regex: str | None
                   if x.is_file())
 
 
+def present_files(spec: SourceSpec, root: Path, template: str, rel: str,
+                  skip: list[str] | tuple = ()) -> list[str]:
+    """The files of `template` for image `rel` that exist (never rel itself or `skip`);
+    OutsideRoot for the first that leaves the source root (unless the source allows it)."""
+    found = [m for m in annotation_files(template, rel, root, spec.layout.case_regex)
+             if m != rel and m not in skip and (root / m).is_file()]
+    for m in found:
+        if (why := outside_root(spec, root, m)) is not None:
+            raise why
+    return found
+
+
 def is_pattern(template: str) -> bool:
     """Whether a template names several files (* or ? outside its {fields})."""
     return bool(GLOB_CHARS & set(re.sub(r"\{[^{}]*\}", "", template)))

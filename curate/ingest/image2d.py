@@ -21,16 +21,16 @@ from curate.ingest.annotations import (  # noqa: F401 - lookup is imported from 
 from curate.ingest.base import Box, ImageCase, Unit
 from curate.ingest.files import (
     EmptyInput,
+    OutsideRoot,
     Problem,
     TooLarge,
-    annotation_files,
     annotation_path,
     check_file,
     check_pixels,
     file_meta,
     list_images,
     nonfinite_fix,
-    outside_root,
+    present_files,
     structure_label,
     unknown_labels_error,
     unknown_values,
@@ -126,13 +126,10 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     for rel in list_images(spec, root, problems):
         files, extra = [rel], {}
         if spec.layout.masks:
-            masks = [m for m in annotation_files(spec.layout.masks, rel, root,
-                                                 spec.layout.case_regex)
-                     if m != rel and (root / m).is_file()]
-            outside = [(m, why) for m in masks
-                       if (why := outside_root(spec, root, m)) is not None]
-            if outside:
-                problems.append(Problem(outside[0][0], "plan", outside[0][1]))
+            try:
+                masks = present_files(spec, root, spec.layout.masks, rel)
+            except OutsideRoot as exc:
+                problems.append(Problem(exc.file, "plan", exc))
                 continue
             if masks:
                 files.extend(masks)

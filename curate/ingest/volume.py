@@ -11,13 +11,13 @@ from curate.ingest.base import Unit, VolumeCase
 from curate.ingest.files import (
     EmptyInput,
     NonFinite,
+    OutsideRoot,
     Problem,
-    annotation_files,
     check_file,
     check_pixels,
     file_meta,
     list_images,
-    outside_root,
+    present_files,
     structure_label,
     unknown_labels_error,
 )
@@ -46,13 +46,10 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
             if found is not None:
                 extra["classes"] = found
         if spec.layout.masks:
-            labels = [m for m in annotation_files(spec.layout.masks, rel, root,
-                                                  spec.layout.case_regex)
-                      if m != rel and (root / m).is_file()]
-            outside = [(m, why) for m in labels
-                       if (why := outside_root(spec, root, m)) is not None]
-            if outside:
-                problems.append(Problem(outside[0][0], "plan", outside[0][1]))
+            try:
+                labels = present_files(spec, root, spec.layout.masks, rel)
+            except OutsideRoot as exc:
+                problems.append(Problem(exc.file, "plan", exc))
                 continue
             if len(labels) == 1 and spec.layout.mask_label_from == "value":
                 extra["label"] = labels[0]
