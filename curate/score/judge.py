@@ -14,29 +14,24 @@ whitelisted facts the describe prompt sends (`prompt_facts`), never an identifie
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
-from importlib import resources
 from string import Template
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from curate.describe.backends.answer import AnswerError
+from curate.describe.backends.answer import validated
 from curate.describe.backends.cache import cache_key
-from curate.describe.backends.openai_chat import API_KEY_ENV, OpenAIChatGenerator, _Fault, _Run
-from curate.describe.backends.prompt import prompt_facts
+from curate.describe.backends.openai_chat import API_KEY_ENV, OpenAIChatGenerator, _Run
+from curate.describe.backends.prompt import prompt_facts, read_prompt
 from curate.model.errors import CurateError
 from curate.model.recipe import JudgeConfig
 
 AXES = ("accuracy", "completeness", "clarity")
 BACKEND = "openai-chat-judge"
 MAX_TEXT_CHARS = 6000
-_SECTION = re.compile(r"^# (system|user)\s*$", re.M)
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 # settings that change no answer: left out of the score key
 NEUTRAL = {"concurrency", "rps", "max_retries", "timeout_s", "api_key_env",
            "price_per_1k_prompt", "price_per_1k_completion", "actors", "actor_cpus"}
@@ -67,14 +62,7 @@ class JudgePrompt:
 
 def load_judge_prompt(version: str = "judge-v1") -> JudgePrompt:
     """Read `curate/prompts/<version>.md` and its schema; fail loudly when they disagree."""
-    base = resources.files("curate") / "prompts"
-    try:
-        text = (base / f"{version}.md").read_text(encoding="utf-8")
-        schema = json.loads((base / f"{version}.schema.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CurateError(f"judge prompt {version!r} not found in curate/prompts/") from exc
-    parts = _SECTION.split(re.sub(r"<!--.*?-->", "", text, flags=re.S))
-    sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    sections, schema = read_prompt(version, "judge prompt")
     if set(sections) != {"system", "user"}:
         raise CurateError(f"judge prompt {version!r} needs exactly the sections "
                           "'# system' and '# user'")
@@ -86,22 +74,7 @@ def load_judge_prompt(version: str = "judge-v1") -> JudgePrompt:
 
 def parse_judge(text: str | None) -> dict[str, Any]:
     """The judge's answer as a dict, or AnswerError('malformed', why)."""
-    if text is None or not text.strip():
-        raise AnswerError("malformed", "empty answer")
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise AnswerError("malformed", f"not JSON ({exc.msg} at {exc.pos})") from None
-    try:
-        return JudgeAnswer.model_validate(data).model_dump()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "answer"
-        raise AnswerError("malformed", f"schema: {where}: {first['msg']}") from None
+    return validated(text, JudgeAnswer).model_dump()
 
 
 @dataclass(frozen=True)
@@ -179,25 +152,13 @@ class JudgeGenerator(OpenAIChatGenerator):
             self._acct.succeeded += 1
             return JudgeResult(req.sample_id, hit["judge"], key)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        attempt = 0
-        while True:
-            try:
-                answer, mode = await self._attempt(run, body, [], usage)
-            except _Fault as fault:
-                if fault.kind == "fallback":
-                    continue
-                if fault.kind == "bad_request" or attempt >= self.max_retries:
-                    self._acct.failures[fault.kind] += 1
-                    return JudgeResult(req.sample_id, None, key, usage,
-                                       f"{fault.kind}: {fault.detail}"[:500])
-                attempt += 1
-                self._acct.retries[fault.kind] += 1
-                await asyncio.sleep(self._delay(attempt, fault.retry_after))
-                continue
-            self._acct.succeeded += 1
-            self.cache.put(key, {"judge": answer, "mode": mode, "model": self.model,
-                                 "prompt_version": self.judge_prompt.version, "usage": usage})
-            return JudgeResult(req.sample_id, answer, key, usage)
+        answer, mode, fault = await self._answer(run, body, [], usage)
+        if fault is not None:
+            return JudgeResult(req.sample_id, None, key, usage,
+                               f"{fault.kind}: {fault.detail}"[:500])
+        self.cache.put(key, {"judge": answer, "mode": mode, "model": self.model,
+                             "prompt_version": self.judge_prompt.version, "usage": usage})
+        return JudgeResult(req.sample_id, answer, key, usage)
 
 
 def make_judge(cfg: JudgeConfig, cache_dir: str | None, actors: int = 1) -> JudgeGenerator:

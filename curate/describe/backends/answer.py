@@ -47,8 +47,9 @@ _SIZE = re.compile(
     re.I)
 
 
-def parse_levels(text: str | None) -> dict[str, str]:
-    """The five levels from an answer's text, or AnswerError(malformed)."""
+def validated(text: str | None, model: type[BaseModel]) -> BaseModel:
+    """An answer's JSON (a code fence around it tolerated) checked against `model`, or
+    AnswerError(malformed) saying what is wrong."""
     if text is None or not text.strip():
         raise AnswerError("malformed", "empty answer")
     body = text.strip()
@@ -60,11 +61,16 @@ def parse_levels(text: str | None) -> dict[str, str]:
     except json.JSONDecodeError as exc:
         raise AnswerError("malformed", f"not JSON ({exc.msg} at {exc.pos})") from None
     try:
-        levels = Levels.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "answer"
         raise AnswerError("malformed", f"schema: {where}: {first['msg']}") from None
+
+
+def parse_levels(text: str | None) -> dict[str, str]:
+    """The five levels from an answer's text, or AnswerError(malformed)."""
+    levels = validated(text, Levels)
     return {k: getattr(levels, k) for k in LEVEL_KEYS}
 
 

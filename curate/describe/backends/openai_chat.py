@@ -251,28 +251,38 @@ class OpenAIChatGenerator:
                                   self._generation(key, hit.get("mode", "json_schema")))
         _, roi_facts = prompt_facts(req.ctx)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        levels, mode, fault = await self._answer(run, body, roi_facts, usage)
+        if fault is not None:
+            return DescribeResult(req.sample_id, empty_levels(), "",
+                                  self._generation(key, mode), usage,
+                                  f"{fault.kind}: {fault.detail}"[:500])
+        self.cache.put(key, {"levels": levels, "mode": mode, "model": self.model,
+                             "prompt_version": self.prompt.version, "usage": usage})
+        return DescribeResult(req.sample_id, levels, caption_from(levels),
+                              self._generation(key, mode), usage)
+
+    async def _answer(self, run: _Run, body: dict[str, Any], roi_facts: list[dict[str, Any]],
+                      usage: dict[str, int]) -> tuple[Any, str, _Fault | None]:
+        """(checked answer, response mode, None), retrying by kind with backoff; or
+        (None, the mode of the last attempt, its fault) once retries run out or the
+        request is bad. Successes, retries and failures are counted."""
         attempt = 0
         while True:
             mode = self.response_mode
             try:
-                levels, mode = await self._attempt(run, body, roi_facts, usage)
+                answer, mode = await self._attempt(run, body, roi_facts, usage)
             except _Fault as fault:
                 if fault.kind == "fallback":
                     continue  # mode switched; not a retry of this request's answer
                 if fault.kind == "bad_request" or attempt >= self.max_retries:
                     self._acct.failures[fault.kind] += 1
-                    return DescribeResult(req.sample_id, empty_levels(), "",
-                                          self._generation(key, mode), usage,
-                                          f"{fault.kind}: {fault.detail}"[:500])
+                    return None, mode, fault
                 attempt += 1
                 self._acct.retries[fault.kind] += 1
                 await asyncio.sleep(self._delay(attempt, fault.retry_after))
                 continue
             self._acct.succeeded += 1
-            self.cache.put(key, {"levels": levels, "mode": mode, "model": self.model,
-                                 "prompt_version": self.prompt.version, "usage": usage})
-            return DescribeResult(req.sample_id, levels, caption_from(levels),
-                                  self._generation(key, mode), usage)
+            return answer, mode, None
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it gives one."""

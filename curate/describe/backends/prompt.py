@@ -49,17 +49,22 @@ class PromptSpec:
     schema: dict[str, Any]
 
 
-def load_prompt(version: str = DEFAULT_PROMPT) -> PromptSpec:
-    """Read `curate/prompts/<version>.md` and its schema; fail loudly when they disagree."""
+def read_prompt(version: str, what: str = "prompt") -> tuple[dict[str, str], dict[str, Any]]:
+    """The `# section` texts of `curate/prompts/<version>.md` (HTML comments removed) and
+    its JSON schema `<version>.schema.json`."""
     base = resources.files("curate") / "prompts"
     try:
         text = (base / f"{version}.md").read_text(encoding="utf-8")
         schema = json.loads((base / f"{version}.schema.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CurateError(f"prompt {version!r} not found in curate/prompts/") from exc
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    parts = _SECTION.split(text)
-    sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+        raise CurateError(f"{what} {version!r} not found in curate/prompts/") from exc
+    parts = _SECTION.split(re.sub(r"<!--.*?-->", "", text, flags=re.S))
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}, schema
+
+
+def load_prompt(version: str = DEFAULT_PROMPT) -> PromptSpec:
+    """Read `curate/prompts/<version>.md` and its schema; fail loudly when they disagree."""
+    sections, schema = read_prompt(version)
     missing = {"system", "user", "images: overlay", "images: clean"} - set(sections)
     if missing:
         raise CurateError(f"prompt {version!r} lacks sections: {sorted(missing)}")
