@@ -149,7 +149,8 @@ def fault_point(stage: str) -> None:
 _PASSES: dict[str, int] = {}  # passes per fault point, in this process (tests only)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's entries: the renames into it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -165,7 +166,7 @@ def atomic_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def sync_tree(root: Path, threads: int = 16) -> int:
@@ -176,15 +177,8 @@ def sync_tree(root: Path, threads: int = 16) -> int:
     for dirpath, dirs, files in os.walk(root):
         paths += [Path(dirpath) / n for n in dirs + files]
 
-    def sync(p: Path) -> None:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(sync, paths))
+        list(pool.map(fsync_path, paths))
     return len(paths)
 
 
@@ -258,10 +252,10 @@ def _complete(out: Path, journal: dict) -> None:
         if os.path.lexists(staging / name):
             os.rename(staging / name, out / name)
             fault_point("switch")
-    fsync_dir(out)
+    fsync_path(out)
     atomic_text(out / OUTPUTS, json.dumps(new))
     (out / JOURNAL).unlink()
-    fsync_dir(out)
+    fsync_path(out)
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
 
