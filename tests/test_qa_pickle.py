@@ -141,12 +141,16 @@ def test_bad_rows_become_quarantine_rows(tmp_path):
 def test_include_and_type_columns_are_read_from_pickled_rows(tmp_path):
     rows = [dict(r, lang=lang, kind="CLOSED") for r, lang in zip(ROWS, ["en", "zh", "en"],
                                                                   strict=True)]
+    rows.append({"image": "train_0002", "question": "Untyped?", "answer": "no", "lang": "en",
+                 "kind": None})  # an optional column left empty is no type, not a bad row
     _write(tmp_path, rows)
     spec = _spec(include={"lang": ["en"]}, type_column="kind")
-    table = read_qa_table(spec, tmp_path, [])
+    problems = []
+    table = read_qa_table(spec, tmp_path, problems)
     assert {k: [(q["question"], q["type"]) for q in v] for k, v in table.items()} == {
         "train_0001": [("What have lost their nuclei?", "closed")],
-        "train_0002": [("How many lobes are shown?", "closed")]}
+        "train_0002": [("How many lobes are shown?", "closed"), ("Untyped?", None)]}
+    assert problems == []
 
 
 def _images(root: Path, names: list[str]) -> None:

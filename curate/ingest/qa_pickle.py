@@ -119,7 +119,7 @@ def pickle_rows(path: Path, cfg, problems: list[Problem] | None = None) -> list[
                 raise IngestError(f"a {type(row).__name__}, not a dict")
             out = {c: _cell(row, c) for c in text_columns}
             out[cfg.answer_column] = _cell(row, cfg.answer_column, numbers=True)
-            out |= {c: _cell(row, c, numbers=True) for c in other if c in row}
+            out |= {c: _cell(row, c, numbers=True) for c in other if row.get(c) is not None}
         except IngestError as exc:
             bad.append(IngestError(f"{rel}: row {index}: {exc}", file=rel))
             continue
