@@ -132,15 +132,17 @@ def test_both_folder_variants_land_on_their_pixels(tmp_path):
 def test_each_abnormality_becomes_one_roi_with_its_finding(tmp_path):
     _mammogram(tmp_path)
     _described(tmp_path, 1, _square(2, 3))
-    _undescribed(tmp_path, 2, [np.full((5, 6), 77, np.uint8), _square(12, 20)])
+    two_pieces = _square(12, 20) | _square(12, 10)  # one abnormality outlined in two parts
+    _undescribed(tmp_path, 2, [np.full((5, 6), 77, np.uint8), two_pieces])
     _table(tmp_path, [_row(1), _row(2, "BENIGN")])
     spec = _spec()
     units, _ = plan_dicom(spec, tmp_path)
     res = process_unit(spec, tmp_path, units[0].stamp(tmp_path, "t"), Recipe(name="t", sources=[]))
     assert not res.quarantine and len(res.samples) == 1, res.quarantine
     rois = res.samples[0]["rois"]
-    assert sorted((r["label"], r["finding"], r["area_px"]) for r in rois) == [
-        ("BENIGN mass", "benign_breast_mass", 16), ("MALIGNANT mass", "malignant_breast_mass", 16)]
+    assert sorted((r["label"], r["finding"], r["area_px"], r["bbox"]) for r in rois) == [
+        ("BENIGN mass", "benign_breast_mass", 32, [10, 12, 24, 16]),
+        ("MALIGNANT mass", "malignant_breast_mass", 16, [3, 2, 7, 6])]
 
 
 def test_a_mask_of_another_size_is_a_quarantine_row(tmp_path):

@@ -265,6 +265,7 @@ def attach_roi_masks(spec: SourceSpec, root: Path, unit: Unit, cases: list) -> N
                           file=unit.files[0])
     case = images[0]
     case.mask, case.meta.label_map = roi_masks(spec, root, unit, case.pixels.shape)
+    case.meta.roi_per_value = True  # an abnormality's mask in pieces is still one ROI
 
 
 def _write_roi_file(path: Path, arr: np.ndarray, image, description: str | None,
