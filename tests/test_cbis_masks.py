@@ -249,3 +249,23 @@ def test_images_without_abnormality_folders_are_unchanged(tmp_path):
     assert not problems and len(units) == 1 and "roi_folders" not in units[0].extra
     case = read_dicom(_spec(), tmp_path, units[0])[0]
     assert case.mask is None and pydicom.dcmread(tmp_path / units[0].files[0]).Rows == 20
+
+
+def test_sources_check_names_folders_without_image_or_row(tmp_path):
+    from curate.sources.layout_check import check_layout
+
+    _mammogram(tmp_path)
+    _described(tmp_path, 1, _square(2, 3))
+    _described(tmp_path, 2, _square(8, 8))
+    spec = _spec()
+    assert "no case table matches" in " ".join(check_layout(spec, tmp_path).problems)
+    _table(tmp_path, [_row(1), _row(2)])
+    assert check_layout(spec, tmp_path).ok
+    _table(tmp_path, [_row(1)])
+    (tmp_path / f"{CASE}_1").rename(tmp_path / "Calc-Test_P_00009_LEFT_CC_1")  # no image
+    problems = check_layout(spec, tmp_path).problems
+    assert problems == [
+        "1 of 2 abnormality folders without their image folder, e.g. "
+        "Calc-Test_P_00009_LEFT_CC_1",
+        "1 of 2 abnormality folders without a matching case-table row (their images are "
+        "quarantined), e.g. Mass-Training_P_00001_LEFT_CC_2"], problems

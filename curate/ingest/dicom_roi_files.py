@@ -336,3 +336,31 @@ def write_roi_miniature(spec: SourceSpec, dest: Path, images: list[str]) -> list
         writer.writeheader()
         writer.writerows(rows)
     return written
+
+
+def check_roi_folders(spec: SourceSpec, root: Path, images: list[str]
+                      ) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of a copy against layout.roi_folders, from paths and the case
+    tables only: abnormality folders without their image folder or without a table row."""
+    cfg = spec.layout.roi_folders
+    pattern = re.compile(cfg.folder_regex)
+    tops = {_folder(r) for r in images}
+    abnormal = {t: m for t in sorted(tops) if (m := pattern.search(t)) and len(m.groups()) >= 2}
+    if not abnormal:
+        return [], [f"no abnormality folder matches {cfg.folder_regex!r}: images are read "
+                    "without ROIs"]
+    try:
+        table = read_roi_tables(spec, root)
+    except ConfigError as exc:
+        return [str(exc)], []
+    problems = []
+    orphans = [t for t, m in abnormal.items() if m.group(1) not in tops]
+    unlisted = [t for t, m in abnormal.items() if m.group(1) in tops and
+                _row_problem(table.get(t), t, m.group(1), m.group(2))]
+    for found, what in ((orphans, "without their image folder"),
+                        (unlisted, "without a matching case-table row (their images are "
+                                   "quarantined)")):
+        if found:
+            problems.append(f"{len(found)} of {len(abnormal)} abnormality folders {what}, "
+                            f"e.g. {found[0]}")
+    return problems, []
