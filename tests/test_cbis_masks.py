@@ -193,6 +193,20 @@ def test_described_masks_must_be_one_and_binary(tmp_path):
         read_dicom(spec, tmp_path, units[0])
 
 
+def test_an_inverted_mask_is_refused(tmp_path):
+    _mammogram(tmp_path)
+    _described(tmp_path, 1, _square(2, 3))
+    _table(tmp_path, [_row(1)])
+    path = next(tmp_path.glob(f"{CASE}_1/*/*ROI mask images*/1-1.dcm"))
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(path)
+    spec = _spec()
+    units, _ = plan_dicom(spec, tmp_path)
+    with pytest.raises(IngestError, match="MONOCHROME1"):
+        read_dicom(spec, tmp_path, units[0])
+
+
 def test_overlapping_abnormalities_are_refused(tmp_path):
     _mammogram(tmp_path)
     _described(tmp_path, 1, _square(2, 3))

@@ -193,6 +193,10 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
     def pixels(rel: str) -> np.ndarray:
         ds = dcmread(root / rel)
         ds.curate_rel = rel
+        if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+            raise IngestError(f"abnormality folder {roi['folder']}: {rel} is MONOCHROME1 (0 "
+                              "shown white), so which value marks the ROI is not stated",
+                              file=rel)
         arr = pixel_array(ds)
         if arr.ndim != 2:
             raise IngestError(f"abnormality folder {roi['folder']}: the mask is not one grey "
