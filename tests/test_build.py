@@ -290,6 +290,24 @@ def test_data_card_has_a_contact_sheet(demo):
 
 
 @pytest.mark.slow
+def test_figures_read_the_same_members_from_the_parquet_export_as_from_the_shards(demo,
+                                                                                 tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from curate.report.figures import read_members
+    out, *_ = demo
+    rows = pq.read_table(out / "manifest.parquet", columns=["sample_id", "shard"]).to_pylist()
+    picked = rows[:2] + rows[-2:]
+    from_parquet = read_members(out / "shards", picked)
+    shutil.copytree(out / "shards", tmp_path / "shards")  # no data/ beside: the tar path
+    from_tars = read_members(tmp_path / "shards", picked)
+    assert len(from_parquet) == 2 * len(picked)  # each sample's png and masks member
+    assert from_parquet == from_tars
+
+
+@pytest.mark.slow
 def test_croissant_metadata_loads_the_manifest(demo):
     import itertools
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from curate.dataset.hub import DATA
 from curate.model.errors import MissingDependency
 from curate.model.masks import MEMBER, unpack
 from curate.report.datacard import CAPTION_BIN, CAPTION_MAX
@@ -90,18 +91,47 @@ def overlay(png: bytes, masks: bytes | None, rois: list[dict], size: int) -> Ima
 
 
 def read_members(shards: Path, rows: list[dict]) -> dict[str, bytes]:
-    """The image and masks members of the given manifest rows, each shard opened once and
-    read only until its wanted members are found."""
+    """The image and masks members of the given manifest rows, each shard opened once.
+
+    A shard with a Parquet export part beside it is read from that part: its `sample_id`
+    column, then only the row groups holding wanted rows (a few hundred rows each), so the
+    cost does not grow with the shard. Otherwise the tar is read only until its wanted
+    members are found."""
     found: dict[str, bytes] = {}
     for shard in sorted({row["shard"] for row in rows}):
-        wanted = {f"{row['sample_id']}.{ext}" for row in rows if row["shard"] == shard
-                  for ext in ("png", MEMBER)}
+        ids = {row["sample_id"] for row in rows if row["shard"] == shard}
+        part = shards.parent / DATA / f"{Path(shard).stem}.parquet"
+        if part.is_file():
+            found.update(_parquet_members(part, ids))
+            continue
+        wanted = {f"{i}.{ext}" for i in ids for ext in ("png", MEMBER)}
         with tarfile.open(shards / shard) as tar:
             for member in tar:
                 if member.name in wanted:
                     found[member.name] = tar.extractfile(member).read()
                     if wanted <= found.keys():
                         break
+    return found
+
+
+def _parquet_members(part: Path, ids: set[str]) -> dict[str, bytes]:
+    """Members named as in the shards (`<id>.png`, `<id>.masks.npz`) from an export part."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(part)
+    names = f.read(columns=["sample_id"]).column("sample_id").to_pylist()
+    starts, at = [], 0
+    for g in range(f.metadata.num_row_groups):
+        starts.append(at)
+        at += f.metadata.row_group(g).num_rows
+    groups = sorted({max(g for g, s in enumerate(starts) if s <= i)
+                     for i, name in enumerate(names) if name in ids})
+    found: dict[str, bytes] = {}
+    if groups:
+        for row in f.read_row_groups(groups, columns=["sample_id", "image", "masks"]).to_pylist():
+            if row["sample_id"] in ids:
+                found[f"{row['sample_id']}.png"] = row["image"]["bytes"]
+                found[f"{row['sample_id']}.{MEMBER}"] = row["masks"]
     return found
 
 
