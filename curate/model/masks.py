@@ -9,7 +9,8 @@ hub's viewer) read the shards as they are. `masks.npz` is a compressed NumPy arc
     packed: uint8, np.packbits of the (R, H, W) 0/1 array in C order
 
 so `np.unpackbits(z["packed"], count=R*H*W).reshape(R, H, W)` (or `unpack(bytes)`) gives
-the masks; a box ROI (area_kind "box") has its box filled; a sample without ROIs has R = 0.
+the masks; a box ROI (area_kind "box") has its box filled, a point ROI (area_kind "point",
+a finding without extent) an empty plane; a sample without ROIs has R = 0.
 
 Why packed and 1-D: `datasets` infers a split's schema from its first few samples, and
 NumPy arrays keep their dtype there only when they are 1-D; an (R, H, W) array with R = 0
@@ -30,7 +31,8 @@ MEMBER = "masks.npz"
 
 def masks_array(rois: list[dict], pngs: list[bytes | None], height: int, width: int
                 ) -> np.ndarray:
-    """(R, H, W) uint8 from the ROIs' mask PNGs, filling the box of box ROIs."""
+    """(R, H, W) uint8 from the ROIs' mask PNGs, filling the box of box ROIs (a point ROI,
+    which has no region, stays empty)."""
     out = np.zeros((len(rois), height, width), np.uint8)
     for i, (roi, png) in enumerate(zip(rois, pngs, strict=True)):
         if png is not None:
@@ -39,7 +41,7 @@ def masks_array(rois: list[dict], pngs: list[bytes | None], height: int, width: 
             if arr.shape[:2] != (height, width):
                 raise ValueError(f"ROI {i} mask is {arr.shape[:2]}, image is {(height, width)}")
             out[i] = arr.reshape(height, width, -1).max(axis=2) > 0
-        else:
+        elif roi.get("area_kind") != "point":
             x0, y0, x1, y1 = roi["bbox"]
             out[i, y0:y1, x0:x1] = 1
     return out

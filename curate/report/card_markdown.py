@@ -309,7 +309,9 @@ def body(record: dict, kept: dict, dropped: dict, quarantine: dict, specs: list[
         f"- Modalities: {words(kept.get('per_modality', {}))}.",
         f"- ROIs: {sum(origins.values())} ({words(origins, origin_name)}); outlined by a mask: "
         f"{kept.get('roi_kinds', {}).get('mask', 0)}, boxes only: "
-        f"{kept.get('roi_kinds', {}).get('box', 0)}.",
+        f"{kept.get('roi_kinds', {}).get('box', 0)}"
+        + (f", points without extent: {kept['roi_kinds']['point']}"
+           if kept.get("roi_kinds", {}).get("point") else "") + ".",
         f"- VQA pairs: {sum(vqa.values())}.",
         *([f"- Captions: {kept['caption_chars']['sum'] / kept['rows']:.0f} characters on "
            "average."] if kept.get("rows") else []),
@@ -341,7 +343,10 @@ def body(record: dict, kept: dict, dropped: dict, quarantine: dict, specs: list[
         "radiological convention (the patient's left on the image right). Laterality is stated "
         "only for those views, from the ROI centroid against the body's midline.",
         "- `area_mm2` and `longest_diameter_mm` come from the pixel spacing after resizing; "
-        "they are null when the source gives no spacing. Box ROIs have `area_kind = box`.",
+        "they are null when the source gives no spacing. Box ROIs have `area_kind = box`; "
+        "findings a source gives as bare points have `area_kind = point`: `bbox` is the "
+        "pixel holding the point, `centroid` the point, and area, size, volume and "
+        "intensity are null (a point has no extent).",
         "- `intensity_inside` and `intensity_around` are in the source's units before "
         "windowing: Hounsfield units for CT, the scanner's unitless values for MR, the stored "
         "pixel value (0-255 for 8-bit images) otherwise.",

@@ -47,7 +47,8 @@ ROI = {  # subfield -> (data type, description)
     "finding": ("TEXT", "normalised finding"),
     "bbox": ("INTEGER", "box [x0, y0, x1, y1] in pixels, x1/y1 exclusive"),
     "area_px": ("INTEGER", "area in pixels"),
-    "area_kind": ("TEXT", "mask (area of the mask) or box (area of the box)"),
+    "area_kind": ("TEXT", "mask (area of the mask), box (area of the box) or point (a "
+                  "finding given as a point: no area)"),
     "location": ("TEXT", "where the region lies"),
     "intensity": ("TEXT", "hyper, hypo or iso relative to a ring around the region"),
     "origin": ("TEXT", "annotation, or expert:<name> for a model's region"),

@@ -126,7 +126,7 @@ def _score_rois(model, fmap, records, sums: dict, box_iou, device) -> None:
     rows, phrases, boxes = [], [], []
     for i, record in enumerate(records):
         for roi in record.get("rois", []):
-            if roi.get("bbox_norm"):
+            if roi.get("bbox_norm") and roi.get("area_kind") != "point":  # points: no box
                 rows.append(i)
                 phrases.append(phrase(roi))
                 boxes.append(roi["bbox_norm"])

@@ -6,7 +6,8 @@
 
 Each item is the clean image as a float tensor (C, H, W) in [0, 1], the ROI masks as a
 bool tensor (R, H, W) aligned with record["rois"] (box ROIs get their box filled, marked
-by area_kind = "box" in the record), and the record itself (caption, levels, VQA, ...).
+by area_kind = "box" in the record; a point ROI, area_kind = "point", an empty plane), and
+the record itself (caption, levels, VQA, ...).
 `resize=(H, W)` (or one int for a square) and `channels=1|3` give every image one shape
 (boxes in `bbox_norm` stay valid: the resize is not a crop), so `collate` batches items
 inside the DataLoader workers (masks differ in R and stay a list): one image tensor per

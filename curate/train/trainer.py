@@ -83,8 +83,10 @@ def choice_items(record: dict) -> list[tuple[list[str], int]]:
 
 
 def training_example(image, record: dict, rng: random.Random) -> dict:
-    """One image's targets: its caption, its closed VQA items and one ROI."""
-    rois = [r for r in record.get("rois", []) if r.get("bbox_norm")]
+    """One image's targets: its caption, its closed VQA items and one ROI (a region: a
+    point ROI's 1-pixel box is where it lies, not a box to learn)."""
+    rois = [r for r in record.get("rois", [])
+            if r.get("bbox_norm") and r.get("area_kind") != "point"]
     roi = rng.choice(rois) if rois else None
     return {"image": image, "caption": record.get("caption") or "",
             "choices": choice_items(record),

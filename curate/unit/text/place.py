@@ -104,6 +104,8 @@ def where(roi: dict, ctx: dict, rois: list[dict] | None = None) -> str:
     rois = rois if rois is not None else ctx.get("rois", [])
     plane = ctx.get("plane")
     organ = organ_phrase(roi, rois, plane)
+    if organ and roi.get("area_kind") == "point":  # the zone a source names, and the side
+        return f"{organ}, {where(dict(roi, relations=[]), ctx, rois)}"
     if organ:
         return organ
     w, h = image_size(roi) or (None, None)

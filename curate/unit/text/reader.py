@@ -258,6 +258,11 @@ def read_counts(sentence: str, nouns: set[str]) -> list[tuple[int, bool, str, bo
             low = w.lower()
             if low in _COUNT_SKIP:
                 break
+            triple = lx.singular(" ".join(x.lower() for x in words[i:i + 3])) \
+                if i + 2 < len(words) else ""
+            if triple in nouns:  # "clinically significant lesion"
+                out.append((n, at_least, triple, only))
+                break
             pair = lx.singular(f"{low} {words[i + 1].lower()}") if i + 1 < len(words) else ""
             if pair in nouns:
                 out.append((n, at_least, pair, only))
