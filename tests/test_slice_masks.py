@@ -228,3 +228,20 @@ def test_natural_name_order():
     names = ["slice10.png", "slice2.png", "slice1.png", "IMG-0002-00010.png", "IMG-0002-00002.png"]
     assert sorted(names, key=natural_key) == [
         "IMG-0002-00002.png", "IMG-0002-00010.png", "slice1.png", "slice2.png", "slice10.png"]
+
+
+def test_sources_check_reports_unpaired_series_and_stray_values(tmp_path):
+    from curate.sources.layout_check import check_layout
+
+    chaos_like(tmp_path, folder="CT/1/DICOM_anon", mark=3, value=99)
+    chaos_like(tmp_path, folder="CT/2/DICOM_anon")
+    spec = spec_of(MR_LABELS)
+    rep = check_layout(spec, tmp_path)
+    assert rep.ok is False
+    assert any("CT/1/Ground/liver_GT_003.png: values [99]" in p for p in rep.problems), \
+        rep.problems  # the middle mask of the series, by name
+    assert check_layout(spec_of(), tmp_path).ok  # any non-zero is liver: both series pair
+    (tmp_path / "CT/2/Ground/liver_GT_000.png").unlink()
+    rep = check_layout(spec_of(), tmp_path)
+    assert any("1 series folder(s) cannot be paired" in p and "CT/2/DICOM_anon/" in p
+               for p in rep.problems), rep.problems

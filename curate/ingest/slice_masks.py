@@ -273,3 +273,45 @@ def attach_slice_masks(spec: SourceSpec, root: Path, cases: list, pairs: list[li
         volumes[0].meta.notes.append(
             f"{len(unplaced)} slice mask(s) not placed: their DICOM file shares a position "
             "with an earlier one (the first file and its mask kept)")
+
+
+def check_slice_masks(spec: SourceSpec, root: Path, images: list[str], sample: int = 3
+                      ) -> tuple[list[str], list[str]]:
+    """`curate sources check`: (problems, warnings) for the declared slice masks: series
+    folders whose masks cannot be paired (count mismatch, no mask folder, stems that do not
+    meet), and values in no declared range in the middle mask of a few series per entry."""
+    problems, warnings, unpaired = [], [], []
+    in_folder: dict[str, list[str]] = defaultdict(list)
+    for rel in images:
+        in_folder[PurePosixPath(rel).parent.as_posix()].append(rel)
+    sampled: dict[int, int] = defaultdict(int)
+    for folder, files in sorted(in_folder.items()):
+        index = entry_of(spec, folder)
+        if index is None:
+            continue
+        try:
+            pairs = pair_folder(spec, root, index, files)
+        except IngestError as exc:
+            unpaired.append(str(exc))
+            continue
+        if sampled[index] >= sample:
+            continue
+        sampled[index] += 1
+        middle = sorted(pairs.values(), key=lambda m: natural_key(PurePosixPath(m).name))
+        mask = middle[len(middle) // 2]
+        try:
+            values = np.unique(read_mask(root / mask, mask)).tolist()
+        except IngestError as exc:
+            problems.append(f"{mask}: {exc}")
+            continue
+        spans = spec.layout.slice_masks[index].labels.values()
+        stray = [v for v in values if v and not any(lo <= v <= hi for lo, hi in spans)]
+        if stray:
+            problems.append(f"{mask}: values {stray[:20]} are in no declared slice_masks range")
+    if unpaired:
+        problems.append(f"{len(unpaired)} series folder(s) cannot be paired with their slice "
+                        f"masks, e.g. {unpaired[0]}")
+    for index, entry in enumerate(spec.layout.slice_masks):
+        if not any(entry_of(spec, f) == index for f in in_folder):
+            warnings.append(f"slice_masks series {entry.series!r} matches no image folder")
+    return problems, warnings
