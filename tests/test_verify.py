@@ -241,10 +241,10 @@ def test_repair_that_cannot_rebuild_says_why_and_what_remains(built, tmp_path):
     assert (folder / "shards" / shard.name).read_bytes() != b""  # nothing was rebuilt
 
 
-def test_verify_completes_a_switch_a_killed_build_left_half_done(built, tmp_path):
+def half_switched(built, tmp_path):
+    """A copy of the build as a build killed mid-switch leaves it; and its clean outputs."""
     import json
 
-    from curate.report.verify import verify
     from curate.workdir import JOURNAL, OUTPUTS, STAGING, TRASH
 
     folder = copy(built, tmp_path)
@@ -259,8 +259,27 @@ def test_verify_completes_a_switch_a_killed_build_left_half_done(built, tmp_path
     for name in ("run.json", "manifest.parquet", "shards"):
         (folder / name).rename(folder / TRASH / name)
     (folder / STAGING / "shards").rename(folder / "shards")
+    return folder, clean
+
+
+def test_verify_completes_a_switch_a_killed_build_left_half_done(built, tmp_path):
+    from curate.report.verify import verify
+    from curate.workdir import JOURNAL, STAGING, TRASH
+
+    folder, clean = half_switched(built, tmp_path)
     assert "killed while switching" in verify(folder)[0]
     ok = run(folder)
     assert ok.exit_code == 0 and "completed an interrupted switch" in ok.output, ok.output
     assert outputs(folder) == clean
+    assert not any((folder / n).exists() for n in (JOURNAL, STAGING, TRASH))
+
+
+def test_curate_card_first_completes_a_switch_a_killed_build_left_half_done(built, tmp_path):
+    from curate.report.card import regenerate
+    from curate.workdir import JOURNAL, STAGING, TRASH
+
+    folder, clean = half_switched(built, tmp_path)
+    assert not (folder / "run.json").exists()  # moved aside: the card had nothing to read
+    assert "DATACARD.md" in regenerate(folder)
+    assert (folder / "run.json").is_file()
     assert not any((folder / n).exists() for n in (JOURNAL, STAGING, TRASH))

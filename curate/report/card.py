@@ -110,9 +110,12 @@ def regenerate(build_dir: Path) -> list[str]:
         quarantine_stats,
     )
     from curate.runner import Executor
-    from curate.workdir import BuildLock
+    from curate.workdir import BuildLock, finish_switch
 
     build_dir = Path(build_dir)
+    # a build killed while switching its outputs in has run.json moved aside: complete the
+    # switch first (as `curate verify` does), so the card describes the build in place
+    finish_switch(build_dir)
     run = build_dir / "run.json"
     if not run.is_file():
         raise CurateError(f"{build_dir} is not a finished build: it has no run.json")
