@@ -196,7 +196,7 @@ def example_section(row: dict | None, figure: str | None) -> list[str]:
                        "location", "intensity (inside / around)"],
                       [[i, r["finding"], r["area_kind"], ", ".join(str(v) for v in r["bbox"]),
                         r["area_mm2"], r["longest_diameter_mm"], r["location"],
-                        f"{r['intensity']}: {cell(r['intensity_inside'])} / "
+                        f"{cell(r['intensity'])}: {cell(r['intensity_inside'])} / "
                         f"{cell(r['intensity_around'])}"]
                        for i, r in enumerate(row["rois"], 1)]), ""]
     levels = row.get("levels") or {}
