@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pydicom
 
 from curate.ingest.base import Unit
 from curate.ingest.files import Problem
@@ -169,13 +170,12 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
                 ) -> tuple[str, np.ndarray]:
     """(file, boolean mask) of one abnormality by the declared rule; IngestError naming
     the folder's files when there is no such file, two, or a mask of another size."""
-    from curate.ingest.dicom import dcmread, pixel_array
-
     cfg = spec.layout.roi_folders
     heads = {}
     for rel in roi["files"]:
         try:
-            heads[rel] = dcmread(root / rel, stop_before_pixels=True, specific_tags=ROI_TAGS)
+            heads[rel] = pydicom.dcmread(root / rel, stop_before_pixels=True, force=True,
+                                         specific_tags=ROI_TAGS)
         except Exception as exc:  # noqa: BLE001 - any unreadable header names the file
             raise IngestError(f"abnormality folder {roi['folder']}: header not readable: {exc}",
                               file=rel) from exc
@@ -191,13 +191,20 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
                          f"{described(r) or 'no SeriesDescription'!s})" for r in roi["files"])
 
     def pixels(rel: str) -> np.ndarray:
-        ds = dcmread(root / rel)
-        ds.curate_rel = rel
+        try:
+            ds = pydicom.dcmread(root / rel)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file names itself
+            raise IngestError(f"abnormality folder {roi['folder']}: not readable as DICOM: "
+                              f"{exc}", file=rel) from exc
         if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
             raise IngestError(f"abnormality folder {roi['folder']}: {rel} is MONOCHROME1 (0 "
                               "shown white), so which value marks the ROI is not stated",
                               file=rel)
-        arr = pixel_array(ds)
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+            raise IngestError(f"abnormality folder {roi['folder']}: pixel data not decodable: "
+                              f"{str(exc).strip()[:200]}", file=rel) from exc
         if arr.ndim != 2:
             raise IngestError(f"abnormality folder {roi['folder']}: the mask is not one grey "
                               f"frame ({arr.shape})", file=rel)
@@ -254,14 +261,13 @@ def attach_roi_masks(spec: SourceSpec, root: Path, unit: Unit, cases: list) -> N
     """Set the mask and label map of the unit's one image case from its abnormality
     folders; the image must be a single 2D image kept as stored (not turned for display)."""
     from curate.ingest.base import ImageCase
-    from curate.ingest.dicom import dcmread
 
     images = [c for c in cases if isinstance(c, ImageCase)]
     if len(cases) != 1 or len(images) != 1 or images[0].pixels.ndim != 2:
         raise IngestError(f"ROI folders belong to one grey 2D image; {unit.files[0]} read as "
                           f"{len(cases)} case(s)", file=unit.files[0])
-    head = dcmread(root / unit.files[0], stop_before_pixels=True,
-                   specific_tags=["ViewPosition", "PatientOrientation"])
+    head = pydicom.dcmread(root / unit.files[0], stop_before_pixels=True, force=True,
+                           specific_tags=["ViewPosition", "PatientOrientation"])
     if len(list(head.get("PatientOrientation") or [])) == 2 and \
             str(head.get("ViewPosition", "")).upper() in {"PA", "AP"}:
         raise IngestError("the image is turned for display (PA/AP with PatientOrientation); "
@@ -300,8 +306,6 @@ def write_roi_miniature(spec: SourceSpec, dest: Path, images: list[str]) -> list
     crop) in the published layout, alternately in two described series folders and in one
     undescribed folder (the size-and-binary rule), and a case table row for each; returns
     the ROI files written."""
-    import pydicom
-
     cfg = spec.layout.roi_folders
     words = next(iter(spec.findings), "finding").split(" ")
     values = words if len(words) == len(cfg.label_columns) else ["finding"] * len(
