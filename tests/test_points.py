@@ -209,3 +209,26 @@ def test_consumers_give_a_point_no_region():
     assert training_example(None, record, random.Random(0))["box"] is None
     assert training_example(None, {**record, "rois": [point_roi(30, 12), box]},
                             random.Random(0))["box"] == box["bbox_norm"]
+
+
+@pytest.mark.parametrize("direction", [
+    (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS already
+    (-1, 0, 0, 0, 0, 1, 0, -1, 0),  # a flipped coronal acquisition
+    (0.96, 0.28, 0, -0.28, 0.96, 0, 0, 0, 1),  # oblique: DICOMOrient's own axes
+])
+def test_a_point_index_follows_the_volume_into_lps_and_every_plane(direction):
+    import SimpleITK as sitk
+
+    from curate.model.recipe import View
+    from curate.unit.normalize import in_plane, lps_array, lps_index, plane_point
+
+    arr = np.zeros((5, 6, 7), np.uint8)  # (k, j, i)
+    arr[3, 1, 5] = 1  # the voxel at index (i, j, k) = (5, 1, 3)
+    img = sitk.GetImageFromArray(arr)
+    img.SetDirection(direction)
+    lps, _ = lps_array(img)
+    zyx = lps_index(img, [5, 1, 3])
+    assert lps[tuple(np.rint(zyx).astype(int))] == 1
+    for plane in (View.axial, View.coronal, View.sagittal):
+        k, row, col = (int(round(v)) for v in plane_point(zyx, lps.shape, plane))
+        assert in_plane(lps, plane)[k, row, col] == 1, plane
