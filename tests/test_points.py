@@ -232,3 +232,18 @@ def test_a_point_index_follows_the_volume_into_lps_and_every_plane(direction):
     for plane in (View.axial, View.coronal, View.sagittal):
         k, row, col = (int(round(v)) for v in plane_point(zyx, lps.shape, plane))
         assert in_plane(lps, plane)[k, row, col] == 1, plane
+
+
+def test_the_prompt_overlay_marks_a_point_with_a_cross():
+    import io
+
+    from PIL import Image
+
+    from curate.describe.backends.prompt import roi_overlay_png
+    from curate.unit.ground import encode_png
+
+    png = encode_png(np.zeros((80, 80), np.uint8))
+    with Image.open(io.BytesIO(roi_overlay_png(png, [point_roi(40, 50, 80, 80)]))) as im:
+        drawn = np.asarray(im.convert("L")) > 0
+    assert drawn[50, 37:44].all() and drawn[47:54, 40].all()  # both arms through the point
+    assert not drawn[60:, :].any() and not drawn[:, :30].any() and not drawn[:, 50:].any()

@@ -164,7 +164,14 @@ def roi_overlay_png(image_png: bytes, rois: list[dict[str, Any]]) -> bytes:
     for i, roi in enumerate(rois[:MAX_ROIS], 1):
         x0, y0, x1, y1 = (int(v) for v in roi["bbox"])
         colour = colours[(i - 1) % len(colours)]
-        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=width)
+        if roi.get("area_kind") == "point":  # no extent: a small cross, never a box
+            arm = max(3, min(canvas.size) // 40)
+            draw.line([x0 - arm, y0, x0 + arm, y0], fill=colour, width=width)
+            draw.line([x0, y0 - arm, x0, y0 + arm], fill=colour, width=width)
+            y0, y1 = y0 - arm, y0 + arm + 1
+        else:
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour,
+                           width=width)
         ty = y0 - size - 1 if y0 > size else min(y1 + 1, canvas.size[1] - size - 1)
         draw.text((x0, ty), str(i), fill=colour, font=font)
     buf = io.BytesIO()
