@@ -247,3 +247,20 @@ def test_the_prompt_overlay_marks_a_point_with_a_cross():
         drawn = np.asarray(im.convert("L")) > 0
     assert drawn[50, 37:44].all() and drawn[47:54, 40].all()  # both arms through the point
     assert not drawn[60:, :].any() and not drawn[:, :30].any() and not drawn[:, 50:].any()
+
+
+def test_a_resized_view_keeps_the_point_on_its_pixel(tmp_path):
+    mr_series(tmp_path / "ProstateX-0005" / "st" / "t2", "ProstateX-0005", size=64)
+    findings(tmp_path, ["ProstateX-0005,1,15.0 6.0 3.0,TZ,TRUE"])  # column 30, row 12
+    spec = spec_for()
+    (case,) = read_dicom(spec, tmp_path, plan_dicom(spec, tmp_path)[0][0])
+    from curate.unit.ground import ground
+    from curate.unit.normalize import volume_views
+
+    cfg = Recipe.model_validate({"name": "t", "sources": [],
+                                 "normalize": {"max_size": 32}}).normalize
+    view = next(v for v in volume_views(case, cfg, np.random.default_rng(0)) if v.points)
+    (roi,) = ground(view, {}, spec.findings, 1)[0]
+    # full-size pixel 30 (centre 30) lies in half-size pixel 15 (full-size pixels 30 and 31)
+    assert view.image.shape == (32, 32) and roi["bbox"] == [15, 6, 16, 7]
+    assert roi["centroid"] == pytest.approx([14.75, 5.75])
