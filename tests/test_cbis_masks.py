@@ -29,11 +29,13 @@ COLUMNS = ["patient_id", "abnormality id", "abnormality type", "pathology",
 def _spec() -> SourceSpec:
     return SourceSpec(
         name="cbis", format="dicom", modality="MG", anatomy="breast",
-        findings={"MALIGNANT mass": "malignant_breast_mass", "BENIGN mass": "benign_breast_mass"},
+        findings={"malignant mass": "malignant_breast_mass", "benign mass": "benign_breast_mass"},
         layout=Layout(images=["*/**/*.dcm"], patient_id=r"(Mass-Training_P_\d{5})",
                       roi_folders=RoiFolders(
                           tables=["*_case_description_*_set.csv"],
                           label_columns=["pathology", "abnormality type"],
+                          label_words={"pathology": {"MALIGNANT": "malignant",
+                                                     "BENIGN": "benign"}},
                           number_column="abnormality id", image_column="image file path")))
 
 
@@ -111,6 +113,17 @@ def _read_one(root: Path):
     return spec, units[0], read_dicom(spec, root, units[0])
 
 
+def test_raw_values_read_back_as_the_label():
+    from curate.ingest.dicom_roi_files import raw_values
+
+    cfg = _spec().layout.roi_folders.model_copy(update={"label_words": {"pathology": {
+        "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign (no callback)"}}})
+    assert raw_values(cfg, "benign (no callback) calcification") == [
+        "BENIGN_WITHOUT_CALLBACK", "calcification"]
+    assert raw_values(cfg, "benign mass") == ["BENIGN", "mass"]
+    assert raw_values(cfg, "lesion") == ["finding", "finding"]  # no value reads as it
+
+
 def test_both_folder_variants_land_on_their_pixels(tmp_path):
     img = _mammogram(tmp_path)
     _described(tmp_path, 1, _square(2, 3))
@@ -121,7 +134,7 @@ def test_both_folder_variants_land_on_their_pixels(tmp_path):
     assert len(unit.files) == 5 and len(cases) == 1  # masks and crops are no images
     case = cases[0]
     assert case.pixels.shape == SHAPE and case.meta.label_map == {
-        1: "MALIGNANT mass", 2: "BENIGN mass"}
+        1: "malignant mass", 2: "benign mass"}
     expected = np.zeros(SHAPE, np.uint8)
     expected[2:6, 3:7], expected[12:16, 20:24] = 1, 2
     assert np.array_equal(case.mask, expected)
@@ -141,8 +154,8 @@ def test_each_abnormality_becomes_one_roi_with_its_finding(tmp_path):
     assert not res.quarantine and len(res.samples) == 1, res.quarantine
     rois = res.samples[0]["rois"]
     assert sorted((r["label"], r["finding"], r["area_px"], r["bbox"]) for r in rois) == [
-        ("BENIGN mass", "benign_breast_mass", 32, [10, 12, 24, 16]),
-        ("MALIGNANT mass", "malignant_breast_mass", 16, [3, 2, 7, 6])]
+        ("benign mass", "benign_breast_mass", 32, [10, 12, 24, 16]),
+        ("malignant mass", "malignant_breast_mass", 16, [3, 2, 7, 6])]
 
 
 def test_a_mask_of_another_size_is_a_quarantine_row(tmp_path):

@@ -71,6 +71,8 @@ def read_roi_tables(spec: SourceSpec, root: Path) -> dict[str, dict]:
                     raise ConfigError(f"source {spec.name}: two rows for {key} ({out[key]['table']}"
                                       f" and {rel})")
                 values = [str(row[names[c]] or "").strip() for c in cfg.label_columns]
+                values = [cfg.label_words.get(c, {}).get(v, v)
+                          for c, v in zip(cfg.label_columns, values, strict=True)]
                 out[key] = {
                     "label": " ".join(values) if all(values) else None,
                     "number": str(row[names[cfg.number_column]] or "").strip()
@@ -301,15 +303,34 @@ def _write_roi_file(path: Path, arr: np.ndarray, image, description: str | None,
     ds.save_as(path, enforce_file_format=True)
 
 
+def raw_values(cfg, label: str) -> list[str]:
+    """The table values (one per label column) that read as `label`: a column with
+    label_words takes the coded value whose words start what is left of the label, the
+    last column the rest, others one word ('finding' for each when nothing fits)."""
+    values, rest = [], label
+    for i, column in enumerate(cfg.label_columns):
+        words = cfg.label_words.get(column, {})
+        hit = next((raw for raw, w in sorted(words.items(), key=lambda kv: -len(kv[1]))
+                    if rest == w or rest.startswith(w + " ")), None)
+        if hit is not None:
+            value, rest = hit, rest[len(words[hit]):].strip()
+        elif i == len(cfg.label_columns) - 1:
+            value, rest = rest, ""
+        else:
+            value, _, rest = rest.partition(" ")
+        values.append(value)
+    if rest or not all(values):
+        return ["finding"] * len(cfg.label_columns)
+    return values
+
+
 def write_roi_miniature(spec: SourceSpec, dest: Path, images: list[str]) -> list[str]:
     """For make_miniature: abnormality 1 of each written image (a 3 x 3 square mask and a
     crop) in the published layout, alternately in two described series folders and in one
     undescribed folder (the size-and-binary rule), and a case table row for each; returns
     the ROI files written."""
     cfg = spec.layout.roi_folders
-    words = next(iter(spec.findings), "finding").split(" ")
-    values = words if len(words) == len(cfg.label_columns) else ["finding"] * len(
-        cfg.label_columns)
+    values = raw_values(cfg, next(iter(spec.findings), "finding"))
     written, rows = [], []
     for i, rel in enumerate(images):
         image = pydicom.dcmread(dest / rel, stop_before_pixels=True)
