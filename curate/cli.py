@@ -156,9 +156,12 @@ def sources_list(as_json: bool, modality: str | None) -> None:
         click.echo(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in rows],
                               indent=1))
         return
+    from curate.sources.docs import confirmed_by
+
     for s in rows:
         lic = (s.license.spdx or s.license.name) if s.license else "?"
-        click.echo(f"{s.name:32} {s.modality or '?':12} {s.format.value:13} {lic}")
+        click.echo(f"{s.name:32} {s.modality or '?':12} {s.format.value:13} "
+                   f"{confirmed_by(s):48} {lic}")
     click.echo(f"{len(rows)} sources", err=True)
 
 

@@ -82,6 +82,8 @@ def test_declared_layout_is_found(path, miniature):
         assert rep.region_files == rep.images, msg
     if lay.frame_labels:
         assert rep.frame_tables == rep.images * len(lay.frame_labels), msg
+    if lay.segmentations:  # the miniature's table gives the first series the role
+        assert rep.role_series == rep.segmented_folders == 1, msg
     if lay.patient_id:
         assert rep.patient_ids == rep.images, (
             f"patient_id regex {lay.patient_id!r} matches no path the image globs can "
@@ -131,10 +133,12 @@ def test_miniature_files_are_valid(path, miniature):
     for rel in notes["images"] + notes["masks"]:
         if (root / rel).stat().st_size:  # placeholders are listed in notes["skipped"]
             _read(root / rel)
-    for rel in notes["annotations"]:  # SEG / RTSTRUCT objects
+    for rel in notes["annotations"]:  # SEG / RTSTRUCT objects, or ROI mask/crop images
         import pydicom
 
-        assert pydicom.dcmread(root / rel).Modality in ("SEG", "RTSTRUCT")
+        ds = pydicom.dcmread(root / rel)
+        assert ds.Modality in ("SEG", "RTSTRUCT") or (
+            spec.layout.roi_folders and ds.pixel_array.shape == (ds.Rows, ds.Columns))
     if notes["skipped"]:
         pytest.skip(f"{spec.name} ({spec.format.value}): written files are valid and the globs "
                     f"are checked; not synthesised: {'; '.join(dict.fromkeys(notes['skipped']))}")
@@ -205,7 +209,13 @@ def test_miniature_is_read_by_curate(path, miniature):
     if lay.frame_labels:  # every sampled frame has a row in each table
         assert all(len(c.meta.image_labels) >= len(lay.frame_labels) for c in cases), \
             [c.meta.image_labels for c in cases]
-    if lay.points:  # the miniature puts one sphere at the volume's centre
+    if lay.points and lay.points.extent == "point":  # one bare point: no label volume
+        expect = next(iter(spec.findings), "finding") if lay.points.label_column \
+            else lay.points.label
+        assert case.label is None and [p["label"] for p in case.points] == [expect], \
+            f"{spec.name}: the point was not placed"
+        assert np.allclose(case.points[0]["index"][:2], [3.5, 3.5]), case.points
+    elif lay.points:  # the miniature puts one sphere at the volume's centre
         import SimpleITK as sitk
 
         assert case.label is not None, f"{spec.name}: no sphere drawn from the points"
@@ -216,6 +226,34 @@ def test_miniature_is_read_by_curate(path, miniature):
                                        next(iter(spec.findings), "finding") or lay.points.label}
     if lay.qa:
         assert case.meta.source_qa and case.meta.source_qa[0]["answer"] == "yes"
+    if lay.slice_masks:  # every series, of every entry, read with its own labels
+        import SimpleITK as sitk
+
+        seen = []
+        for unit in units:
+            (vol,) = read(spec, root, unit)
+            assert vol.label is not None, f"{spec.name}: no slice mask read for {unit.key}"
+            assert set(np.unique(sitk.GetArrayViewFromImage(vol.label)).tolist()) - {0} == \
+                set(vol.meta.label_map), f"{spec.name}: a declared label is missing"
+            seen.append(set(vol.meta.label_map.values()))
+        assert all(set(e.labels) in seen for e in lay.slice_masks), seen
+    if lay.segmentations:  # the role's series carries every declared structure
+        import SimpleITK as sitk
+
+        assert case.label is not None, f"{spec.name}: no segmentation read"
+        declared = {lab for f in lay.segmentations.files
+                    for lab in ([f.label] if f.label else f.segments.values())}
+        assert set(case.meta.label_map.values()) == declared
+        assert set(np.unique(sitk.GetArrayViewFromImage(case.label)).tolist()) - {0} == \
+            set(case.meta.label_map)
+    if lay.roi_folders:  # abnormality 1 of each image: a 3 x 3 square, labelled from the table
+        assert all(c.mask is not None and c.mask.sum() == 9 and c.mask[2:5, 2:5].all() and
+                   c.meta.label_map == {1: next(iter(spec.findings))} for c in
+                   [read(spec, root, u)[0] for u in units]), f"{spec.name}: ROI folders"
+        assert len(units) == len(notes["images"]), "mask and crop folders are not images"
+    if spec.cohort_diagnosis:  # the patient's recorded diagnosis, never an image label
+        assert all(c.meta.patient_labels == [spec.cohort_diagnosis] for c in cases)
+        assert spec.cohort_diagnosis not in case.meta.image_labels
 
 
 def _spec(**layout) -> SourceSpec:

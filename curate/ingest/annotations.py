@@ -157,14 +157,20 @@ def read_voc(path: Path) -> list[dict]:
     return out
 
 
-def read_qa_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
-    """image name -> [{question, answer, type, modality}] after include/exclude filters."""
+def read_qa_table(spec: SourceSpec, root: Path, problems: list | None = None
+                  ) -> dict[str, list[dict]]:
+    """image name -> [{question, answer, type, modality}] after include/exclude filters;
+    a pickle's bad rows become planning problems appended to `problems` (qa_pickle)."""
     cfg = spec.layout.qa
     path = root / cfg.file
     if not path.is_file():
         raise ConfigError(f"source {spec.name}: QA file {cfg.file} not found under {root}")
     try:
-        if cfg.format == "csv":
+        if cfg.format == "pickle":
+            from curate.ingest.qa_pickle import pickle_rows
+
+            rows = pickle_rows(path, cfg, problems)
+        elif cfg.format == "csv":
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
         elif cfg.format == "jsonl":

@@ -69,7 +69,12 @@ class CaseMeta:
     series_id: str | None = None  # raw; hashed before anything is written
     notes: list[str] = field(default_factory=list)
     label_map: dict[int, str] | None = None  # from the data itself (SEG/RTSTRUCT names)
+    # each mask value is one finding, whatever its pieces (an abnormality's own mask,
+    # CBIS-DDSM): one ROI per value instead of one per connected component
+    roi_per_value: bool = False
     image_labels: list[str] = field(default_factory=list)  # image-level class labels
+    # labels of the patient from the source's records (a cohort's diagnosis): not findings
+    patient_labels: list[str] = field(default_factory=list)
     source_qa: list[dict] = field(default_factory=list)  # QA written by the dataset's authors
     # files of the unit this case could not use, each with the error: a quarantine row each
     skipped: list[tuple[str, Exception]] = field(default_factory=list)
@@ -82,6 +87,8 @@ class VolumeCase:
     image: sitk.Image
     label: sitk.Image | None
     meta: CaseMeta
+    # findings without extent: {label, zone, index: continuous (x, y, z) index in image}
+    points: list[dict] = field(default_factory=list)
 
 
 @dataclass

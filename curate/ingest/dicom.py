@@ -75,7 +75,9 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
     groups: dict[tuple, list[str]] = defaultdict(list)
     annotations: dict[str, list[str]] = defaultdict(list)
     problems: list[Problem] = []
-    for rel in list_images(spec, root, problems):
+    listed = list_images(spec, root, problems)
+    refused = [p.file for p in problems]  # matched by the globs but not usable (empty, ...)
+    for rel in listed:
         try:
             ds = dcmread(root / rel, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             modality = str(ds.get("Modality", ""))
@@ -102,6 +104,10 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
         units.append(unit)
         if uid not in biggest or len(files) > len(biggest[uid].files):
             biggest[uid] = unit
+    if spec.layout.roi_folders:  # ROI mask/crop folders beside an image's (CBIS-DDSM)
+        from curate.ingest.dicom_roi_files import attach_roi_folders
+
+        units = attach_roi_folders(spec, root, units, problems)
     if spec.layout.masks:  # label files (NIfTI, images) beside a DICOM series
         for unit in units:
             if "iop" not in unit.extra or len(unit.files) < 1:
@@ -114,6 +120,10 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
             if masks:
                 unit.extra["label_files"] = masks
                 unit.files = unit.files + masks
+    if spec.layout.segmentations:  # Slicer label files of one series by role (Duke)
+        from curate.ingest.slicer_seg import plan_segmentations
+
+        problems += plan_segmentations(spec, root, units)
     if spec.layout.readings:  # readers' XML outlines beside a series (LIDC-IDRI)
         for unit in units:
             try:
@@ -169,6 +179,10 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
         else:
             problems += [Problem(f, "plan", IngestError(
                 "annotation references a series that is not under the source root")) for f in files]
+    if spec.layout.slice_masks:  # per-slice mask images beside a series (CHAOS)
+        from curate.ingest.slice_masks import plan_slice_masks
+
+        units = plan_slice_masks(spec, root, units, problems, listed + refused)
     return units, problems
 
 
@@ -178,6 +192,7 @@ def _meta(ds: pydicom.Dataset, spec: SourceSpec, rel: str) -> CaseMeta:
         anatomy=spec.anatomy or (str(ds.get("BodyPartExamined") or "").lower() or None),
         patient_id=patient_from_path(spec, rel) or str(ds.get("PatientID") or "") or None,
         series_id=str(ds.get("SeriesInstanceUID") or "") or None,
+        patient_labels=spec.patient_labels(),
     )
 
 
@@ -268,9 +283,17 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
     annotation_objects = set(unit.extra.get("annotations", []))
     label_files = unit.extra.get("label_files", [])
     readings = unit.extra.get("readings", [])
+    slicer_files = [rel for rel, _ in unit.extra.get("segmentations", [])]
+    slice_mask_files = {mask for _, mask, _ in unit.extra.get("slice_masks", [])}
     datasets, annots = [], []
+    roi_files = set()
+    if unit.extra.get("roi_folders"):  # masks and crops: read below, never as images
+        from curate.ingest.dicom_roi_files import consumed_files
+
+        roi_files = consumed_files(unit)
     for rel in unit.files:
-        if rel in label_files or rel in readings:
+        if rel in label_files or rel in readings or rel in roi_files or rel in slicer_files \
+                or rel in slice_mask_files:
             continue
         try:
             ds = dcmread(root / rel)
@@ -314,7 +337,14 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         for case in cases:
             if isinstance(case, VolumeCase):
                 attach_mdai(case, unit.extra["mdai"], geometry, spec.layout.mdai.file)
-    if unit.extra.get("points"):
+    if unit.extra.get("points") and spec.layout.points.extent == "point":
+        from curate.ingest.world_points import point_marks
+
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                case.points = point_marks(case.image, unit.extra["points"],
+                                          spec.layout.points.outside, case.meta.notes)
+    elif unit.extra.get("points"):
         from curate.ingest.world_points import sphere_labels
 
         for case in cases:
@@ -328,6 +358,20 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         for case in cases:
             if isinstance(case, VolumeCase):
                 attach_readings(spec, root, case, readings, series_uid, geometry)
+    if slicer_files:  # 3D Slicer files of the series a role table names (Duke)
+        from curate.ingest.slicer_seg import attach_segmentations
+
+        for case in cases:
+            if isinstance(case, VolumeCase):
+                attach_segmentations(spec, root, case, unit.extra["segmentations"])
+    if roi_files:
+        from curate.ingest.dicom_roi_files import attach_roi_masks
+
+        attach_roi_masks(spec, root, unit, cases)
+    if slice_mask_files:  # each mask on its own DICOM file's slice (CHAOS)
+        from curate.ingest.slice_masks import attach_slice_masks
+
+        attach_slice_masks(spec, root, cases, unit.extra["slice_masks"], datasets)
     for case in cases:
         case.meta.image_labels = list(unit.extra.get("classes", [])) + \
             list(unit.extra.get("exam_labels", []))

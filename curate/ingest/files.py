@@ -224,7 +224,7 @@ def file_meta(spec: SourceSpec, key: str, series_id: str | None = None, **extra)
     the patient id from the path (when declared) and the file as its series."""
     return CaseMeta(modality=spec.modality, anatomy=spec.anatomy,
                     patient_id=patient_from_path(spec, key), series_id=series_id or key,
-                    **extra)
+                    patient_labels=spec.patient_labels(), **extra)
 
 
 def patient_from_path(spec: SourceSpec, rel: str) -> str | None:

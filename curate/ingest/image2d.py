@@ -120,9 +120,9 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
     boxes = spec.layout.boxes
     table = read_box_table(spec, root) if boxes and boxes.format != "voc" else {}
     classes = read_class_labels(spec, root)
-    qa_table = read_qa_table(spec, root) if spec.layout.qa else {}
-    rle_table = read_rle_table(spec, root) if spec.layout.rle else {}
     units, problems = [], []
+    qa_table = read_qa_table(spec, root, problems) if spec.layout.qa else {}
+    rle_table = read_rle_table(spec, root) if spec.layout.rle else {}
     for rel in list_images(spec, root, problems):
         files, extra = [rel], {}
         if spec.layout.masks:
@@ -168,7 +168,9 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             if found is not None:
                 extra["classes"] = found
         if spec.layout.qa:
-            found = lookup(qa_table, rel)
+            qkey = spec.layout.qa.image_key
+            found = qa_table.get(annotation_path(qkey, rel, spec.layout.case_regex)) if qkey \
+                else lookup(qa_table, rel)
             if found is None:
                 continue  # an image without questions in the chosen split
             extra["qa"] = found

@@ -274,12 +274,17 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
         if not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-3):
             raise IngestError("label volume orientation differs from the image's")
         label.CopyInformation(image)  # same grid; tolerate header rounding differences
+    marks = []
     if unit.extra.get("points"):
-        from curate.ingest.world_points import sphere_labels
+        from curate.ingest.world_points import point_marks, sphere_labels
 
         try:
-            label, label_map = sphere_labels(image, unit.extra["points"],
-                                             spec.layout.points.outside, notes)
+            if spec.layout.points.extent == "point":
+                marks = point_marks(image, unit.extra["points"], spec.layout.points.outside,
+                                    notes)
+            else:
+                label, label_map = sphere_labels(image, unit.extra["points"],
+                                                 spec.layout.points.outside, notes)
         except IngestError as exc:
             exc.file = exc.file or spec.layout.points.file
             raise
@@ -287,7 +292,8 @@ def read_volume(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase]:
                        meta=file_meta(spec, unit.key, None if len(images) == 1 else
                                       f"{unit.key}#t{t}", notes=list(notes),
                                       label_map=label_map,
-                                      image_labels=list(unit.extra.get("classes", []))))
+                                      image_labels=list(unit.extra.get("classes", []))),
+                       points=list(marks))
             for t, img in enumerate(images)]
 
 

@@ -247,9 +247,30 @@ class WorldPoints(Strict):
         "(LNDb: {Nodule: ['1']} leaves out non-nodules)")
     label_column: str | None = None
     label: str = Field(default="finding", description="label when there is no label_column")
+    label_names: dict[str, str] = Field(
+        default_factory=dict, description="words for the label column's codes (PROSTATEx's "
+        "ClinSig TRUE -> 'clinically significant finding'); when set, a code not listed is "
+        "an error")
+    extent: Literal["sphere", "point"] = Field(
+        default="sphere", description="sphere: each finding drawn as a sphere of its diameter "
+        "(a label volume); point: the source gives no extent (PROSTATEx), so each finding is "
+        "a point ROI on the one slice that holds it, with no mask, area, size or volume")
+    zone_column: str | None = Field(
+        default=None, description="point extent: a column naming the anatomical zone the "
+        "source places the finding in (PROSTATEx's zone: PZ, TZ, AS, SV)")
+    zones: dict[str, str] = Field(
+        default_factory=dict, description="the words for each zone code, e.g. {PZ: "
+        "peripheral zone}; a code not listed is an error")
 
     @model_validator(mode="after")
     def _a_diameter(self):
+        if self.extent == "point":
+            if self.diameter_column or self.volume_column or self.diameter_mm:
+                raise ValueError("extent: point has no size; set diameter_column: null and "
+                                 "no volume_column or diameter_mm")
+            return self
+        if self.zone_column:
+            raise ValueError("zone_column is read only with extent: point")
         if [self.diameter_column, self.volume_column, self.diameter_mm].count(None) != 2:
             raise ValueError("points need exactly one of diameter_column, volume_column or "
                              "a fixed diameter_mm (set diameter_column: null to use another)")
@@ -318,6 +339,120 @@ class ReadingSessions(Strict):
     label: str = "nodule"
 
 
+class RoiFolders(Strict):
+    """ROI masks as DICOM images in per-abnormality folders beside their image's folder
+    (CBIS-DDSM: <case>/.../1-1.dcm is the mammogram; <case>_<n>/.../ holds abnormality
+    n's ROI mask and cropped image), labelled per abnormality from case tables keyed by
+    the first path component of a column. The mask is the file whose SeriesDescription
+    is mask_series, else the one at the image's size with binary pixels; the rest of the
+    folder (the crop) is consumed, never read as an image. No such file, two, or a mask
+    of another size is a quarantine row naming the files (never resized)."""
+
+    folder_regex: str = Field(
+        default=r"^(.+)_(\d+)$", description="regex on an abnormality folder (a first path "
+        "component): group 1 is its image's folder, group 2 the abnormality number")
+    mask_series: str = Field(default="ROI mask images",
+                             description="SeriesDescription of a mask file")
+    crop_series: str | None = Field(
+        default="cropped images", description="SeriesDescription of a crop (never a mask)")
+    tables: list[str] = Field(
+        min_length=1, description="case tables (CSV globs relative to the source root), "
+        "one row per abnormality")
+    key_column: str = Field(
+        default="ROI mask file path", description="column whose first path component is "
+        "the abnormality folder's name")
+    label_columns: list[str] = Field(
+        min_length=1, description="columns whose values, joined by a space, are the ROI's "
+        "label (e.g. pathology and abnormality type: 'malignant mass')")
+    label_words: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="per label column, the words a coded value is "
+        "written as in the label and the text (CBIS-DDSM's pathology: {MALIGNANT: "
+        "malignant, BENIGN_WITHOUT_CALLBACK: 'benign (no callback)'}); other values as "
+        "published")
+    number_column: str | None = Field(
+        default=None, description="column that must equal the folder's abnormality number")
+    image_column: str | None = Field(
+        default=None, description="column whose first path component must be the image's "
+        "folder")
+
+
+class SliceMasks(Strict):
+    """Per-slice 2D mask images beside a DICOM series, one per slice (CHAOS's
+    <series>/../Ground/*.png): the masks of a series folder pair with its DICOM files by
+    name order (the i-th mask with the i-th DICOM file, both in natural name order: the
+    challenge's own evaluation rule) or by file stem, and each mask lands on the slice of
+    its own DICOM file, found by that file's position (curate.ingest.slice_masks)."""
+
+    series: str = Field(description="glob of the DICOM folders these masks belong to, "
+                        "relative to the source root, e.g. 'Train_Sets/CT/*/DICOM_anon'")
+    folder: str = Field(description="template of the mask folder from a DICOM file of the "
+                        "series, e.g. '{parent:DICOM_anon$=Ground}'")
+    files: str = Field(default="*.png", description="glob of the mask file names in that "
+                       "folder (names starting with '.' are never masks)")
+    pair: Literal["name_order", "stem"] = Field(
+        default="name_order", description="name_order: the i-th mask with the i-th DICOM "
+        "file of the folder (a count mismatch leaves the series out, named in the "
+        "quarantine); stem: the mask whose stem is the DICOM file's stem (every file needs "
+        "one)")
+    labels: dict[str, tuple[int, int]] = Field(
+        min_length=1, description="label -> inclusive range [low, high] of the mask values "
+        "that mean it (low >= 1; 0 is background), e.g. {liver: [1, 255]} for any non-zero "
+        "value; a value in no range follows layout.unknown_labels")
+
+    @model_validator(mode="after")
+    def _ranges_apart(self):
+        spans = sorted((lo, hi, name) for name, (lo, hi) in self.labels.items())
+        for lo, hi, name in spans:
+            if not 1 <= lo <= hi:
+                raise ValueError(f"slice_masks label {name}: range [{lo}, {hi}] must have "
+                                 "1 <= low <= high")
+        for (_, hi, a), (lo, _, b) in zip(spans, spans[1:], strict=False):
+            if lo <= hi:
+                raise ValueError(f"slice_masks labels {a} and {b} have overlapping ranges")
+        return self
+
+
+class SegmentationFile(Strict):
+    """One 3D Slicer segmentation file (.seg.nrrd, its geometry in its header) of a series."""
+
+    file: str = Field(description="template filled from the series' first file (as masks)")
+    label: str | None = Field(
+        default=None, description="every non-zero voxel is this label (a one-structure file "
+        "whose segment names are not relied on)")
+    segments: dict[str, str] = Field(
+        default_factory=dict, description="segment name in the header (SegmentN_Name) -> "
+        "label: its voxels equal SegmentN_LabelValue in layer SegmentN_Layer; painted in this "
+        "order (a later one wins where they overlap); one absent or not listed is an error")
+
+    @model_validator(mode="after")
+    def _label_or_segments(self):
+        if (self.label is None) == (not self.segments):
+            raise ValueError("a segmentation file needs a label or segments, not both")
+        return self
+
+
+class SeriesRoles(Strict):
+    """A table naming series by UID and role: which series per-patient files were drawn on."""
+
+    file: str = Field(description=".csv or .xlsx (first sheet) relative to the source root")
+    uid_column: str
+    uid_part: int | None = Field(
+        default=None, description="the '/'-separated part of uid_column holding the "
+        "SeriesInstanceUID (-2: the folder of 'C/P/Study/Series/1-1.dcm'); null: the value")
+    role_column: str
+    role_part: int | None = Field(default=None, description="as uid_part, for role_column")
+    role: str = Field(description="the role of the series the files were drawn on")
+
+
+class SeriesSegmentations(Strict):
+    """Segmentation files of one series per patient, that series chosen by a role table;
+    resampled onto it by geometry (a label reaching beyond its grid is quarantined)."""
+
+    series: SeriesRoles
+    files: list[SegmentationFile] = Field(
+        min_length=1, description="painted in this order; a later file wins where they overlap")
+
+
 class MdaiExport(Strict):
     """An MD.ai annotation export for DICOM series (MIDRC-RICORD): one JSON with
     datasets[].annotations[] (UIDs, labelId, data) and labelGroups[].labels[] (id, name)."""
@@ -327,14 +462,21 @@ class MdaiExport(Strict):
 
 
 class QATable(Strict):
-    """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL or CSV.
-
-    Pickled files are refused: loading a pickle runs code from the file.
+    """Question-answer pairs written by people (VQA-RAD, SLAKE, PathVQA): JSON, JSONL, CSV,
+    or a pickle of plain rows (PathVQA's *_qa.pkl), read without running code from it: a
+    pickle that names any class or function is refused whole (curate.ingest.qa_pickle).
     """
 
     file: str = Field(description="relative to the source root")
-    format: Literal["json", "jsonl", "csv"] = "json"
+    format: Literal["json", "jsonl", "csv", "pickle"] = Field(
+        default="json", description="pickle: a list of dicts holding only text and numbers")
     image_column: str = "image"
+    image_key: str | None = Field(
+        default=None,
+        description="template giving an image's value in image_column from its path, e.g. "
+        "'{stem}' (PathVQA: split/images/train/train_0001.jpg is 'train_0001'), matched "
+        "exactly; by default the path, a trailing part of it, or the stem",
+    )
     question_column: str = "question"
     answer_column: str = "answer"
     type_column: str | None = Field(default=None, description="e.g. answer_type (CLOSED/OPEN)")
@@ -404,6 +546,8 @@ class Layout(Strict):
                              "value (the value a thresholded pixel gets)")
         if self.points is not None and self.masks:
             raise ValueError("points and masks are both label volumes; declare one of them")
+        if self.slice_masks and self.masks:
+            raise ValueError("slice_masks and masks are both label volumes; declare one of them")
         return self
 
     images: list[str] = Field(description="glob(s) relative to the source root")
@@ -464,8 +608,17 @@ class Layout(Strict):
         default=None, description="wsi: polygon annotations in level-0 coordinates (ASAP XML)")
     mdai: MdaiExport | None = Field(
         default=None, description="dicom: outlines and exam labels from an MD.ai export")
+    roi_folders: RoiFolders | None = Field(
+        default=None, description="dicom: ROI masks in per-abnormality folders beside "
+        "the image's folder, labelled from case tables (CBIS-DDSM)")
+    slice_masks: list[SliceMasks] = Field(
+        default_factory=list, description="dicom: per-slice 2D mask images beside a series "
+        "(CHAOS's Ground PNGs), one entry per kind of series folder")
     readings: ReadingSessions | None = Field(
         default=None, description="dicom: readers' outlines in XML beside each series (LIDC)")
+    segmentations: SeriesSegmentations | None = Field(
+        default=None, description="dicom: 3D Slicer segmentation files of the one series per "
+        "patient that a role table names (Duke's pre-contrast series)")
     tracings: FrameTracings | None = Field(
         default=None, description="video: outlines traced as chords on chosen frames; those "
         "frames are read (instead of evenly spaced ones) with the filled outline as mask")
@@ -546,6 +699,45 @@ class Access(Strict):
     steps: list[str] = Field(default_factory=list, description="what a person must do")
 
 
+class ConfirmedBy(StrEnum):
+    """What a source's declared layout was checked against, strongest first."""
+
+    release_file = "release_file"  # a file shipped in the release (dataset.json, README, header)
+    authors_page = "authors_page"  # the authors' or challenge's page, README or data descriptor
+    authors_code = "authors_code"  # the authors' loader, conversion or evaluation code
+    paper = "paper"  # the paper describing the data (a DOI or arXiv/journal URL)
+    data_index = "data_index"  # the record serving the files (NCI IDC index, Zenodo, GigaDB)
+    public_loader = "public_loader"  # a widely used third-party loader (torch-em, MONAI, ...)
+    catalogue = "catalogue"  # a third-party catalogue or redistribution (dataset-ninja, a mirror)
+    # nothing outside curate: its miniature is written from the declaration itself, so `what`
+    # names the facts that stay unconfirmed (recalled, from memory, from unnamed code)
+    miniature_only = "miniature_only"
+
+
+# a reference is a URL, a DOI, or a repository path owner/repo/path (no spaces)
+REF = (r"^(https?://\S+|doi:10\.\d{4,9}/\S+|10\.\d{4,9}/\S+"
+       r"|[A-Za-z0-9][\w.-]*/[\w.-]+/\S+)$")
+
+
+class Confirmation(Strict):
+    """One piece of evidence for a source's declared layout: what it was checked against,
+    where that is, and which facts it confirms (or, for miniature_only, leaves open)."""
+
+    by: ConfirmedBy
+    ref: str | None = Field(
+        default=None, pattern=REF,
+        description="a URL, a DOI (doi:10.x/y) or a repository path (owner/repo/path); "
+        "required except for miniature_only")
+    what: str = Field(min_length=3, description="the facts it confirms (layout, columns, "
+                      "label values, licence), or what stays unconfirmed")
+
+    @model_validator(mode="after")
+    def _ref_unless_miniature(self):
+        if self.ref is None and self.by is not ConfirmedBy.miniature_only:
+            raise ValueError(f"confirmed by {self.by.value} needs a ref (URL, DOI or repo path)")
+        return self
+
+
 class PhantomSpec(Strict):
     """Generate a synthetic source with known ground truth (see curate.sources.phantoms)."""
 
@@ -590,10 +782,25 @@ class SourceSpec(Strict):
         "in the manifest's source_files; set false for private data whose file or folder "
         "names identify people",
     )
+    cohort_diagnosis: str | None = Field(
+        default=None, min_length=3,
+        description="the diagnosis every patient of this source has on record, when the "
+        "collection is defined by it (CPTAC-LUAD: lung adenocarcinoma): a label of the "
+        "patient, not of any image; it goes in the manifest's patient_labels and is stated "
+        "as patient context, never as a finding seen in or located on the image")
+    confirmed: list[Confirmation] | None = Field(
+        default=None, min_length=1,
+        description="how the declared layout was confirmed: the authors' page or code, a "
+        "paper, a public loader, a data index; miniature_only where nothing outside curate "
+        "was checked")
     notes: str | None = None
 
     def normalised_label(self, label: str) -> str:
         return self.findings.get(label, label)
+
+    def patient_labels(self) -> list[str]:
+        """Labels of every patient of this source (not of an image): the cohort diagnosis."""
+        return [self.cohort_diagnosis] if self.cohort_diagnosis else []
 
 
 class SourceRef(Strict):

@@ -24,7 +24,9 @@ against `schemas/source.schema.json` (the `SourceSpec` model in `curate/model/so
 recipe refers to a source by name and supplies the local path where the data was \
 downloaded (or `--data-root`, under which a source's folder is found even inside the top \
 folder its archive kept). The full facts, and what is unverified about each source, are \
-in its `notes`.
+in its `notes`; the **confirmed by** column says what its declared layout was checked against \
+(its `confirmed` list, in full under [How each layout was confirmed](#how-each-layout-was-confirmed); \
+"+ open points" marks facts nothing outside curate backs yet).
 
 The **reads** column says what curate's own adapter takes from a copy laid out as \
 declared, beyond the pixels: `masks` (a per-image mask or label volume named by \
@@ -35,22 +37,35 @@ codes in a CSV), `DICOM SEG` / `RTSTRUCT` (annotation objects attached to their 
 `boxes` (`layout.boxes`: CSV, COCO, VOC, JSON), `classes` (`layout.classes`: a CSV, a list \
 in a cell, several readers' votes, the file name or the parent folder; keyed by a template \
 of the path, e.g. a study folder), `points` (`layout.points`: findings as world-millimetre \
-points with a diameter, drawn as spheres on the volume's grid), `frame labels` \
+points with a diameter, drawn as spheres on the volume's grid; or, with `extent: point`, \
+bare points placed on the slice that holds them, with no size), `frame labels` \
 (`layout.frame_labels`: a table per video, each sampled frame labelled by its row), `regions` \
 (`layout.regions`: polygons in a slide's level-0 pixels, drawn on its tiles), `frame \
 tracings` (`layout.tracings`: outlines traced as chords on chosen frames, those frames read \
 with the filled outline), `readers' outlines` (`layout.readings`: LIDC XML per series, \
 outlines placed by each slice's UID and geometry, a voxel kept where enough readers mark \
-it), `MD.ai outlines and exam labels` (`layout.mdai`: an MD.ai JSON export), `QA` \
-(`layout.qa`). \
+it), `MD.ai outlines and exam labels` (`layout.mdai`: an MD.ai JSON export), `ROI mask \
+folders` (`layout.roi_folders`: one DICOM mask image per abnormality in a folder beside its \
+image's, chosen by SeriesDescription or else by the image's size and binary pixels, \
+labelled from case tables keyed by the folder name; the crops beside them are not read), `slice \
+masks` (`layout.slice_masks`: one mask image per DICOM slice in a folder beside the series, \
+paired with the folder's files by name order or stem and placed on each file's own slice by \
+its position; grey values to labels by declared ranges), `Slicer segmentations` \
+(`layout.segmentations`: 3D Slicer .seg.nrrd files read by segment name, attached only to the \
+series a table of the authors names by role, e.g. Duke's pre-contrast series, and resampled \
+onto it by the geometry in their headers), `QA` \
+(`layout.qa`), `patient label (cohort diagnosis)` (`cohort_diagnosis`: the diagnosis \
+every patient of a collection has on record, in the manifest's `patient_labels` and \
+stated as patient context, never as a finding of the image). \
 `tests/test_sources.py` \
 checks every row: it writes a miniature copy of each source in its declared layout \
 (`curate.sources.miniature.make_miniature`), checks it with `curate sources check`, and \
 reads it with the adapter of its format family, asserting that the first case carries \
 what the row says. {read} of {count} sources are read with annotations; {bare}.
 
-| name | modality | anatomy | format | reads | licence (SPDX / as stated) | commercial use | access |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| name | modality | anatomy | format | reads | licence (SPDX / as stated) | commercial use | access \
+| confirmed by |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """
 
 ACCESS_TEXT = {
@@ -105,14 +120,27 @@ def reads(spec: SourceSpec) -> str:
         out.append("MD.ai outlines and exam labels")
     if lay.readings:
         out.append(f"readers' outlines (XML, {lay.readings.min_readers}+ readers)")
+    if lay.slice_masks:
+        rules = sorted({"by name order" if e.pair == "name_order" else "by stem"
+                        for e in lay.slice_masks})
+        out.append(f"slice masks (one image per DICOM slice, paired {' and '.join(rules)})")
+    if lay.roi_folders:
+        out.append("ROI mask folders (DICOM, per abnormality, labelled from case tables)")
+    if lay.segmentations:
+        out.append("Slicer segmentations (.seg.nrrd by segment name, on the series a role "
+                   "table names)")
     if lay.tracings:
         out.append("frame tracings")
     if lay.frame_labels:
         out.append("frame labels")
-    if lay.points:
+    if lay.points and lay.points.extent == "point":
+        out.append("points (world mm, no extent)")
+    elif lay.points:
         out.append("points (spheres in world mm)")
     if lay.qa:
         out.append("QA")
+    if spec.cohort_diagnosis:
+        out.append("patient label (cohort diagnosis)")
     return ", ".join(out) or "images only"
 
 
@@ -139,6 +167,62 @@ def _access(spec: SourceSpec) -> str:
     return acc.kind
 
 
+CONFIRMED_BY = {
+    "release_file": "release file", "authors_page": "authors' page",
+    "authors_code": "authors' code", "paper": "paper", "data_index": "data index",
+    "public_loader": "public loader", "catalogue": "catalogue",
+}
+
+
+def confirmed_by(spec: SourceSpec) -> str:
+    """The kinds of evidence for a source's layout, compact: "authors' code, paper + open points"."""
+    kinds = [c.by.value for c in spec.confirmed or []]
+    if not kinds:
+        return "not recorded"
+    named = [label for kind, label in CONFIRMED_BY.items() if kind in kinds]
+    if not named:
+        return "nothing outside curate"
+    return ", ".join(named) + (" + open points" if "miniature_only" in kinds else "")
+
+
+def ref_url(ref: str) -> str:
+    """A confirmation's ref as a link: URLs as they are, DOIs through doi.org, and
+    owner/repo/path as the file on GitHub's default branch."""
+    if ref.startswith(("http://", "https://")):
+        return ref
+    if ref.startswith(("doi:", "10.")):
+        return "https://doi.org/" + ref.removeprefix("doi:")
+    owner, repo, path = ref.split("/", 2)
+    return f"https://github.com/{owner}/{repo}/blob/HEAD/{path}"
+
+
+def _md(text: str) -> str:
+    """Plain text safe inside a Markdown list item (file patterns hold * _ < [ ])."""
+    for ch in "\\`*_<[]|":
+        text = text.replace(ch, "\\" + ch)
+    return " ".join(text.split())
+
+
+def confirmed_section(specs: list[SourceSpec]) -> str:
+    """One line per source: each piece of evidence with its link and what it confirms."""
+    out = ["\n## How each layout was confirmed\n\n",
+           "From each source's `confirmed` list: what its declared layout, label values and "
+           "licence were checked against (the authors' release files, page or code, a paper, "
+           "the record serving the data, a public loader or a catalogue), and, marked "
+           "*unconfirmed*, what nothing outside curate backs yet (its miniature is written from "
+           "the declaration itself, so it cannot confirm it).\n\n"]
+    for s in specs:
+        parts = []
+        for c in s.confirmed or []:
+            if c.ref:
+                label = CONFIRMED_BY.get(c.by.value, c.by.value)
+                parts.append(f"{label} [{_md(c.ref)}]({ref_url(c.ref)}): {_md(c.what)}")
+            else:
+                parts.append(f"*{_md(c.what)}*")
+        out.append(f"- `{s.name}`: " + ("; ".join(parts) or "not recorded") + ".\n")
+    return "".join(out)
+
+
 def render_sources_doc(registry: dict[str, SourceSpec] | None = None) -> str:
     registry = registry if registry is not None else load_source_registry()
     specs = [registry[n] for n in sorted(registry)]
@@ -150,7 +234,8 @@ def render_sources_doc(registry: dict[str, SourceSpec] | None = None) -> str:
     for s in specs:
         licence, use = _licence(s)
         out.append(f"| `{s.name}` | {s.modality or '—'} | {s.anatomy or '—'} | "
-                   f"{s.format.value} | {reads(s)} | {licence} | {use} | {_access(s)} |\n")
+                   f"{s.format.value} | {reads(s)} | {licence} | {use} | {_access(s)} | "
+                   f"{confirmed_by(s)} |\n")
     by_kind: dict[str, list[str]] = defaultdict(list)
     for s in specs:
         by_kind[s.access.kind if s.access else "unknown"].append(s.name)
@@ -166,6 +251,7 @@ def render_sources_doc(registry: dict[str, SourceSpec] | None = None) -> str:
                "local copy matches the layout, including files no glob takes, masks no image "
                "is paired with, and label values the label_map does not name.\n\n")
     out.append(resources.files("curate").joinpath("data/sources-doc-static.md").read_text())
+    out.append(confirmed_section(specs))
     return "".join(out)
 
 

@@ -66,6 +66,8 @@ class LayoutReport:
     point_file: str | None = None
     frame_tables: int = 0
     region_files: int = 0
+    role_series: int = 0  # series a segmentations role table names with its role
+    segmented_folders: int = 0  # series folders with a declared segmentation file
     traced_videos: int = 0
     point_rows: int = 0
     images_with_points: int = 0
@@ -576,6 +578,25 @@ def check_layout(spec: SourceSpec, root: Path, sample: int = 3) -> LayoutReport:
         else:
             rep.warnings += [] if outlines or exams else [
                 f"{lay.mdai.file} holds no outline and no exam label"]
+    if lay.roi_folders:  # abnormality folders: their image folders and case-table rows
+        from curate.ingest.dicom_roi_files import check_roi_folders
+
+        problems, warnings = check_roi_folders(spec, root, images)
+        rep.problems += problems
+        rep.warnings += warnings
+    if lay.slice_masks:  # per-slice mask images: every series pairs, values in range
+        from curate.ingest.slice_masks import check_slice_masks
+
+        problems, warnings = check_slice_masks(spec, root, images, sample)
+        rep.problems += problems
+        rep.warnings += warnings
+    if lay.segmentations:  # the role table, and Slicer files beside some series
+        from curate.ingest.slicer_seg import check_segmentations
+
+        rep.role_series, rep.segmented_folders, problems, warnings = check_segmentations(
+            spec, root, images)
+        rep.problems += problems
+        rep.warnings += warnings
     if lay.regions:  # one XML per annotated slide; normal slides have none
         present, _ = _templated(lay.regions.file, images, root, "regions", rep, lay.case_regex)
         rep.region_files = len(present)

@@ -445,6 +445,18 @@ def make_miniature(spec: SourceSpec, dest: Path, n: int = 2) -> Path:
             _put(dest / junk, b"\x00\x05\x16\x07 resource fork, not an image")
             excluded.append(junk)
     _write_tables(spec, dest, images, label)
+    if lay.slice_masks:  # a mask image per DICOM file, in each series' mask folder
+        from curate.sources.slice_mask_miniature import write_slice_masks
+
+        masks += write_slice_masks(spec, dest, images)
+    if lay.segmentations:  # Slicer label files, and the role table naming their series
+        from curate.sources.slicer_miniature import write_segmentations
+
+        masks += write_segmentations(spec, dest, images)
+    if lay.roi_folders:  # each image's abnormality folder (mask, crop) and a case table
+        from curate.ingest.dicom_roi_files import write_roi_miniature
+
+        annotations += write_roi_miniature(spec, dest, images)
     _put(dest / NOTES_FILE, json.dumps(
         {"source": spec.name, "images": images, "masks": masks, "annotations": annotations,
          "excluded": excluded, "skipped": skipped}, indent=1))
@@ -476,6 +488,11 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
                 csv.writer(f).writerows([header, *rows])
             return
         records = [dict(zip(header, r, strict=True)) for r in rows]
+        if fmt == "pickle":  # as PathVQA ships its QA: a pickled list of plain dicts
+            import pickle
+
+            _put(dest / rel, pickle.dumps(records, protocol=4))
+            return
         _put(dest / rel, json.dumps(records) if fmt == "json"
              else "".join(json.dumps(r) + "\n" for r in records))
 
@@ -588,11 +605,15 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
         x, y = (-x, -y) if p.frame == "RAS" else (x, y)
         xyz = [p.coords_column] if p.coords_column else [p.x_column, p.y_column, p.z_column]
         header = [p.image_column, *xyz] + \
-            [col for col in (p.diameter_column, p.volume_column, p.label_column) if col] + \
-            list(p.include)
+            [col for col in (p.diameter_column, p.volume_column, p.label_column,
+                             p.zone_column) if col] + list(p.include)
+        code = next((c for c, words in p.label_names.items() if words == label),
+                    next(iter(p.label_names), label))  # the code the table holds
         extra = ([3.0] if p.diameter_column else []) + \
             ([round(np.pi / 6 * 27, 3)] if p.volume_column else []) + \
-            ([label] if p.label_column else []) + [v[0] for v in p.include.values()]
+            ([code] if p.label_column else []) + \
+            ([next(iter(p.zones), "")] if p.zone_column else []) + \
+            [v[0] for v in p.include.values()]
         keys = [fill_template(p.image_key, r, spec.layout.case_regex, "point key")
                 if p.image_key else stem(r) for r in images]
         coords = [f"{x} {y} {z}"] if p.coords_column else [x, y, z]
@@ -603,7 +624,9 @@ def _write_tables(spec: SourceSpec, dest: Path, images: list[str], label: str) -
         fixed |= {q.type_column: "CLOSED"} if q.type_column else {}
         fixed |= {q.modality_column: spec.modality or "CT"} if q.modality_column else {}
         table(q.file, [q.image_column, q.question_column, q.answer_column, *fixed],
-              [[r, f"Is there a {label}?", "yes", *fixed.values()] for r in images], q.format)
+              [[fill_template(q.image_key, r, spec.layout.case_regex, "QA image key")
+                if q.image_key else r, f"Is there a {label}?", "yes", *fixed.values()]
+               for r in images], q.format)
 
 
 def miniature_notes(dest: Path) -> dict:
