@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 # bump when per-unit processing changes so that cached work units are redone
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"

@@ -54,6 +54,7 @@ def row_context(row: dict, spec: SourceSpec) -> dict:
     return context(spec, modality=row["modality"], anatomy=row["anatomy"],
                    plane=row["view"]["plane"], window=row["window"], rois=row["rois"],
                    annotated=row["annotated"], image_labels=row["image_labels"] or [],
+                   patient_labels=row.get("patient_labels") or [],
                    spacing=tuple(row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else None)
 
 

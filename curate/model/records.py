@@ -30,7 +30,7 @@ ROI = pa.struct([
     ("area_px", pa.int64()),
     ("area_frac", pa.float64()),
     ("area_mm2", pa.float64()),  # null when pixel spacing is unknown
-    ("area_kind", pa.string()),  # mask | box
+    ("area_kind", pa.string()),  # mask | box | point (no extent: bbox its pixel, no area)
     ("longest_diameter_mm", pa.float64()),
     ("volume_mm3", pa.float64()),  # the 3D lesion this region is a slice of (volumes only)
     ("centroid", pa.list_(pa.float64(), 2)),  # [x, y] pixels
@@ -97,6 +97,9 @@ SAMPLE_FIELDS = [
     ("findings", pa.list_(pa.string())),
     ("annotated", pa.bool_()),  # whether the source annotates findings for this case
     ("image_labels", pa.list_(pa.string())),  # image-level class labels from the source
+    # the patient's labels from the source's records (a cohort's diagnosis), not findings
+    # of this image: nothing says where, or whether, the image shows them
+    ("patient_labels", pa.list_(pa.string())),
     ("view", VIEW),
     ("width", pa.int32()),
     ("height", pa.int32()),
@@ -117,7 +120,8 @@ SAMPLE_FIELDS = [
 
 BYTES_FIELDS = [
     ("image", pa.binary()),  # PNG of the clean normalised view
-    ("roi_masks", pa.list_(pa.binary())),  # PNG per ROI, aligned with rois; null for box ROIs
+    # PNG per ROI, aligned with rois; null for box and point ROIs
+    ("roi_masks", pa.list_(pa.binary())),
 ]
 
 SAMPLE = pa.schema(SAMPLE_FIELDS + BYTES_FIELDS)

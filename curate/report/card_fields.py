@@ -30,6 +30,8 @@ FIELDS: dict[str, tuple[str, str]] = {  # path -> (unit, meaning)
     "annotated": ("", "whether the source annotates findings for this case (no: an "
                   "absent ROI says nothing)"),
     "image_labels": ("", "image-level class labels from the source"),
+    "patient_labels": ("", "the patient's labels from the source's records (a cohort's "
+                       "diagnosis): context, not a finding of this image"),
     "view": ("", "which view of the image or volume this is"),
     "view.plane": ("", "axial, frontal, lateral or none"),
     "view.index": ("slice", "slice index in the LPS-reoriented volume; -1 for 2D images"),
@@ -52,7 +54,8 @@ FIELDS: dict[str, tuple[str, str]] = {  # path -> (unit, meaning)
     "rois.area_px": ("px", "pixels inside the region"),
     "rois.area_frac": ("0-1", "share of the image area"),
     "rois.area_mm2": ("mm²", "area from the pixel spacing; null when spacing is unknown"),
-    "rois.area_kind": ("", "mask (outlined) or box (only a box was given)"),
+    "rois.area_kind": ("", "mask (outlined), box (only a box was given) or point (only a "
+                       "point was given: no area, size or mask)"),
     "rois.longest_diameter_mm": ("mm", "longest in-plane diameter; null without spacing"),
     "rois.volume_mm3": ("mm³", "volume of the 3D lesion this region is a slice of"),
     "rois.centroid": ("px", "[x, y] of the region's centre"),

@@ -84,8 +84,15 @@ def overlay(png: bytes, masks: bytes | None, rois: list[dict], size: int) -> Ima
     font = _font(max(10, size // 24))
     for i, roi in enumerate(rois, 1):
         x0, y0, x1, y1 = (round(v * scale) for v in roi["bbox"])
-        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=(255, 210, 0),
-                       width=max(1, size // 256))
+        if roi.get("area_kind") == "point":  # no extent: a small cross at the point
+            cx, cy = ((c + 0.5) * scale for c in roi["centroid"])
+            arm, width = max(3, size // 40), max(1, size // 256)
+            draw.line([cx - arm, cy, cx + arm, cy], fill=(255, 210, 0), width=width)
+            draw.line([cx, cy - arm, cx, cy + arm], fill=(255, 210, 0), width=width)
+            y0 = round(cy - arm)
+        else:
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=(255, 210, 0),
+                           width=max(1, size // 256))
         draw.text((x0 + 2, max(0, y0 - font.size - 2)), str(i), fill=(255, 210, 0), font=font)
     return im
 

@@ -45,7 +45,7 @@ RESULT = pa.schema([("source", pa.string()), ("part", pa.string()), ("samples", 
                     ("quarantined", pa.int64()), ("reused", pa.bool_()),
                     ("stats", pa.string())])
 CONTEXT_COLUMNS = ["sample_id", "modality", "anatomy", "view", "window", "rois", "annotated",
-                   "image_labels", "pixel_spacing_mm", "caption"]
+                   "image_labels", "patient_labels", "pixel_spacing_mm", "caption"]
 PARTS_PER_CALL = 2
 
 

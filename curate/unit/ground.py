@@ -130,6 +130,28 @@ def roi_facts(view: View2D, region: np.ndarray, label: str, finding: str, kind: 
     }
 
 
+def point_facts(view: View2D, x: float, y: float, label: str, finding: str,
+                zone: str | None = None) -> dict:
+    """A finding the source gives as a point, with no extent: its pixel as a 1-pixel box,
+    its centroid the point, side and location from where it lies; no area, size, volume
+    or intensity, which a point does not have. A zone the source names becomes an
+    "in the <zone>" relation."""
+    h, w = view.image.shape[:2]
+    px, py = min(w - 1, max(0, int(np.floor(x + 0.5)))), min(h - 1, max(0, int(np.floor(y + 0.5))))
+    bbox = [px, py, px + 1, py + 1]
+    phrase, lat = location(view, float(x), float(y))
+    return {
+        "label": label, "finding": finding, "bbox": bbox,
+        "bbox_norm": [bbox[0] / w, bbox[1] / h, bbox[2] / w, bbox[3] / h],
+        "area_px": None, "area_frac": None, "area_mm2": None, "area_kind": "point",
+        "longest_diameter_mm": None, "volume_mm3": None,
+        "centroid": [float(x), float(y)], "laterality": lat, "location": phrase,
+        "intensity": None, "intensity_inside": None, "intensity_around": None,
+        "relations": [f"in the {zone}"] if zone else [], "origin": "annotation",
+        "confidence": 1.0,
+    }
+
+
 def relations(rois: list[dict], plane: View, masks: list | None = None) -> None:
     """Pairwise relations between ROIs, phrased in the view's frame; filled in place.
 
@@ -167,7 +189,8 @@ def relations(rois: list[dict], plane: View, masks: list | None = None) -> None:
 
 def ground(view: View2D, label_map: Mapping[int, str], findings: Mapping[str, str],
            min_pixels: int) -> tuple[list[dict], list[np.ndarray | None]]:
-    """ROIs from the view's label mask (one per connected component) and its boxes."""
+    """ROIs from the view's label mask (one per connected component), its boxes and its
+    points."""
     rois: list[dict] = []
     masks: list[np.ndarray | None] = []
     if view.labels is not None:
@@ -175,7 +198,9 @@ def ground(view: View2D, label_map: Mapping[int, str], findings: Mapping[str, st
             if value == 0:
                 continue
             label = label_map.get(int(value), f"label {int(value)}")
-            comps, n = ndimage.label(view.labels == value, structure=np.ones((3, 3)))
+            marked = view.labels == value
+            comps, n = (marked.astype(np.int32), 1) if view.meta.roi_per_value else \
+                ndimage.label(marked, structure=np.ones((3, 3)))
             for c in range(1, n + 1):
                 region = comps == c
                 if region.sum() < min_pixels:
@@ -191,6 +216,9 @@ def ground(view: View2D, label_map: Mapping[int, str], findings: Mapping[str, st
         region = box_mask((h, w), [x0, y0, x1, y1])
         rois.append(roi_facts(view, region, b.label, findings.get(b.label, b.label), "box"))
         masks.append(None)  # a box is not a mask; never ship a rectangle as one
+    for label, zone, x, y in view.points:
+        rois.append(point_facts(view, x, y, label, findings.get(label, label), zone))
+        masks.append(None)  # a point has no region
     order = sorted(range(len(rois)), key=lambda i: (rois[i]["label"], rois[i]["bbox"]))
     rois, masks = [rois[i] for i in order], [masks[i] for i in order]
     relations(rois, view.plane, masks)

@@ -53,6 +53,8 @@ class View2D:
     component_mm3: dict[int, float] = field(default_factory=dict)  # id -> volume in mm³
     # ROIs a volume expert found, sliced to this view: (expert, label, kind, score, mask)
     expert_slices: list[tuple] = field(default_factory=list)
+    # findings without extent on this view: (label, zone or None, x, y) in pixels
+    points: list[tuple] = field(default_factory=list)
 
 
 def window_ct(hu: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
@@ -99,9 +101,9 @@ def lps_array(img: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
     """
     d = np.asarray(img.GetDirection(), float)
     if img.GetDimension() == 3 and img.GetNumberOfComponentsPerPixel() == 1:
-        d = d.reshape(3, 3)  # column p: index axis p in LPS
-        src = np.abs(d).argmax(axis=1)  # the index axis along x, y and z
-        if sorted(src) == [0, 1, 2] and np.allclose(np.abs(d[[0, 1, 2], src]), 1, atol=1e-3):
+        src = _permutation(d.reshape(3, 3))
+        if src is not None:
+            d = d.reshape(3, 3)  # column p: index axis p in LPS
             arr = sitk.GetArrayViewFromImage(img)  # (k, j, i): index axis p is array axis 2-p
             arr = arr.transpose([2 - src[2], 2 - src[1], 2 - src[0]])
             flips = tuple(2 - a for a in range(3) if d[a, src[a]] < 0)
@@ -109,6 +111,44 @@ def lps_array(img: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
             return np.flip(arr, flips) if flips else arr, tuple(spacing[p] for p in src)
     lps = to_lps(img)
     return sitk.GetArrayFromImage(lps), lps.GetSpacing()
+
+
+def _permutation(d: np.ndarray) -> np.ndarray | None:
+    """The index axis along LPS x, y and z when the direction is a signed permutation."""
+    src = np.abs(d).argmax(axis=1)
+    if sorted(src) == [0, 1, 2] and np.allclose(np.abs(d[[0, 1, 2], src]), 1, atol=1e-3):
+        return src
+    return None
+
+
+def lps_index(img: sitk.Image, index) -> np.ndarray:
+    """A continuous (x, y, z) index of img as the (z, y, x) position in lps_array(img)'s
+    array: the same axis permutation and flips (asked of DICOMOrient on a 2-voxel image
+    with img's direction when the direction is oblique)."""
+    d = np.asarray(img.GetDirection(), float).reshape(3, 3)
+    src = _permutation(d)
+    if src is None:
+        tiny = sitk.Image([2, 2, 2], sitk.sitkUInt8)
+        tiny.SetDirection(img.GetDirection())
+        nd = np.asarray(to_lps(tiny).GetDirection(), float).reshape(3, 3)
+        src = np.abs(nd.T @ d).argmax(axis=1)  # oriented index axis p = img's axis src[p]
+        signs = np.sign((nd.T @ d)[[0, 1, 2], src])
+    else:
+        signs = np.sign(d[[0, 1, 2], src])
+    size = np.asarray(img.GetSize(), float)
+    idx = np.asarray(index, float)
+    xyz = [idx[q] if sg > 0 else size[q] - 1 - idx[q] for q, sg in zip(src, signs, strict=True)]
+    return np.array(xyz[::-1])
+
+
+def plane_point(zyx, shape_zyx, plane: View) -> tuple[float, float, float]:
+    """An LPS (z, y, x) array position as (slice, row, col) of in_plane(arr, plane)."""
+    z, y, x = zyx
+    if plane == View.axial:
+        return z, y, x
+    if plane == View.coronal:
+        return y, shape_zyx[0] - 1 - z, x
+    return x, shape_zyx[0] - 1 - z, y
 
 
 def slice_areas(labels: np.ndarray) -> dict:
@@ -335,6 +375,8 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
     """
     lps, spacing = lps_array(case.image)  # (z, y, x), stored pixel type
     lps_labels = lps_array(case.label)[0] if case.label is not None else None
+    points = [(p["label"], p.get("zone"), lps_index(case.image, p["index"]))
+              for p in case.points]
     views = []
     for plane in view_planes(case, lps.shape, spacing, cfg):
         arr = in_plane(lps, plane)
@@ -347,7 +389,9 @@ def volume_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
                               None if lps_labels is None else in_plane(lps_labels, plane),
                               plane_spacing(spacing, plane),
                               [(name, r, in_plane(r.mask, plane)) for name, r in expert_rois],
-                              (steer or {}).get(plane, []))
+                              (steer or {}).get(plane, []),
+                              [(label, zone, plane_point(zyx, lps.shape, plane))
+                               for label, zone, zyx in points])
     if not views:
         raise IngestError("every view of this volume would be thinner than "
                           f"normalize.min_view_px ({cfg.min_view_px} px)")
@@ -383,7 +427,7 @@ def scan_slices(case: VolumeCase, cfg: NormalizeConfig, window: str | None, step
 def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generator,
                  window: str | None, plane: View, arr: np.ndarray, labels: np.ndarray | None,
                  spacing: tuple[float, float, float], expert_rois: list[tuple],
-                 steer: list[np.ndarray] = ()) -> list[View2D]:
+                 steer: list[np.ndarray] = (), points: list[tuple] = ()) -> list[View2D]:
     sy, sx, _ = spacing
     modality = (case.meta.modality or "").upper()
     if modality == "CT":
@@ -411,6 +455,11 @@ def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
     else:
         lesions = [m for _, r, m in expert_rois if r.kind == "lesion"] + list(steer)
         areas = lesion_areas(lesions, nz) if lesions else {}
+    # a point lies on one slice, the one whose voxels hold it
+    held = [(label, zone, min(nz - 1, max(0, int(np.floor(k + 0.5)))), row, col)
+            for label, zone, (k, row, col) in points]
+    for i, (_, _, k, _, _) in enumerate(held):
+        areas = {**areas, ("point", i): (np.arange(nz) == k).astype(int)}
     picks = pick_slices(areas, body_frac, cfg, rng) if nz > 1 else [0]
     if not picks:  # unlabelled volume: the central slice
         picks = [nz // 2]
@@ -426,6 +475,7 @@ def _plane_views(case: VolumeCase, cfg: NormalizeConfig, rng: np.random.Generato
             component_mm3={} if comps is None else comps.mm3,
             expert_slices=[(name, r.label, r.kind, r.score, np.array(m[k]))
                            for name, r, m in expert_rois if m[k].any()],
+            points=[(label, zone, col, row) for label, zone, kp, row, col in held if kp == k],
         ), cfg.max_size))
     return views
 
@@ -478,4 +528,7 @@ def resize_view(view: View2D, max_size: int) -> View2D:
     if view.spacing:
         view.spacing = (view.spacing[0] * sy, view.spacing[1] * sx)
     view.boxes = [Box(b.label, b.x0 / sx, b.y0 / sy, b.x1 / sx, b.y1 / sy) for b in view.boxes]
+    # pixel centres: x at pixel i's centre maps to (i + 0.5) / sx - 0.5
+    view.points = [(label, zone, (x + 0.5) / sx - 0.5, (y + 0.5) / sy - 0.5)
+                   for label, zone, x, y in view.points]
     return view

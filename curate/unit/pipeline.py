@@ -64,6 +64,8 @@ def is_annotated(spec: SourceSpec, unit: Unit) -> bool:
         return True  # DICOM SEG / RTSTRUCT, class labels, or a VOC file for this image
     if "rle" in unit.extra:
         return True  # listed in the RLE table ("-1": looked at, nothing found)
+    if spec.layout.points is not None and unit.extra.get("points"):
+        return True  # the point table lists this case's findings
     return bool(spec.layout.masks) and any(k in unit.extra for k in ("label", "labels", "masks",
                                                                    "label_files"))
 
@@ -74,20 +76,33 @@ def vocabulary(spec: SourceSpec) -> list[str]:
 
 
 def context(spec: SourceSpec, *, modality, anatomy, plane: str, window: dict, rois: list[dict],
-            annotated: bool, image_labels: list[str], spacing) -> dict:
-    """What text generators may know about a sample: facts and metadata, nothing else."""
+            annotated: bool, image_labels: list[str], spacing,
+            patient_labels: list[str] = ()) -> dict:
+    """What text generators may know about a sample: facts and metadata, nothing else.
+    Patient labels (a cohort's diagnosis) are context about the patient, kept out of the
+    labels and findings: nothing places them in this image."""
     labels = sorted(set(vocabulary(spec)) | {r["label"] for r in rois} | set(image_labels))
     findings = sorted({r["finding"] for r in rois}
                       | {spec.normalised_label(x) for x in image_labels})
     return {"modality": modality, "anatomy": anatomy, "plane": plane, "window": window,
             "rois": rois, "annotated": annotated, "labels": labels,
-            "image_labels": list(image_labels), "findings": findings, "spacing": spacing}
+            "image_labels": list(image_labels), "findings": findings, "spacing": spacing,
+            "patient_labels": list(patient_labels), **point_context(spec)}
+
+
+def point_context(spec: SourceSpec) -> dict:
+    """Whether the source marks findings as points without extent, and its zone words."""
+    points = spec.layout.points
+    if points is None or points.extent != "point":
+        return {"point_findings": False, "zones": []}
+    return {"point_findings": True, "zones": sorted(set(points.zones.values()))}
 
 
 def sample_context(spec: SourceSpec, view: View2D, rois: list[dict], annotated: bool) -> dict:
     return context(spec, modality=view.meta.modality, anatomy=view.meta.anatomy,
                    plane=view.plane.value, window=view.window, rois=rois, annotated=annotated,
-                   image_labels=view.meta.image_labels, spacing=view.spacing)
+                   image_labels=view.meta.image_labels, spacing=view.spacing,
+                   patient_labels=view.meta.patient_labels)
 
 
 def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
@@ -138,6 +153,7 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
         "modality": view.meta.modality, "anatomy": view.meta.anatomy,
         "findings": ctx["findings"],
         "annotated": annotated, "image_labels": list(view.meta.image_labels),
+        "patient_labels": list(view.meta.patient_labels),
         "view": {"plane": view.plane.value, "index": view.index, "count": view.count},
         "width": w, "height": h, "channels": 1 if view.image.ndim == 2 else view.image.shape[2],
         "pixel_spacing_mm": list(view.spacing) if view.spacing else None,

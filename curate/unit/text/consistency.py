@@ -5,8 +5,9 @@ An independent reader: it reads sentences with its own vocabulary
 the words the templates write, and it runs on every text a sample gets (template
 captions, model-written text in the describe stage, VQA answers). Each flag starts with
 the kind of fact contradicted, `side:`, `organ:`, `lobe:`, `count:`, `size:`,
-`modality:` or `plane:`, and a flagged sample is dropped at filtering with its flags as
-the reason. It cannot prove a text right, only catch these kinds of wrong.
+`modality:`, `plane:` or `scope:` (a patient-scope label, such as a cohort's diagnosis,
+stated as seen in the image or placed in it: curate.unit.text.patient), and a flagged
+sample is dropped at filtering with its flags as the reason. It cannot prove a text right, only catch these kinds of wrong.
 
 How it reads: the text is cut into sentences; a sentence's claims are checked against
 the ROIs it is about (those whose label or finding it names, else all of them). Negated
@@ -22,6 +23,7 @@ from __future__ import annotations
 import re
 
 from curate.unit.text import lexicon as lx
+from curate.unit.text.patient import asks_about_record, scope_flags
 from curate.unit.text.reader import (
     Part,
     clauses_negated,
@@ -246,6 +248,8 @@ def _check_sizes(sent: str, about: list[dict], ctx: dict, flags: list[str]) -> N
         if kind == "length":
             spans = []
             for r in rois:
+                if r.get("area_kind") == "point":
+                    continue  # a point has no extent: its 1-pixel box is not a size
                 dims = [r["longest_diameter_mm"]] if r.get("longest_diameter_mm") else []
                 if spacing and r.get("bbox"):
                     x0, y0, x1, y1 = r["bbox"]
@@ -309,6 +313,7 @@ def check_text(text: str, ctx: dict) -> list[str]:
             _check_parts(sent, about, ctx, flags, memo)
         _check_counts(sent, about, ctx, flags)
         _check_sizes(sent, about, ctx, flags)
+        flags += scope_flags(sent, ctx)
     return list(dict.fromkeys(flags))
 
 
@@ -359,6 +364,7 @@ def check_qa(qa: dict, ctx: dict) -> list[str]:
     if m and re.fullmatch(r"\d+|[a-z]+", a):
         return check_text(f"{answer} {m.group(1)}.", ctx)
     statement = f"The finding is on the patient's {a}." if a in ("left", "right") else \
+        f"Recorded for the patient: {answer}." if asks_about_record(question) else \
         f"Finding: {answer}."
     flags = check_text(statement, sub)
     if " or " not in question:

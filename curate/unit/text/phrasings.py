@@ -60,6 +60,13 @@ BANK: dict[str, tuple[str, ...]] = {
         "Is this an image of the {region}?",
         "Does this image cover the {region}?",
     ),
+    "organ.zone": (
+        "In which zone does the {x} lie?",
+        "Which zone holds the {x}?",
+        "The {x} lies in which zone?",
+        "Name the zone where the {x} is.",
+        "Which zone is the {x} in?",
+    ),
     "organ.box": (
         "Which organ contains the region in the box {box}?",
         "In which organ does the region in the box {box} lie?",
@@ -220,6 +227,13 @@ BANK: dict[str, tuple[str, ...]] = {
         "Is this image positive for {x}?",
         "Does this image show signs of {x}?",
         "Would this image be labelled with {x}?",
+    ),
+    "clinical.record": (
+        "What diagnosis does the source record for the patient this image comes from?",
+        "According to the source's records, what is this patient's diagnosis?",
+        "What is the recorded diagnosis of the patient whose image this is?",
+        "Which diagnosis is on record for this patient?",
+        "What diagnosis do the patient's records give?",
     ),
     "clinical.choice": (
         "Which of these findings does this image show?",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from curate.unit.text.patient import patient_sentence
 from curate.unit.text.place import is_organ, where
 
 BACKEND = "grounded-template"
@@ -98,7 +99,9 @@ def appearance(modality: str | None, code: str) -> str | None:
 
 def size_phrase(roi: dict, spacing) -> str:
     """Sizes in mm (area for masks, box sides for boxes, 3D volume where known); pixels
-    only when the pixel spacing is unknown."""
+    only when the pixel spacing is unknown; nothing for a point, which has no extent."""
+    if roi.get("area_kind") == "point":
+        return ""
     x0, y0, x1, y1 = roi["bbox"]
     if not spacing or roi.get("area_mm2") is None:
         return (f"spanning about {x1 - x0} × {y1 - y0} pixels, "
@@ -118,6 +121,8 @@ def _kind(roi: dict) -> str:
     if roi["origin"].startswith("expert:"):
         return (f"is a region outlined by the {roi['origin'][7:]} expert model "
                 f"(confidence {roi['confidence']:.2f})")
+    if roi["area_kind"] == "point":
+        return "is a finding marked by a point, with no extent given,"
     return "is an outlined region" if roi["area_kind"] == "mask" else "is marked by a box"
 
 
@@ -145,13 +150,16 @@ def levels_for(ctx: dict) -> dict[str, str]:
         organ += f" Organs outlined by expert models ({origins}): {names}."
     if ctx.get("image_labels"):
         organ += f" The source labels the whole image as: {', '.join(ctx['image_labels'])}."
+    if ctx.get("patient_labels"):  # the patient's record, never a finding of this image
+        organ += " " + patient_sentence(ctx["patient_labels"])
     found = [(i, r) for i, r in enumerate(all_rois, 1) if not is_organ(r)]
     if not found:
         if ctx.get("image_labels"):
             roi_text = "No region is outlined; the labels apply to the whole image."
         elif ctx["annotated"] and ctx.get("labels"):
-            roi_text = (f"No {' or '.join(ctx['labels'])} is outlined in this view, although "
-                        "the source outlines them where present.")
+            verb = ("marked", "marks") if ctx.get("point_findings") else ("outlined", "outlines")
+            roi_text = (f"No {' or '.join(ctx['labels'])} is {verb[0]} in this view, "
+                        f"although the source {verb[1]} them where present.")
         elif ctx["annotated"]:
             roi_text = "No annotated finding is present in this view."
         else:
@@ -161,8 +169,9 @@ def levels_for(ctx: dict) -> dict[str, str]:
     roi_sents, tex_sents, rel_sents = [], [], []
     for i, roi in found[:5]:
         tag = f"{roi['label']} #{i}" if len(all_rois) > 1 else roi["label"]
-        roi_sents.append(f"The {tag} {_kind(roi)} {where(roi, ctx)}, "
-                         f"{size_phrase(roi, ctx.get('spacing'))}.")
+        size = size_phrase(roi, ctx.get("spacing"))
+        roi_sents.append(f"The {tag} {_kind(roi)} {where(roi, ctx)}"
+                         + (f", {size}." if size else "."))
         look = appearance(ctx["modality"], roi["intensity"])
         if look:
             tex_sents.append(f"The {tag} is {look}.")
@@ -170,12 +179,16 @@ def levels_for(ctx: dict) -> dict[str, str]:
             rel_sents.append(f"The {tag} lies {rel}.")
     if len(found) > 5:
         roi_sents.append(f"{len(found) - 5} further outlined regions are not described.")
-    if not ctx.get("spacing"):
+    if not ctx.get("spacing") and any(r["area_kind"] != "point" for _, r in found):
         roi_sents.append("The pixel spacing is not recorded, so sizes are given in pixels.")
     counts: dict[str, int] = {}
     for _, roi in found:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
-    count_text = "; ".join(f"{n} {label} region{'s' if n > 1 else ''}" for label, n in counts.items())
+    points = {r["label"] for _, r in found if r["area_kind"] == "point"}
+    count_text = "; ".join(
+        f"{n} {label}{'s' if n > 1 else ''} ({'points' if n > 1 else 'a point'})"
+        if label in points else f"{n} {label} region{'s' if n > 1 else ''}"
+        for label, n in counts.items())
     rel_sents.insert(0, f"Marked in this view: {count_text}.")
     return {"modality": _head(ctx), "organ": organ, "roi": " ".join(roi_sents),
             "texture": " ".join(tex_sents), "relations": " ".join(rel_sents)}

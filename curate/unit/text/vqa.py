@@ -3,8 +3,10 @@
 Each question has a category (a clinical task) and a granularity (what the question
 gives the reader): `image` (the whole image), `box` (a pixel box [x0, y0, x1, y1] in the
 question, x to the right, y down, x1/y1 exclusive) or `mask` ("mask 2": the second
-layer of the sample's masks.npz, i.e. `rois[1]`). Both go in the QA's `category` as
-"<category>/<granularity>" (e.g. "laterality/box"), so the Arrow QA struct is unchanged.
+layer of the sample's masks.npz, i.e. `rois[1]`); `patient` asks what the source records
+about the patient (a cohort's diagnosis), never what the image shows. Both go in the
+QA's `category` as "<category>/<granularity>" (e.g. "laterality/box"), so the Arrow QA
+struct is unchanged.
 
 Balance by construction: yes/no questions ask about the true value or a wrong one with
 even odds (seeded by the sample id), presence pairs a present finding with an absent one
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import random
 
+from curate.unit.text.patient import term as patient_term
 from curate.unit.text.phrasings import BANK
 from curate.unit.text.place import (
     FRAME_PLANES,
@@ -31,7 +34,7 @@ from curate.unit.text.templates import family, modality_name
 
 CATEGORIES = ("modality", "organ", "presence", "counting", "localisation", "laterality",
               "size", "attribute", "comparison", "clinical")
-GRANULARITIES = ("image", "box", "mask")
+GRANULARITIES = ("image", "box", "mask", "patient")  # patient: what the record says
 PAIRED = ("presence", "clinical")  # pools ordered yes/no in pairs: kept in order under the cap
 FORMS = ("open", "choice", "yesno")
 FORM_WEIGHTS = (1, 2, 2)  # open answers are the easiest to guess from the text alone
@@ -81,8 +84,11 @@ def count_words(k: int) -> str:
     return NUMBER_WORDS[k] if k < len(NUMBER_WORDS) else str(k)
 
 
-def counted(k: int, label: str) -> str:
-    """"one lesion region", "two nodule regions"."""
+def counted(k: int, label: str, points: bool = False) -> str:
+    """"one lesion region", "two nodule regions"; findings marked by points are counted
+    as themselves ("two clinically significant lesions"), not as regions."""
+    if points:
+        return f"{count_words(k)} {term(label)}{'' if k == 1 else 's'}"
     return f"{count_words(k)} {term(label)} region{'' if k == 1 else 's'}"
 
 
@@ -103,6 +109,8 @@ class Asker:
         self.mod = modality_name(ctx["modality"])
         self.rois = list(enumerate(ctx["rois"], 1))  # (mask number, roi)
         self.found = [(i, r) for i, r in self.rois if not is_organ(r)]
+        # a point's 1-pixel box marks where it is, not a region: never asked about as a box
+        self.boxed = [(i, r) for i, r in self.found if r.get("area_kind") != "point"]
         self.frame = ctx.get("plane") in FRAME_PLANES
         self.spacing = ctx.get("spacing")
 
@@ -144,7 +152,8 @@ class Asker:
             self.add("modality", "image", "modality.open", self.mod)
 
     def organ(self) -> None:
-        for _, roi in self.found:
+        self.zone()
+        for _, roi in self.boxed:
             organ = organ_of(roi)
             if organ:
                 self.add("organ", "box", "organ.box", organ,
@@ -164,6 +173,18 @@ class Asker:
         else:
             self.add("organ", "image", "organ.open", region)
 
+    def zone(self) -> None:
+        """The zone a source names for a point finding (PROSTATEx), among its zone words."""
+        zones = self.ctx.get("zones") or []
+        for label, group in self.groups().items():
+            named = {organ_of(r) for r in group if r.get("area_kind") == "point"}
+            if len(group) != 1 or len(named) != 1 or None in named or len(zones) < 2:
+                continue
+            (zone,) = named
+            if zone in zones:
+                self.add("organ", "image", "organ.zone", zone, self.choices(zone, zones),
+                         x=term(label))
+
     def presence(self) -> None:
         present = {r["label"] for _, r in self.found}
         organs = {r["label"] for _, r in self.rois if is_organ(r)}
@@ -173,10 +194,12 @@ class Asker:
         if present:
             label = self.rng.choice(sorted(present))
             yes.append(("image", "presence.yesno", "yes", {"a_x": with_article(label)}))
-            i, roi = self.rng.choice([(i, r) for i, r in self.found if r["label"] == label])
-            yes.append(("box", "presence.box", "yes",
-                        {"a_x": with_article(label), "box": box_text(roi["bbox"])}))
-            empty = self.empty_box(roi["bbox"])
+            boxed = [(i, r) for i, r in self.boxed if r["label"] == label]
+            i, roi = self.rng.choice(boxed) if boxed else (None, None)
+            if roi is not None:
+                yes.append(("box", "presence.box", "yes",
+                            {"a_x": with_article(label), "box": box_text(roi["bbox"])}))
+            empty = self.empty_box(roi["bbox"]) if roi is not None else None
             if empty:
                 no.append(("box", "presence.box", "no",
                            {"a_x": with_article(label), "box": box_text(empty)}))
@@ -227,14 +250,22 @@ class Asker:
             else:
                 k = n if self.flip() else (n + 1 if n == 1 or self.flip() else n - 1)
                 self.add("counting", "image", "counting.yesno", self.yes_no(k == n),
-                         x=term(label), k=count_words(k), k_x=counted(k, label))
+                         x=term(label), k=count_words(k),
+                         k_x=counted(k, label, any(r.get("area_kind") == "point"
+                                                   for r in group)))
 
     def named(self, label: str, group: list[dict]) -> tuple[dict, str]:
-        roi = max(group, key=lambda r: r["area_px"])
+        roi = max(group, key=lambda r: r["area_px"] or 0)
         return roi, (f"largest {term(label)}" if len(group) > 1 else term(label))
+
+    def unnamed(self, group: list[dict]) -> bool:
+        """Several findings of a label, one a point: none can be called the largest."""
+        return len(group) > 1 and any(r.get("area_kind") == "point" for r in group)
 
     def localisation(self) -> None:
         for label, group in self.groups().items():
+            if self.unnamed(group):
+                continue
             roi, name = self.named(label, group)
             answer, options = self.where_options(roi)
             if len(options) >= 2 and self.flip():
@@ -244,7 +275,7 @@ class Asker:
                 asked = full if self.flip() else self.rng.choice(alts[1:])
                 self.add("localisation", "image", "localisation.yesno",
                          self.yes_no(asked == full), x=name, place=asked)
-            if len(group) == 1:
+            if len(group) == 1 and roi.get("area_kind") != "point":
                 boxes = [box_text(roi["bbox"])] + [box_text(b) for b in self.other_boxes(roi)]
                 if len(boxes) >= 3:
                     self.add("localisation", "box", "localisation.box", boxes[0], boxes,
@@ -289,7 +320,7 @@ class Asker:
             return
         for label, group in self.groups().items():
             sides = {r["laterality"] for r in group}
-            if sides <= {"left", "right"} and len(sides) == 1:
+            if sides <= {"left", "right"} and len(sides) == 1 and not self.unnamed(group):
                 (side,) = sides
                 name = term(label) if len(group) == 1 else f"largest {term(label)}"
                 if self.flip():
@@ -299,7 +330,7 @@ class Asker:
                     asked = side if self.flip() else {"left": "right", "right": "left"}[side]
                     self.add("laterality", "image", "laterality.yesno",
                              self.yes_no(asked == side), x=name, side=asked)
-        sided = [r for _, r in self.found if r["laterality"] in ("left", "right")]
+        sided = [r for _, r in self.boxed if r["laterality"] in ("left", "right")]
         if sided:
             roi = self.rng.choice(sided)
             self.add("laterality", "box", "laterality.box", roi["laterality"], ["left", "right"],
@@ -369,8 +400,8 @@ class Asker:
                 answer = f"mask {i}" if a["area_px"] > b["area_px"] else f"mask {j}"
                 self.add("comparison", "mask", "comparison.mask", answer,
                          [f"mask {i}", f"mask {j}"], m=str(i), m2=str(j))
-        if self.frame and len(self.found) >= 2:
-            (_, a), (_, b) = self.rng.sample(self.found, 2)
+        if self.frame and len(self.boxed) >= 2:
+            (_, a), (_, b) = self.rng.sample(self.boxed, 2)
             dx = a["centroid"][0] - b["centroid"][0]  # image right is the patient's left
             if abs(dx) > 0.5 * max(a["bbox"][2] - a["bbox"][0], b["bbox"][2] - b["bbox"][0]):
                 self.add("comparison", "box", "comparison.box", self.yes_no(dx > 0),
@@ -393,6 +424,14 @@ class Asker:
         for answer, label in pair:
             self.add("clinical", "image", "clinical.yesno", answer, x=term(label))
 
+    def record(self) -> None:
+        """What the source records about the patient (a cohort's diagnosis): asked of the
+        patient, never whether this image shows it."""
+        labels = self.ctx.get("patient_labels") or []
+        if labels:
+            self.add("clinical", "patient", "clinical.record",
+                     ", ".join(patient_term(x) for x in labels))
+
 
 def ask(ctx: dict, max_questions: int, seed: str, per_category: int = 2) -> list[dict]:
     """Questions for one sample: at most `per_category` per category, categories taking
@@ -400,6 +439,7 @@ def ask(ctx: dict, max_questions: int, seed: str, per_category: int = 2) -> list
     asker = Asker(ctx, seed)
     for category in CATEGORIES:
         getattr(asker, category)()
+    asker.record()  # after the clinical pairs, which keep their order under the cap
     for category, pool in asker.pools.items():
         if category not in PAIRED:  # granularities take their chance under the cap
             asker.rng.shuffle(pool)
