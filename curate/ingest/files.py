@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,17 @@ def outside_root(spec: SourceSpec, root: Path, rel: str) -> OutsideRoot | None:
     if spec.layout.allow_symlinks_outside:
         return None
     real = (root / rel).resolve()
-    if real.is_relative_to(root.resolve()):
+    if real.is_relative_to(_real_root(str(root))):
         return None
     return OutsideRoot(f"{rel} resolves outside the source root (a symlink to elsewhere); "
                        "set layout.allow_symlinks_outside: true to use it", file=rel)
+
+
+@functools.lru_cache(maxsize=256)
+def _real_root(root: str) -> Path:
+    """A source root's real path, resolved once per process (every file is checked
+    against it)."""
+    return Path(root).resolve()
 
 
 def check_file(spec: SourceSpec, root: Path, rel: str) -> None:

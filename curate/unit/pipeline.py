@@ -135,8 +135,9 @@ def build_sample(spec: SourceSpec, recipe: Recipe, unit: Unit, view: View2D,
     t = time.perf_counter()
     # scores only: the keep decision is taken over the whole dataset (curate.dataset.finalize),
     # so changing a threshold re-decides without redoing any unit
-    flags = check_text(caption, ctx) + [  # the same reader over the computed VQA answers
-        f for q in vqa if q["origin"] == "facts" for f in check_qa(q, ctx)]
+    memo: dict = {}  # each ROI's facts read once for all of the sample's texts
+    flags = check_text(caption, ctx, memo) + [  # the same reader over the computed VQA answers
+        f for q in vqa if q["origin"] == "facts" for f in check_qa(q, ctx, memo)]
     quality = {**image_scores(view.image), "text_flags": flags,
                "scores": [], "keep": None, "reasons": []}
     result.seconds["score"] += time.perf_counter() - t

@@ -20,6 +20,7 @@ and, when present, `organ`, `lobe`, `zone`/`lung_zone`, `segment`/`liver_segment
 
 from __future__ import annotations
 
+import functools
 import re
 
 from curate.unit.text import lexicon as lx
@@ -43,13 +44,24 @@ FRAME_PLANES = {"axial", "frontal", "coronal"}  # views where left/right is the 
 ALL = re.compile(r"\b(?:both|all|each|every)\b|\bconfined to\b", re.I)
 
 
-def _label_nouns(roi: dict) -> set[str]:
+def _label_nouns(roi: dict) -> frozenset[str]:
+    return _nouns(str(roi.get("label") or ""), str(roi.get("finding") or ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _nouns(*values: str) -> frozenset[str]:
+    """The nouns a text may name an ROI by: its label and finding, and their last words
+    (few distinct labels per source, so cached across samples)."""
     out = set()
-    for key in ("label", "finding"):
-        value = str(roi.get(key) or "").lower().strip()
+    for value in values:
+        value = value.lower().strip()
         if value:
             out |= {lx.singular(value), lx.singular(value.split()[-1])}
-    return out
+    return frozenset(out)
+
+
+def _words(sentence: str) -> set[str]:
+    return {lx.singular(w) for w in re.findall(r"[a-z][a-z-]*", sentence.lower())}
 
 
 def _is_organ_roi(roi: dict) -> bool:
@@ -107,9 +119,9 @@ def _memo(memo: dict, fn, roi: dict):
     return memo[key]
 
 
-def _about(sentence: str, rois: list[dict]) -> list[dict]:
+def _about(sentence: str, rois: list[dict], words: set[str] | None = None) -> list[dict]:
     """The ROIs a sentence speaks of: those whose label/finding it names, else all."""
-    words = {lx.singular(w) for w in re.findall(r"[a-z][a-z-]*", sentence.lower())}
+    words = _words(sentence) if words is None else words
     low = sentence.lower()
     named = [r for r in rois if any((n in words) or (" " in n and n in low)
                                     for n in _label_nouns(r))]
@@ -122,10 +134,10 @@ FINDING_WORDS = lx.GENERIC_FINDINGS | {
     "pneumothorax", "collection", "abscess", "node", "carcinoma", "cancer", "glioma", "edema"}
 
 
-def _speaks_of_findings(sentence: str, rois: list[dict]) -> bool:
+def _speaks_of_findings(sentence: str, rois: list[dict], words: set[str] | None = None) -> bool:
     """Whether a sentence is about findings (or the ROIs) rather than only anatomy:
     "both lungs are visible" places nothing, "nodules in both lungs" does."""
-    words = {lx.singular(w) for w in re.findall(r"[a-z][a-z-]*", sentence.lower())}
+    words = _words(sentence) if words is None else words
     nouns = FINDING_WORDS | {n.split()[-1] for r in rois for n in _label_nouns(r)}
     return bool(words & nouns)
 
@@ -296,18 +308,22 @@ def _check_plane(text: str, ctx: dict, flags: list[str]) -> None:
             flags.append(f"plane: says {word} but the view is {ctx.get('plane')}")
 
 
-def check_text(text: str, ctx: dict) -> list[str]:
-    """One flag per contradiction between `text` and the facts in `ctx`, kind first."""
+def check_text(text: str, ctx: dict, memo: dict | None = None) -> list[str]:
+    """One flag per contradiction between `text` and the facts in `ctx`, kind first.
+
+    memo: what is read from each ROI of ctx, shared by the calls that check one sample's
+    texts (its caption and every VQA answer) so that it is read once."""
     flags: list[str] = []
     if not text:
         return flags
     _check_modality(text, ctx, flags)
     _check_plane(text, ctx, flags)
     rois = ctx.get("rois", [])
-    memo: dict = {}
+    memo = {} if memo is None else memo
     for sent in sentences(text):
-        about = _about(sent, rois)
-        if _speaks_of_findings(sent, rois):  # where things are: only claims about findings
+        words = _words(sent)
+        about = _about(sent, rois, words)
+        if _speaks_of_findings(sent, rois, words):  # where: only claims about findings
             _check_sides(sent, about, ctx, flags, memo)
             _check_organs(sent, about, ctx, flags, memo)
             _check_parts(sent, about, ctx, flags, memo)
@@ -335,7 +351,7 @@ def _qa_subject(question: str, rois: list[dict]) -> list[dict]:
     return _about(question, rois)
 
 
-def check_qa(qa: dict, ctx: dict) -> list[str]:
+def check_qa(qa: dict, ctx: dict, memo: dict | None = None) -> list[str]:
     """Flags for one VQA pair: the answer read together with its question.
 
     A "yes" asserts the question's claims; a "no" to a question whose modality or plane
@@ -346,14 +362,15 @@ def check_qa(qa: dict, ctx: dict) -> list[str]:
     are read too unless it offers alternatives ("left or right").
     """
     question, answer = str(qa.get("question") or ""), str(qa.get("answer") or "").strip()
+    memo = {} if memo is None else memo
     a = answer.lower().rstrip(".")
     rois = ctx.get("rois", [])
     sub = dict(ctx, rois=_qa_subject(question, rois)) if rois else ctx
     if a in YES:
-        return check_text(question, sub)
+        return check_text(question, sub, memo)
     if a in NO:  # wrong only where the question names the very fact (modality, plane)
         flags = []
-        kinds = {f.split(":", 1)[0] for f in check_text(question, sub)}
+        kinds = {f.split(":", 1)[0] for f in check_text(question, sub, memo)}
         claims = {"modality": any(allowed is None for _, allowed, _ in read_modalities(question)),
                   "plane": bool(read_planes(question))}
         for kind, claimed in claims.items():
@@ -362,11 +379,11 @@ def check_qa(qa: dict, ctx: dict) -> list[str]:
         return flags
     m = HOW_MANY.search(question)
     if m and re.fullmatch(r"\d+|[a-z]+", a):
-        return check_text(f"{answer} {m.group(1)}.", ctx)
+        return check_text(f"{answer} {m.group(1)}.", ctx, memo)
     statement = f"The finding is on the patient's {a}." if a in ("left", "right") else \
         f"Recorded for the patient: {answer}." if asks_about_record(question) else \
         f"Finding: {answer}."
-    flags = check_text(statement, sub)
+    flags = check_text(statement, sub, memo)
     if " or " not in question:
-        flags += check_text(question, sub)
+        flags += check_text(question, sub, memo)
     return list(dict.fromkeys(flags))
