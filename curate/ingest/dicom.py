@@ -30,6 +30,7 @@ from curate.ingest.files import (
     nonfinite_fix,
     patient_from_path,
     present_files,
+    read_volume_file,
 )
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec, View, VolumeRules
@@ -389,13 +390,7 @@ def _attach_label_files(spec: SourceSpec, root: Path, case: VolumeCase, files: l
     names = sorted({structure_label(spec, f) for f in files}) if structures else []
     out = np.zeros(sitk.GetArrayViewFromImage(case.image).shape, np.uint16)
     for f in files:
-        try:
-            label = sitk.ReadImage(str(root / f))
-        except RuntimeError as exc:
-            raise IngestError(f"label file not readable: {str(exc).strip()[:200]}",
-                              file=f) from exc
-        if label.GetDimension() != 3:
-            raise IngestError(f"label file is {label.GetDimension()}D, the series 3D", file=f)
+        label = read_volume_file(root, f)
         on_grid = sitk.Resample(sitk.Cast(label, sitk.sitkUInt16), case.image,
                                 sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
         if not structures:

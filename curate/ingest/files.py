@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 from dataclasses import dataclass
@@ -76,6 +77,35 @@ def outside_root(spec: SourceSpec, root: Path, rel: str) -> OutsideRoot | None:
         return None
     return OutsideRoot(f"{rel} resolves outside the source root (a symlink to elsewhere); "
                        "set layout.allow_symlinks_outside: true to use it", file=rel)
+
+
+def glob_match(glob: str, rel: str) -> bool:
+    """Whether a relative '/'-separated path (a file or a folder; '' is the root) matches
+    a glob the way Path.glob would ('**' = zero or more folders)."""
+    g, p = glob.strip("/").split("/"), rel.split("/") if rel else []
+
+    def rec(a: int, b: int) -> bool:
+        if a == len(g):
+            return b == len(p)
+        if g[a] == "**":
+            return any(rec(a + 1, k) for k in range(b, len(p) + 1))
+        return b < len(p) and fnmatch.fnmatchcase(p[b], g[a]) and rec(a + 1, b + 1)
+
+    return rec(0, 0)
+
+
+def read_volume_file(root: Path, rel: str, what: str = "label file"):
+    """A 3D image file (NIfTI, NRRD, ...) that annotates a series, read with SimpleITK;
+    an unreadable or non-3D file is an IngestError naming it."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(root / rel))
+    except RuntimeError as exc:
+        raise IngestError(f"{what} not readable: {str(exc).strip()[:200]}", file=rel) from exc
+    if image.GetDimension() != 3:
+        raise IngestError(f"{what} is {image.GetDimension()}D, the series 3D", file=rel)
+    return image
 
 
 @functools.lru_cache(maxsize=256)

@@ -28,7 +28,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from curate.ingest.base import Unit, VolumeCase
-from curate.ingest.files import Problem, UnknownLabels, annotation_path, outside_root, stem
+from curate.ingest.files import (
+    Problem,
+    UnknownLabels,
+    annotation_path,
+    glob_match,
+    outside_root,
+    stem,
+)
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec
 
@@ -46,24 +53,10 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p), name
 
 
-def folder_matches(pattern: str, folder: str) -> bool:
-    """Whether a folder (relative, '/'-separated) matches a glob ('**' = any folders)."""
-    g, p = pattern.strip("/").split("/"), folder.split("/") if folder else []
-
-    def rec(a: int, b: int) -> bool:
-        if a == len(g):
-            return b == len(p)
-        if g[a] == "**":
-            return any(rec(a + 1, k) for k in range(b, len(p) + 1))
-        return b < len(p) and fnmatch.fnmatchcase(p[b], g[a]) and rec(a + 1, b + 1)
-
-    return rec(0, 0)
-
-
 def entry_of(spec: SourceSpec, folder: str) -> int | None:
     """Index of the first slice_masks entry whose series glob matches the folder."""
     for i, entry in enumerate(spec.layout.slice_masks):
-        if folder_matches(entry.series, folder):
+        if glob_match(entry.series, folder):
             return i
     return None
 

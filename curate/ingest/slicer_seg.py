@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from curate.ingest.base import Unit, VolumeCase
-from curate.ingest.files import OutsideRoot, Problem, present_files
+from curate.ingest.files import OutsideRoot, Problem, present_files, read_volume_file
 from curate.model.errors import IngestError
 from curate.model.recipe import SourceSpec
 from curate.model.source import SeriesRoles
@@ -196,14 +196,7 @@ def attach_segmentations(spec: SourceSpec, root: Path, case: VolumeCase,
     codes = {lab: i + 1 for i, lab in enumerate(labels)}
     out = np.zeros(sitk.GetArrayViewFromImage(case.image).shape, np.uint16)
     for rel, i in sorted(entries, key=lambda e: e[1]):
-        try:
-            image = sitk.ReadImage(str(root / rel))
-        except RuntimeError as exc:
-            raise IngestError(f"segmentation file not readable: {str(exc).strip()[:200]}",
-                              file=rel) from exc
-        if image.GetDimension() != 3:
-            raise IngestError(f"segmentation file is {image.GetDimension()}D, the series 3D",
-                              file=rel)
+        image = read_volume_file(root, rel, "segmentation file")
         try:
             arr = file_codes(image, seg.files[i], codes)
         except IngestError as exc:

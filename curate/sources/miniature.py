@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.ingest.files import patient_from_path, stem
+from curate.ingest.files import glob_match, patient_from_path, stem
 from curate.model.recipe import FormatFamily, Layout, SourceSpec
 from curate.sources.layout_check import (
     FILE_EXT,
@@ -50,20 +50,6 @@ def _parse(component: str) -> list[tuple[str, str]]:
     """One glob component as ('lit', c), ('*', ''), ('?', '') and ('[', class) pieces."""
     return [(t, "") if t in ("*", "?") else ("[", t) if len(t) > 1 else ("lit", t)
             for t in _TOKEN.findall(component)]
-
-
-def glob_match(glob: str, rel: str) -> bool:
-    """Whether rel matches glob the way Path.glob would ('**' = zero or more folders)."""
-    g, p = glob.split("/"), rel.split("/")
-
-    def rec(a: int, b: int) -> bool:
-        if a == len(g):
-            return b == len(p)
-        if g[a] == "**":
-            return any(rec(a + 1, k) for k in range(b, len(p) + 1))
-        return b < len(p) and fnmatch.fnmatchcase(p[b], g[a]) and rec(a + 1, b + 1)
-
-    return rec(0, 0)
 
 
 def synth_path(glob: str, i: int, score, hints: list[str] = ()) -> str:
