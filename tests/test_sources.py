@@ -668,3 +668,11 @@ def test_docs_sources_md_is_generated_from_the_source_files():
     from curate.sources.docs import render_sources_doc
     on_disk = (Path(__file__).resolve().parent.parent / "docs" / "sources.md").read_text()
     assert on_disk == render_sources_doc(), "run `curate sources docs` to refresh docs/sources.md"
+
+
+def test_every_declared_source_is_read_with_an_annotation():
+    """Issue 8: no source is declared for its images only (docs/sources.md's "reads")."""
+    from curate.sources.docs import reads
+    bare = [p.stem for p in SOURCES if reads(load_source(p)) == "images only"]
+    assert not bare, f"sources read for their images only: {bare}"
+    assert not UNREADABLE, "every source's miniature must be read (no xfail or skip)"
