@@ -304,8 +304,10 @@ class SplitConfig(Strict):
 
 
 class ShardConfig(Strict):
-    max_samples: int = Field(default=1_000_000, ge=1,
-                             description="at most this many samples per shard")
+    max_samples: int = Field(default=10_000, ge=1,
+                             description="at most this many samples per shard (img2dataset's "
+                             "default): small images still give enough shards for the shard "
+                             "writers and the training loaders to run in parallel")
     max_bytes: int = Field(default=1_000_000_000, ge=1000,
                            description="about this many bytes per shard (image and masks)")
     parquet_images: bool = Field(
