@@ -204,6 +204,57 @@ def contrastive_loss(image_emb, text_emb, logit_scale, same):
     return (loss_i + loss_t) / 2
 
 
+def caption_keys(texts: list[str], device):
+    """One int64 per text, equal for equal texts on every rank (a stable hash, not
+    Python's salted one), so that ranks can tell which of each other's captions repeat."""
+    import hashlib
+
+    torch = _torch()
+    return torch.tensor([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(),
+                                        "little", signed=True) for t in texts],
+                        dtype=torch.int64, device=device)
+
+
+def gathered_contrastive_loss(image_emb, text_emb, logit_scale, keys):
+    """contrastive_loss with every rank's pairs as negatives (CLIP's global batch).
+
+    Each rank scores its own images against all ranks' texts and its own texts against all
+    ranks' images (gradients flow back through the gather), with texts of equal `keys`
+    (caption_keys) as positives. Ranks may hold different batch sizes: the gathered rows
+    are padded and the padding masked out. Without a process group of 2 or more ranks it is
+    contrastive_loss on the local batch."""
+    torch = _torch()
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return contrastive_loss(image_emb, text_emb, logit_scale, keys[:, None] == keys[None, :])
+    from torch.distributed.nn.functional import all_gather
+
+    world, n = dist.get_world_size(), image_emb.shape[0]
+    sizes = [torch.zeros(1, dtype=torch.int64, device=keys.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([n], dtype=torch.int64, device=keys.device))
+    sizes = [int(x.item()) for x in sizes]
+    width = max(sizes)
+
+    def pad(x, value=0):
+        if x.shape[0] == width:
+            return x
+        fill = torch.full((width - x.shape[0], *x.shape[1:]), value, dtype=x.dtype,
+                          device=x.device)
+        return torch.cat([x, fill])
+
+    valid = torch.cat([torch.arange(width, device=keys.device) < k for k in sizes])
+    all_img = torch.cat(all_gather(pad(image_emb)))[valid]
+    all_txt = torch.cat(all_gather(pad(text_emb)))[valid]
+    key_list = [torch.zeros_like(pad(keys)) for _ in range(world)]
+    dist.all_gather(key_list, pad(keys))
+    all_keys = torch.cat(key_list)[valid]
+    same = keys[:, None] == all_keys[None, :]  # (n, N): local rows, global columns
+    target = same.float() / same.float().sum(dim=1, keepdim=True)
+    loss_i = -(target * torch.log_softmax(logit_scale * image_emb @ all_txt.T, 1)).sum(1).mean()
+    loss_t = -(target * torch.log_softmax(logit_scale * text_emb @ all_img.T, 1)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
 def box_iou(a, b):
     """Elementwise IoU (and GIoU) of two (N, 4) box tensors x0, y0, x1, y1."""
     torch = _torch()

@@ -151,7 +151,7 @@ def train_step_loss(model, batch: list[dict], device, amp: bool):
     """(loss, parts) for one batch of training examples."""
     import torch
 
-    from curate.train.model import box_iou, contrastive_loss, prepare_images
+    from curate.train.model import box_iou, caption_keys, gathered_contrastive_loss, prepare_images
 
     inner = getattr(model, "module", model)
     n = len(batch)
@@ -170,7 +170,8 @@ def train_step_loss(model, batch: list[dict], device, amp: bool):
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         img, txt, pred, scale = model(images, texts, phrases)
     img, txt, pred, scale = img.float(), txt.float(), pred.float(), scale.float()
-    loss_caption = contrastive_loss(img, txt[:n], scale, _same(captions, device))
+    # every rank's captions are negatives (one process group: the global batch)
+    loss_caption = gathered_contrastive_loss(img, txt[:n], scale, caption_keys(captions, device))
     loss_vqa = _choice_loss(img, txt[n:], scale, owners, groups, device)
     if has_box.any():
         iou, giou = box_iou(pred[has_box], boxes[has_box])
@@ -198,14 +199,6 @@ def _choice_loss(img, statements, scale, owners: list[int], groups: list[tuple],
     logits = torch.where(valid, scores[index], logits)
     target = torch.tensor([answer for _, _, answer in groups], device=device)
     return torch.nn.functional.cross_entropy(logits, target)
-
-
-def _same(texts: list[str], device):
-    import torch
-
-    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    keys = torch.tensor([ids[t] for t in texts], device=device)
-    return keys[:, None] == keys[None, :]
 
 
 def train_loop(cfg: dict) -> None:
