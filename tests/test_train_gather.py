@@ -23,6 +23,7 @@ def _rank(rank: int, world: int, init: str, sizes: list[int], out: str) -> None:
                                                                                  "cpu"))
         loss.backward()
         np.savez(f"{out}/{rank}.npz", loss=loss.item(), gi=i.grad.numpy(), gt=t.grad.numpy())
+        dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()
 

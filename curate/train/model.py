@@ -227,8 +227,6 @@ def gathered_contrastive_loss(image_emb, text_emb, logit_scale, keys):
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return contrastive_loss(image_emb, text_emb, logit_scale, keys[:, None] == keys[None, :])
-    from torch.distributed.nn.functional import all_gather
-
     world, n = dist.get_world_size(), image_emb.shape[0]
     sizes = [torch.zeros(1, dtype=torch.int64, device=keys.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([n], dtype=torch.int64, device=keys.device))
@@ -243,8 +241,8 @@ def gathered_contrastive_loss(image_emb, text_emb, logit_scale, keys):
         return torch.cat([x, fill])
 
     valid = torch.cat([torch.arange(width, device=keys.device) < k for k in sizes])
-    all_img = torch.cat(all_gather(pad(image_emb)))[valid]
-    all_txt = torch.cat(all_gather(pad(text_emb)))[valid]
+    all_img = _gather_with_grad(pad(image_emb))[valid]
+    all_txt = _gather_with_grad(pad(text_emb))[valid]
     key_list = [torch.zeros_like(pad(keys)) for _ in range(world)]
     dist.all_gather(key_list, pad(keys))
     all_keys = torch.cat(key_list)[valid]
@@ -253,6 +251,29 @@ def gathered_contrastive_loss(image_emb, text_emb, logit_scale, keys):
     loss_i = -(target * torch.log_softmax(logit_scale * image_emb @ all_txt.T, 1)).sum(1).mean()
     loss_t = -(target * torch.log_softmax(logit_scale * text_emb @ all_img.T, 1)).sum(1).mean()
     return (loss_i + loss_t) / 2
+
+
+def _gather_with_grad(x):
+    """Every rank's x (equal shapes) stacked along dim 0, in rank order; the gradient of
+    each rank's rows is the sum of what every rank's loss sends them (an all-reduce)."""
+    torch = _torch()
+    dist = torch.distributed
+
+    class Gather(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, t.contiguous())
+            ctx.rows, ctx.rank = t.shape[0], dist.get_rank()
+            return torch.cat(parts)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad = grad.contiguous().clone()
+            dist.all_reduce(grad)
+            return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+    return Gather.apply(x)
 
 
 def box_iou(a, b):
