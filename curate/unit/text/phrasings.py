@@ -102,6 +102,20 @@ BANK: dict[str, tuple[str, ...]] = {
         "Can exactly {k_x} be counted in this image?",
         "Is the count of {x} regions in this image exactly {k}?",
     ),
+    "counting.points.open": (  # findings a source marks by points (no region)
+        "How many {x}s are marked in this image?",
+        "How many {x}s does this image mark?",
+        "Count the {x}s marked in this image.",
+        "What is the number of {x}s marked in this image?",
+        "How many separate {x}s are marked here?",
+    ),
+    "counting.points.yesno": (
+        "Are there exactly {k_x} marked in this image?",
+        "Does this image mark exactly {k_x}?",
+        "Is the number of {x}s marked in this image {k}?",
+        "Can exactly {k_x} be counted among this image's marks?",
+        "Is the count of marked {x}s in this image exactly {k}?",
+    ),
     "localisation.choice": (
         "Where is the {x} located?",
         "Where in the image is the {x}?",

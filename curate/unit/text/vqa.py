@@ -245,14 +245,14 @@ class Asker:
     def counting(self) -> None:
         for label, group in self.groups().items():
             n = len(group)
+            points = any(r.get("area_kind") == "point" for r in group)
+            kind = "counting.points" if points else "counting"  # points are not "regions"
             if n >= 2 and self.flip():
-                self.add("counting", "image", "counting.open", str(n), x=term(label))
+                self.add("counting", "image", f"{kind}.open", str(n), x=term(label))
             else:
                 k = n if self.flip() else (n + 1 if n == 1 or self.flip() else n - 1)
-                self.add("counting", "image", "counting.yesno", self.yes_no(k == n),
-                         x=term(label), k=count_words(k),
-                         k_x=counted(k, label, any(r.get("area_kind") == "point"
-                                                   for r in group)))
+                self.add("counting", "image", f"{kind}.yesno", self.yes_no(k == n),
+                         x=term(label), k=count_words(k), k_x=counted(k, label, points))
 
     def named(self, label: str, group: list[dict]) -> tuple[dict, str]:
         roi = max(group, key=lambda r: r["area_px"] or 0)
