@@ -31,3 +31,30 @@ def committed_parts(root: Path, cases: int, part_size: int = 1, name: str = "ski
         store.commit(spec.name, part)
         keys.append((spec.name, part.unit_id))
     return spec, store, keys
+
+
+def dicom_dataset(sop_class, modality: str, patient: str, study: str | None = None,
+                  series: str | None = None, pixels=None):
+    """A minimal DICOM image dataset (file meta, SOP, patient, study and series UIDs), with
+    `pixels` (a 2D uint8 or uint16 array) as MONOCHROME2 pixel data when given; the
+    caller adds geometry and saves it (`ds.save_as(path, enforce_file_format=True)`)."""
+    import numpy as np
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.Modality, ds.PatientID = modality, patient
+    ds.StudyInstanceUID = study or uid.generate_uid()
+    ds.SeriesInstanceUID = series or uid.generate_uid()
+    if pixels is not None:
+        bits = 16 if pixels.dtype == np.uint16 else 8
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+        ds.PixelRepresentation = 0
+        ds.PixelData = pixels.tobytes()
+    return ds

@@ -11,7 +11,6 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
 
 from curate.ingest.dicom import plan_dicom, read_dicom
 from curate.ingest.dicom_roi_files import first_part, read_roi_tables
@@ -19,6 +18,7 @@ from curate.model.errors import ConfigError, IngestError
 from curate.model.recipe import Layout, Recipe, SourceSpec
 from curate.model.source import RoiFolders
 from curate.unit.pipeline import process_unit
+from tests.phantom_parts import dicom_dataset
 
 CASE = "Mass-Training_P_00001_LEFT_CC"
 SHAPE = (20, 30)
@@ -41,20 +41,10 @@ def _spec() -> SourceSpec:
 
 def _dicom(path: Path, arr: np.ndarray, description: str | None = None,
            series: str | None = None) -> None:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds.Modality, ds.PatientID = "MG", "Mass-Training_P_00001"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), series or uid.generate_uid()
+    ds = dicom_dataset(uid.SecondaryCaptureImageStorage, "MG", "Mass-Training_P_00001",
+                       series=series, pixels=arr)
     if description:
         ds.SeriesDescription = description
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    bits = 16 if arr.dtype == np.uint16 else 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    ds.PixelData = arr.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

@@ -16,13 +16,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
 
 from curate.ingest import adapter
 from curate.ingest.slicer_seg import _part, series_with_role
 from curate.model.errors import IngestError
 from curate.model.recipe import load_source
 from curate.model.source import SeriesRoles
+from tests.phantom_parts import dicom_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = load_source(ROOT / "sources/duke-breast-cancer-mri.yaml")
@@ -43,13 +43,7 @@ def _series(root: Path, folder: str, study: str) -> str:
     d = root / "Duke-Breast-Cancer-MRI" / PID / study / folder
     d.mkdir(parents=True)
     for n, k in enumerate(reversed(range(SHAPE[0]))):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-        ds.Modality, ds.PatientID = "MR", PID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
+        ds = dicom_dataset(uid.MRImageStorage, "MR", PID, study, series_uid)
         ds.InstanceNumber = n + 1
         ds.ImageOrientationPatient, ds.ImagePositionPatient = IOP, _position(k)
         ds.PixelSpacing, ds.SliceThickness = [SPACING[1], SPACING[0]], SPACING[2]

@@ -23,20 +23,15 @@ def mr_series(folder: Path, patient: str, *, row_dir=(1.0, 0.0, 0.0), x0: float 
     """An axial MR series: n slices 3 mm apart, 0.5 mm pixels, a bright disc (the body)
     on a dark ground, first pixel at (x0, 0, 3k) mm, rows along row_dir."""
     from pydicom import uid
-    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from tests.phantom_parts import dicom_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     series, study = uid.generate_uid(), uid.generate_uid()
     yy, xx = np.mgrid[:size, :size]
     body = ((yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2) < (0.45 * size) ** 2
     for k in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-        ds.Modality, ds.PatientID = "MR", patient
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds = dicom_dataset(uid.MRImageStorage, "MR", patient, study, series)
         ds.InstanceNumber, ds.SliceThickness, ds.PixelSpacing = k + 1, 3.0, [0.5, 0.5]
         ds.ImageOrientationPatient = [*row_dir, 0.0, 1.0, 0.0]
         ds.ImagePositionPatient = [x0, 0.0, 3.0 * k]

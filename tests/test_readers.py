@@ -274,18 +274,13 @@ def test_echonet_chords_fill_the_traced_outline(tmp_path):
 def _ct_series(folder: Path, n: int = 3, size: int = 16) -> list:
     """A CT series of n axial slices, 0.7 mm pixels, 2.5 mm apart, written in reverse."""
     from pydicom import uid
-    from pydicom.dataset import Dataset, FileMetaDataset
+
+    from tests.phantom_parts import dicom_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     series, study, out = uid.generate_uid(), uid.generate_uid(), []
     for k in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = uid.CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid.generate_uid()
-        ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-        ds.Modality, ds.PatientID = "CT", "LIDC-IDRI-0001"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds = dicom_dataset(uid.CTImageStorage, "CT", "LIDC-IDRI-0001", study, series)
         ds.InstanceNumber, ds.SliceThickness, ds.PixelSpacing = n - k, 2.5, [0.7, 0.7]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [-5.0, 10.0, -100.0 + 2.5 * k]
