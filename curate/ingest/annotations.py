@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
+from curate.ingest.files import Problem
 from curate.model.errors import ConfigError, IngestError
 from curate.model.recipe import SourceSpec
 
@@ -338,6 +339,23 @@ def _nullcontext():
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+def add_classes(spec: SourceSpec, table: dict[str, list[str]], rel: str, extra: dict,
+                problems: list, root: Path | None = None) -> bool:
+    """A planner's step for image-level labels: rel's classes into extra["classes"] (when
+    the source declares classes and the table has them); False, with a plan problem, when
+    rel's name or header gives no valid class key, so the planner leaves the file out."""
+    if spec.layout.classes is None:
+        return True
+    try:
+        found = classes_of(spec, table, rel, root)
+    except IngestError as exc:  # a file name without a valid class code
+        problems.append(Problem(rel, "plan", exc))
+        return False
+    if found is not None:
+        extra["classes"] = found
+    return True
 
 
 def classes_of(spec: SourceSpec, table: dict[str, list[str]], rel: str,

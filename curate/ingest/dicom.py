@@ -160,19 +160,11 @@ def plan_dicom(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
             if found and "iop" in unit.extra:
                 unit.extra["points"] = found
     if spec.layout.classes is not None:  # image-level labels keyed from the first file
-        from curate.ingest.annotations import classes_of, read_class_labels
+        from curate.ingest.annotations import add_classes, read_class_labels
 
-        table, labelled = read_class_labels(spec, root), []
-        for unit in units:
-            try:
-                found = classes_of(spec, table, unit.files[0], root)
-            except IngestError as exc:  # a file name without a valid class code
-                problems.append(Problem(unit.files[0], "plan", exc))
-                continue
-            if found is not None:
-                unit.extra["classes"] = found
-            labelled.append(unit)
-        units = labelled
+        table = read_class_labels(spec, root)
+        units = [u for u in units
+                 if add_classes(spec, table, u.files[0], u.extra, problems, root)]
     for uid, files in annotations.items():
         if uid in biggest:
             biggest[uid].extra["annotations"] = sorted(files)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from curate.ingest.annotations import (  # noqa: F401 - lookup is imported from here too
-    classes_of,
+    add_classes,
     header_key,
     lookup,
     read_box_table,
@@ -159,14 +159,8 @@ def plan_images(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]
             spacing = next((b["spacing"] for b in extra["boxes"] if b.get("spacing")), None)
             if spacing:
                 extra["spacing"] = spacing
-        if spec.layout.classes is not None:
-            try:
-                found = classes_of(spec, classes, rel, root)
-            except IngestError as exc:
-                problems.append(Problem(rel, "plan", exc))
-                continue
-            if found is not None:
-                extra["classes"] = found
+        if not add_classes(spec, classes, rel, extra, problems, root):
+            continue
         if spec.layout.qa:
             qkey = spec.layout.qa.image_key
             found = qa_table.get(annotation_path(qkey, rel, spec.layout.case_regex)) if qkey \

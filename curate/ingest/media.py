@@ -21,7 +21,7 @@ from curate.model.recipe import SourceSpec, View
 
 def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
     """One unit per file (a video or a slide), with its class labels when declared."""
-    from curate.ingest.annotations import classes_of, read_class_labels
+    from curate.ingest.annotations import add_classes, read_class_labels
 
     problems: list[Problem] = []
     table, units = read_class_labels(spec, root), []
@@ -38,14 +38,8 @@ def plan_files(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]
             found = lookup(traced, rel)
             if found:
                 extra["tracings"] = found
-        if spec.layout.classes is not None:
-            try:
-                found = classes_of(spec, table, rel)
-            except IngestError as exc:
-                problems.append(Problem(rel, "plan", exc))
-                continue
-            if found is not None:
-                extra["classes"] = found
+        if not add_classes(spec, table, rel, extra, problems):
+            continue
         files = [rel]
         if spec.layout.regions:  # a slide without its XML has no annotated region
             from curate.ingest.files import annotation_path

@@ -26,7 +26,7 @@ from curate.model.recipe import SourceSpec
 
 
 def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem]]:
-    from curate.ingest.annotations import classes_of, read_class_labels
+    from curate.ingest.annotations import add_classes, read_class_labels
     from curate.ingest.world_points import points_of, read_point_table
 
     units, problems = [], []
@@ -37,14 +37,8 @@ def plan_volumes(spec: SourceSpec, root: Path) -> tuple[list[Unit], list[Problem
         extra = {}
         if spec.layout.points:
             extra["points"] = points_of(spec, points, rel)  # [] is a volume without findings
-        if spec.layout.classes is not None:
-            try:
-                found = classes_of(spec, classes, rel)
-            except IngestError as exc:
-                problems.append(Problem(rel, "plan", exc))
-                continue
-            if found is not None:
-                extra["classes"] = found
+        if not add_classes(spec, classes, rel, extra, problems):
+            continue
         if spec.layout.masks:
             try:
                 labels = present_files(spec, root, spec.layout.masks, rel)
