@@ -63,10 +63,10 @@ def read_box_table(spec: SourceSpec, root: Path) -> dict[str, list[dict]]:
 def header_key(path: Path, tag: str, rel: str) -> str:
     """The value of one DICOM header attribute of a file (a table key such as its SOP
     Instance UID), read without its pixels."""
-    import pydicom
+    from curate.ingest.dicom_io import dcmread
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[tag])
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=[tag])
     except Exception as exc:  # noqa: BLE001 - any unreadable header is a planning problem
         raise IngestError(f"DICOM header not readable for {tag}: {exc}", file=rel) from exc
     value = str(ds.get(tag, "") or "").strip()

@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 
 from curate.ingest.base import Unit
+from curate.ingest.dicom_io import dcmread, pixel_array
 from curate.ingest.files import Problem
 from curate.model.errors import ConfigError, IngestError
 from curate.model.recipe import SourceSpec
@@ -176,8 +177,7 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
     heads = {}
     for rel in roi["files"]:
         try:
-            heads[rel] = pydicom.dcmread(root / rel, stop_before_pixels=True, force=True,
-                                         specific_tags=ROI_TAGS)
+            heads[rel] = dcmread(root / rel, stop_before_pixels=True, specific_tags=ROI_TAGS)
         except Exception as exc:  # noqa: BLE001 - any unreadable header names the file
             raise IngestError(f"abnormality folder {roi['folder']}: header not readable: {exc}",
                               file=rel) from exc
@@ -194,7 +194,7 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
 
     def pixels(rel: str) -> np.ndarray:
         try:
-            ds = pydicom.dcmread(root / rel)
+            ds = dcmread(root / rel)
         except Exception as exc:  # noqa: BLE001 - any unreadable file names itself
             raise IngestError(f"abnormality folder {roi['folder']}: not readable as DICOM: "
                               f"{exc}", file=rel) from exc
@@ -203,7 +203,7 @@ def choose_mask(spec: SourceSpec, root: Path, roi: dict, shape: tuple[int, int]
                               "shown white), so which value marks the ROI is not stated",
                               file=rel)
         try:
-            arr = ds.pixel_array
+            arr = pixel_array(ds)
         except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
             raise IngestError(f"abnormality folder {roi['folder']}: pixel data not decodable: "
                               f"{str(exc).strip()[:200]}", file=rel) from exc
@@ -268,8 +268,8 @@ def attach_roi_masks(spec: SourceSpec, root: Path, unit: Unit, cases: list) -> N
     if len(cases) != 1 or len(images) != 1 or images[0].pixels.ndim != 2:
         raise IngestError(f"ROI folders belong to one grey 2D image; {unit.files[0]} read as "
                           f"{len(cases)} case(s)", file=unit.files[0])
-    head = pydicom.dcmread(root / unit.files[0], stop_before_pixels=True, force=True,
-                           specific_tags=["ViewPosition", "PatientOrientation"])
+    head = dcmread(root / unit.files[0], stop_before_pixels=True,
+                   specific_tags=["ViewPosition", "PatientOrientation"])
     if len(list(head.get("PatientOrientation") or [])) == 2 and \
             str(head.get("ViewPosition", "")).upper() in {"PA", "AP"}:
         raise IngestError("the image is turned for display (PA/AP with PatientOrientation); "
