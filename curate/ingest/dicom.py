@@ -218,9 +218,10 @@ def read_dicom(spec: SourceSpec, root: Path, unit: Unit) -> list[VolumeCase | Im
         from curate.ingest.dicom_roi_files import consumed_files
 
         roi_files = consumed_files(unit)
+    not_images = set(label_files) | set(readings) | roi_files | set(slicer_files) | \
+        slice_mask_files  # annotation files of the unit, read by their own readers below
     for rel in unit.files:
-        if rel in label_files or rel in readings or rel in roi_files or rel in slicer_files \
-                or rel in slice_mask_files:
+        if rel in not_images:
             continue
         try:
             ds = dcmread(root / rel)
